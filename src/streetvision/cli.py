@@ -1,0 +1,120 @@
+"""Command line: argument parsing only; each command calls into the library.
+
+    streetvision run [KEY=VALUE ...]           run pipeline phases (Hydra override syntax)
+    streetvision config [KEY=VALUE ...]        print the resolved config
+    streetvision data synth --out DIR ...      write synthetic street scenes as a folder dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from streetvision.errors import StreetVisionError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Compose the config and run the pipeline."""
+    from omegaconf import OmegaConf
+
+    from streetvision.config import load_config
+    from streetvision.pipeline.artifacts import default_run_id
+    from streetvision.pipeline.runner import run_pipeline
+
+    cfg = load_config(args.overrides)
+    if cfg.run_id is None:
+        OmegaConf.update(cfg, "run_id", default_run_id())
+    run_pipeline(cfg, console)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the resolved config."""
+    from omegaconf import OmegaConf
+
+    from streetvision.config import load_config
+
+    console.print(OmegaConf.to_yaml(load_config(args.overrides), resolve=True), markup=False, highlight=False)
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic folder dataset."""
+    from streetvision.data.synthetic import DOMAINS, write_dataset
+    from streetvision.errors import ConfigError
+
+    if args.domain not in DOMAINS:
+        raise ConfigError(f"Unknown domain '{args.domain}'. Valid choices: {', '.join(DOMAINS)}.",
+                          "pass --domain source or --domain target.")
+    start = time.perf_counter()
+    rows = write_dataset(Path(args.out), n=args.n, domain=args.domain, seed=args.seed, size=args.size,
+                         labeled=not args.unlabeled)
+    seconds = time.perf_counter() - start
+    positives = sum(label for _, label in rows)
+    console.print(f"wrote {len(rows)} images to {args.out} ({positives} roadwork, {len(rows) - positives} "
+                  f"no_roadwork) in {seconds:.1f}s ({len(rows) / max(seconds, 1e-9):.0f} img/s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="streetvision", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (or set STREETVISION_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run pipeline phases; overrides use Hydra syntax, e.g. "
+                                     "pipeline.phases=[phase1,phase2]")
+    run.add_argument("overrides", nargs="*")
+    run.set_defaults(func=cmd_run)
+
+    cfg = sub.add_parser("config", help="print the resolved config")
+    cfg.add_argument("overrides", nargs="*")
+    cfg.set_defaults(func=cmd_config)
+
+    data = sub.add_parser("data", help="data utilities")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write synthetic street scenes as a folder dataset + manifest.csv")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, default=400)
+    synth.add_argument("--domain", default="source")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, default=224)
+    synth.add_argument("--unlabeled", action="store_true", help="flat folder, no class sub-folders")
+    synth.set_defaults(func=cmd_data_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a command; report StreetVisionError as one paragraph and a non-zero exit."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("STREETVISION_DEBUG") == "1"
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except StreetVisionError as exc:
+        if debug:
+            raise
+        text = f"{exc.kind}: {exc.message}"
+        if exc.fix:
+            text += f"\nFix: {exc.fix}"
+        err_console.print(Text(f"streetvision {text}", style="bold red"), soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted; committed phases are intact (a phase is committed by its manifest).")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The typed configuration schema: every key, its default and its meaning, in one place.
+
+Hydra composes ``configs/config.yaml`` (group files under ``configs/<group>/``) on top of this schema, so an
+unknown key or a value of the wrong type is rejected before any work starts. ``load_config`` is the only entry
+point; it turns Hydra/OmegaConf errors into :class:`ConfigError` messages that name the key and the choices.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from streetvision.errors import ConfigError
+
+CONFIG_DIR = Path(os.environ.get("STREETVISION_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
+SPLIT_NAMES = ("train", "val_select", "val_calib", "test")
+
+
+@dataclass
+class SplitFractions:
+    """Fractions of each class that go to each split (must sum to 1)."""
+
+    train: float = 0.6
+    val_select: float = 0.15
+    val_calib: float = 0.1
+    test: float = 0.15
+
+
+@dataclass
+class SyntheticConfig:
+    """Embedded procedural street scenes (data.source=synthetic)."""
+
+    n: int = 800  # labelled images generated for the run
+    domain: str = "source"  # source | target
+    image_size: int = 224
+    seed: int = 0
+
+
+@dataclass
+class UnlabeledConfig:
+    """Unlabelled images for phase4: a folder tree, or synthetic target-domain scenes, or the train split."""
+
+    source: str = "synthetic"  # folder | synthetic | train_split
+    root: Optional[str] = None  # folder tree of images (source=folder)
+    n: int = 400  # synthetic images (source=synthetic)
+    domain: str = "target"
+
+
+@dataclass
+class HFConfig:
+    """A Hugging Face ``datasets`` dataset saved to disk, or parquet files (data.source=hf)."""
+
+    path: Optional[str] = None  # directory from save_to_disk, or a parquet file / directory of parquet files
+    split: Optional[str] = None  # dataset split name when ``path`` holds a DatasetDict
+    image_column: str = "image"
+    label_column: str = "label"
+
+
+@dataclass
+class DataConfig:
+    """Where labelled images come from, how they are decoded and split."""
+
+    source: str = "synthetic"  # folder | csv | hf | synthetic
+    root: Optional[str] = None  # folder source: one sub-folder per class
+    csv_path: Optional[str] = None  # csv source: columns path,label (paths relative to the CSV)
+    class_names: List[str] = field(default_factory=lambda: ["no_roadwork", "roadwork"])  # index 1 = positive
+    splits: SplitFractions = field(default_factory=SplitFractions)
+    split_seed: int = 42
+    near_duplicate_distance: int = 4  # max Hamming distance of 64-bit perceptual hashes that counts as duplicate
+    max_bad_fraction: float = 0.05  # stop when more than this fraction of files cannot be decoded
+    max_image_pixels: int = 89_478_485  # decompression-bomb limit (Pillow's default)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    unlabeled: UnlabeledConfig = field(default_factory=UnlabeledConfig)
+    hf: HFConfig = field(default_factory=HFConfig)
+
+
+@dataclass
+class PipelineConfig:
+    """Which phases to run (any order; the runner orders them) and whether to rerun up-to-date ones."""
+
+    phases: List[str] = field(default_factory=lambda: ["splits"])
+    force: bool = False
+
+
+@dataclass
+class HardwareConfig:
+    """Devices and loader workers."""
+
+    accelerator: str = "auto"  # auto | cpu | gpu
+    num_gpus: int = 0  # seed-compatible alias: >0 means accelerator=gpu, devices=num_gpus
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+    compile: bool = False
+    num_workers: int = 0
+    pin_memory: bool = False
+
+
+@dataclass
+class StreetVisionConfig:
+    """Top-level config; a run lives in ``<output_root>/<experiment_name>/runs/<run_id>/``."""
+
+    output_root: str = "outputs"
+    experiment_name: str = "stage1_ultimate"
+    run_id: Optional[str] = None  # default: a timestamp; reuse an id to continue that run
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+# Allowed values of string keys: checked after composition, reported with the valid choices.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": ("folder", "csv", "hf", "synthetic"),
+    "data.synthetic.domain": ("source", "target"),
+    "data.unlabeled.source": ("folder", "synthetic", "train_split"),
+    "data.unlabeled.domain": ("source", "target"),
+    "hardware.accelerator": ("auto", "cpu", "gpu"),
+    "hardware.precision": ("32", "bf16-mixed", "16-mixed"),
+}
+
+
+def _register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="streetvision_schema", node=StreetVisionConfig)
+
+
+def _valid_keys(cfg: DictConfig, dotted: str) -> tuple[str, list[str]]:
+    """The deepest existing parent of ``dotted`` and the keys it has."""
+    parts = dotted.split(".")
+    node: Any = cfg
+    parent = ""
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, DictConfig) and part in node:
+            node = node[part]
+            parent = ".".join(parts[: i + 1])
+        else:
+            break
+    keys = sorted(node.keys()) if isinstance(node, DictConfig) else []
+    return parent, [str(k) for k in keys]
+
+
+def _explain_override_error(exc: Exception, overrides: list[str]) -> ConfigError:
+    text = f"{exc} {exc.__cause__ or ''}"
+    base = _compose([])  # defaults compose cleanly, so this shows the valid keys
+    m = re.search(r"override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
+    key = m.group(1) if m else None
+    if key and "." not in key:
+        for ov in overrides:  # Hydra names the leaf only in some messages; recover the full key
+            lhs = ov.split("=", 1)[0].lstrip("+~")
+            if lhs.endswith(key):
+                key = lhs
+                break
+    if "is not in struct" in text or "Could not override" in text and key:
+        parent, keys = _valid_keys(base, key or "")
+        if key and OmegaConf.select(base, key, default="__missing__") == "__missing__":
+            where = f"under '{parent}'" if parent else "at the top level"
+            return ConfigError(
+                f"Unknown config key '{key}'. Valid keys {where}: {', '.join(keys)}.",
+                "check the spelling, or see `streetvision config` for the full resolved config.",
+            )
+    m = re.search(r"Could not find '([^'/]+)/([^']+)'", text)
+    if m:
+        group, option = m.groups()
+        options = re.findall(r"^\s+(\w[\w-]*)\s*$", text.split("Config search path")[0], flags=re.M)
+        return ConfigError(f"Unknown option '{option}' for config group '{group}'. Valid choices: "
+                           f"{', '.join(options)}.", f"use {group}=<one of the choices>.")
+    m = re.search(r"Value '([^']*)' of type '(\w+)' could not be converted to (\w+)", text)
+    full = re.search(r"full_key: (\S+)", text)
+    if m:
+        key_name = full.group(1) if full else "?"
+        return ConfigError(f"Invalid value '{m.group(1)}' for '{key_name}': expected {m.group(3)}.",
+                           f"pass a {m.group(3).lower()}, e.g. {key_name}=<{m.group(3).lower()}>.")
+    first = text.strip().splitlines()[0] if text.strip() else repr(exc)
+    return ConfigError(f"Invalid override ({' '.join(overrides)}): {first}",
+                       "use Hydra syntax KEY=VALUE with a value of the key's type, e.g. seed=3.")
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    _register_schema()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def check_choices(cfg: DictConfig) -> None:
+    """Reject string values outside their allowed choices, naming the key and the choices."""
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and str(value) not in allowed:
+            raise ConfigError(f"Invalid value '{value}' for '{key}'. Valid choices: {', '.join(allowed)}.",
+                              f"set {key}=<one of the choices>.")
+    fractions = cfg.data.splits
+    total = sum(float(fractions[name]) for name in SPLIT_NAMES)
+    if abs(total - 1.0) > 1e-6 or any(float(fractions[n]) < 0 for n in SPLIT_NAMES):
+        raise ConfigError(f"data.splits fractions must be non-negative and sum to 1 (got {total:.4f}).",
+                          "adjust data.splits.train / val_select / val_calib / test.")
+    if len(cfg.data.class_names) != 2:
+        raise ConfigError(f"data.class_names must name exactly 2 classes (negative, positive); got "
+                          f"{list(cfg.data.class_names)}.", "set data.class_names=[no_roadwork,roadwork].")
+
+
+def load_config(overrides: list[str] | None = None) -> DictConfig:
+    """Compose the config with Hydra overrides; raise ConfigError (naming key and choices) on any problem."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides or [])
+    try:
+        cfg = _compose(overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise _explain_override_error(exc, overrides) from exc
+    check_choices(cfg)
+    from streetvision.pipeline.registry import check_phase_names
+
+    check_phase_names(list(cfg.pipeline.phases))
+    return cfg
+
+
+def to_plain(cfg: Any) -> Any:
+    """A resolved plain-Python copy of a config node (for hashing and JSON)."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg

@@ -1,0 +1,81 @@
+"""Robust image decoding: decompression-bomb limit, EXIF orientation, every mode to RGB, reduced-size JPEG decode.
+
+A file that cannot be decoded raises :class:`DecodeError` with a short reason; callers quarantine it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default bomb limit
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey image
+
+
+class DecodeError(Exception):
+    """A file is not a usable image; ``reason`` says why (recorded in data_report.json)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.round().astype(np.uint8), mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def decode_image(
+    source: str | Path | Image.Image, min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Open ``source`` (path or PIL image) as an RGB image with EXIF orientation applied.
+
+    ``min_size``: JPEGs are decoded at the smallest DCT scale whose shorter side is still >= min_size.
+    """
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        path = Path(source)
+        try:
+            if path.stat().st_size == 0:
+                raise DecodeError("zero-byte file")
+        except OSError as exc:
+            raise DecodeError(f"unreadable: {exc.strerror or exc}") from exc
+        old_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(path)
+                if min_size and img.format == "JPEG":
+                    w, h = img.size
+                    scale = max(1.0, min(w, h) / float(min_size))
+                    img.draft("RGB", (max(1, int(w / scale)), max(1, int(h / scale))))
+                img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise DecodeError(f"decompression bomb: more than {max_pixels} pixels") from exc
+        except UnidentifiedImageError as exc:
+            raise DecodeError("not an image (unidentified format)") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DecodeError(f"corrupt or truncated: {exc}") from exc
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+    try:
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DecodeError(f"corrupt or truncated: {exc}") from exc

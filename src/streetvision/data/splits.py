@@ -1,0 +1,218 @@
+"""Leak-proof splits: decode every file once (quarantining bad ones), group exact and near duplicates, then
+assign whole groups to ``train / val_select / val_calib / test`` stratified by class with a fixed seed.
+
+``splits.json`` records each file's path (relative to ``data_root``, itself relative to the run directory),
+label, split, SHA-256 and duplicate group, plus a digest of the whole; :func:`load_splits` re-checks the digest
+and that no file or content appears in two splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import imagehash
+import numpy as np
+
+from streetvision.config import SPLIT_NAMES
+from streetvision.data.decode import DecodeError, decode_image
+from streetvision.data.sources import Sample
+from streetvision.errors import DataError
+from streetvision.io import atomic_write_json, read_json, sha256_file
+from streetvision.io.atomic import dumps_json
+
+SPLITS_VERSION = 1
+
+
+@dataclass
+class ScannedFile:
+    """A sample that decoded: content hash, 64-bit perceptual hash, size."""
+
+    sample: Sample
+    sha256: str
+    phash: int
+    width: int
+    height: int
+
+
+@dataclass
+class ScanResult:
+    """Usable files and quarantined ones (with reasons)."""
+
+    ok: list[ScannedFile] = field(default_factory=list)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+
+
+def scan(samples: list[Sample], root: Path, max_pixels: int) -> ScanResult:
+    """Decode each sample once; hash content and perceptual hash; quarantine what fails, with the reason."""
+    result = ScanResult()
+    for sample in samples:
+        rel = Path(os.path.relpath(sample.path, root)).as_posix()
+        try:
+            img = decode_image(sample.path, max_pixels=max_pixels)
+            width, height = img.size
+            img.thumbnail((256, 256))
+            phash = int(str(imagehash.phash(img)), 16)
+        except DecodeError as exc:
+            result.quarantined.append({"path": rel, "label": sample.label, "reason": exc.reason})
+            continue
+        result.ok.append(ScannedFile(sample, sha256_file(sample.path), phash, width, height))
+    return result
+
+
+def check_quality(n_found: int, result: ScanResult, class_names: list[str], max_bad_fraction: float) -> None:
+    """Stop with a clear error when too many files are bad or a class is left empty."""
+    bad = len(result.quarantined)
+    if n_found == 0:
+        raise DataError("The data source contains no image files.", "check data.source and its path.")
+    if bad / n_found > max_bad_fraction:
+        reasons = sorted({q["reason"].split(":")[0] for q in result.quarantined})
+        raise DataError(
+            f"{bad} of {n_found} files ({bad / n_found:.0%}) could not be decoded, above data.max_bad_fraction="
+            f"{max_bad_fraction}. Reasons: {'; '.join(reasons)}.",
+            "fix or remove the files listed in data/data_report.json, or raise data.max_bad_fraction.",
+        )
+    for label, name in enumerate(class_names):
+        if not any(f.sample.label == label for f in result.ok):
+            raise DataError(f"Class '{name}' has no usable images.", f"add images of class '{name}'.")
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def group_duplicates(sha256s: list[str], phashes: list[int], max_distance: int) -> list[int]:
+    """Group id per file: exact duplicates (same SHA-256) and near duplicates (phash Hamming <= max_distance)."""
+    n = len(sha256s)
+    uf = _UnionFind(n)
+    first: dict[str, int] = {}
+    for i, digest in enumerate(sha256s):
+        if digest in first:
+            uf.union(first[digest], i)
+        else:
+            first[digest] = i
+    if max_distance >= 0 and n > 1:
+        hashes = np.array(phashes, dtype=np.uint64)
+        for i in range(n - 1):  # vectorised per row: O(n^2 / 2) popcounts
+            dist = np.bitwise_count(hashes[i + 1:] ^ hashes[i])
+            for j in np.nonzero(dist <= max_distance)[0]:
+                uf.union(i, i + 1 + int(j))
+    roots = [uf.find(i) for i in range(n)]
+    remap = {r: k for k, r in enumerate(dict.fromkeys(roots))}
+    return [remap[r] for r in roots]
+
+
+def assign_splits(labels: list[int], groups: list[int], fractions: dict[str, float], seed: int,
+                  class_names: list[str]) -> list[str]:
+    """Stratified, seeded assignment of whole duplicate groups to splits.
+
+    Each group takes its majority label's stratum. Every split with a positive fraction gets at least one
+    group of each class; groups then go, largest first, to the split furthest below its target image count.
+    """
+    active = [s for s in SPLIT_NAMES if fractions[s] > 0]
+    by_group: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    out = [""] * len(labels)
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(class_names):
+        members = [g for g, idx in by_group.items() if np.bincount([labels[i] for i in idx], minlength=2).argmax()
+                   == label]
+        if len(members) < len(active):
+            raise DataError(
+                f"Class '{name}' has {len(members)} distinct image group(s) (after merging duplicates); the "
+                f"{len(active)} requested splits ({', '.join(active)}) need at least {len(active)}.",
+                "add images of that class, or set the fraction of some splits to 0 (data.splits.*).",
+            )
+        order = [members[k] for k in rng.permutation(len(members))]
+        total = sum(len(by_group[g]) for g in order)
+        count = dict.fromkeys(active, 0)
+        for split, g in zip(reversed(active), order):  # one group per split first, smallest splits first
+            count[split] += len(by_group[g])
+            for i in by_group[g]:
+                out[i] = split
+        for g in sorted(order[len(active):], key=lambda g: -len(by_group[g])):
+            split = max(active, key=lambda s: (fractions[s] * total - count[s], fractions[s]))
+            count[split] += len(by_group[g])
+            for i in by_group[g]:
+                out[i] = split
+    return out
+
+
+def files_digest(files: list[dict[str, Any]]) -> str:
+    """SHA-256 of the canonical JSON of the file list."""
+    return hashlib.sha256(dumps_json(files).encode()).hexdigest()
+
+
+def write_splits(path: Path, data_root_rel: str, files: list[dict[str, Any]], class_names: list[str],
+                 fractions: dict[str, float], seed: int) -> str:
+    """Write splits.json atomically (files sorted by path); return its SHA-256."""
+    files = sorted(files, key=lambda f: f["path"])
+    counts = {s: {c: sum(1 for f in files if f["split"] == s and f["label"] == k) for k, c in enumerate(class_names)}
+              for s in SPLIT_NAMES}
+    return atomic_write_json(path, {
+        "version": SPLITS_VERSION, "data_root": data_root_rel, "class_names": class_names,
+        "fractions": fractions, "seed": seed, "counts": counts, "files": files, "digest": files_digest(files),
+    })
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A verified splits.json: the data root (absolute) and per-split (path, label, sha256) rows."""
+
+    data_root: Path
+    class_names: list[str]
+    files: list[dict[str, Any]]
+    digest: str
+
+    def rows(self, split: str) -> list[dict[str, Any]]:
+        """Rows of one split (sorted by path)."""
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {split!r}; choose one of {SPLIT_NAMES}")
+        return [f for f in self.files if f["split"] == split]
+
+    def paths(self, split: str) -> list[Path]:
+        """Absolute image paths of one split."""
+        return [self.data_root / f["path"] for f in self.rows(split)]
+
+    def labels(self, split: str) -> list[int]:
+        """Labels of one split, aligned with :meth:`paths`."""
+        return [int(f["label"]) for f in self.rows(split)]
+
+
+def load_splits(path: Path) -> Splits:
+    """Read splits.json; verify its digest and that no path or content is in two splits (DataError if so)."""
+    if not path.is_file():
+        raise DataError(f"'{path}' does not exist.",
+                        "create it with the splits phase: streetvision run pipeline.phases=[splits] (the phases "
+                        "that need it add it automatically).")
+    raw = read_json(path)
+    files = raw["files"]
+    if files_digest(files) != raw.get("digest"):
+        raise DataError(f"'{path}' was edited: its digest does not match its file list.",
+                        "regenerate it: streetvision run pipeline.phases=[splits] pipeline.force=true.")
+    seen_path: dict[str, str] = {}
+    seen_sha: dict[str, str] = {}
+    for f in files:
+        for key, seen in (("path", seen_path), ("sha256", seen_sha)):
+            other = seen.setdefault(f[key], f["split"])
+            if other != f["split"]:
+                raise DataError(f"Split leak in '{path}': {key} {f[key][:40]} is in both '{other}' and "
+                                f"'{f['split']}'.", "regenerate splits.json; do not edit it by hand.")
+    return Splits(data_root=(path.parent / raw["data_root"]).resolve(), class_names=list(raw["class_names"]),
+                  files=files, digest=raw["digest"])

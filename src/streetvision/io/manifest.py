@@ -1,0 +1,162 @@
+"""Step manifests: the commit record of a phase.
+
+A manifest names every input and output of a step (path relative to the run directory, SHA-256, size), the hash
+of the config slice the step used, its metrics, library versions and the code's git commit. It is written LAST
+and atomically, so if a manifest exists and ``verify()`` reports nothing, every output it names exists and is
+exactly the file that the step wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import subprocess
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from streetvision.errors import IntegrityError
+from streetvision.io.atomic import atomic_write_json, dumps_json, read_json, sha256_file
+
+MANIFEST_VERSION = 1
+TRACKED_LIBRARIES = (
+    "streetvision", "torch", "transformers", "peft", "lightning", "numpy", "pillow", "safetensors",
+    "scikit-learn", "onnxruntime",
+)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file: path relative to the run directory, SHA-256 and size in bytes."""
+
+    path: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, file: Path, root: Path) -> FileRecord:
+        """Hash ``file`` and record it relative to ``root``."""
+        rel = os.path.relpath(file, root)
+        return cls(path=Path(rel).as_posix(), sha256=sha256_file(file), size=file.stat().st_size)
+
+
+def records_for(paths: list[Path], root: Path) -> list[FileRecord]:
+    """FileRecords for files and for every file under directories, sorted by path; hidden temp files skipped."""
+    out: list[FileRecord] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            out.extend(FileRecord.of(f, root) for f in files)
+        elif path.is_file():
+            out.append(FileRecord.of(path, root))
+        else:
+            raise IntegrityError(f"Cannot record '{path}': it does not exist.", "the step must write it first.")
+    return sorted(set(out), key=lambda r: r.path)
+
+
+def config_hash(config_slice: Any) -> str:
+    """SHA-256 of the canonical JSON of a (plain) config slice."""
+    return hashlib.sha256(dumps_json(config_slice).encode()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape results."""
+    versions = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The code's git commit (with ``-dirty`` when the tree has changes), or None outside a checkout."""
+    here = cwd or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class StepManifest:
+    """The record of one completed step; see the module docstring for the invariant."""
+
+    step: str
+    status: str
+    started_at: str
+    finished_at: str
+    config_hash: str
+    inputs: list[FileRecord] = field(default_factory=list)
+    outputs: list[FileRecord] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    git_commit: str | None = None
+    manifest_version: int = MANIFEST_VERSION
+
+    @classmethod
+    def build(
+        cls, step: str, root: Path, inputs: list[Path], outputs: list[Path], config_slice: Any,
+        metrics: dict[str, Any], started_at: str,
+    ) -> StepManifest:
+        """Hash inputs and outputs (relative to ``root``) and fill lineage fields."""
+        return cls(
+            step=step, status="completed", started_at=started_at, finished_at=utc_now(),
+            config_hash=config_hash(config_slice), inputs=records_for(inputs, root),
+            outputs=records_for(outputs, root), metrics=metrics, versions=library_versions(),
+            git_commit=git_commit(),
+        )
+
+    def save(self, path: Path) -> str:
+        """Write atomically; return the SHA-256. Call after every output is written."""
+        return atomic_write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> StepManifest:
+        """Read a manifest; raise IntegrityError naming the field when it is malformed."""
+        try:
+            raw = read_json(path)
+            raw["inputs"] = [FileRecord(**r) for r in raw.get("inputs", [])]
+            raw["outputs"] = [FileRecord(**r) for r in raw.get("outputs", [])]
+            return cls(**raw)
+        except (OSError, json.JSONDecodeError, TypeError, KeyError) as exc:
+            raise IntegrityError(
+                f"Manifest '{path}' is unreadable or malformed ({exc}).",
+                "delete it and rerun the step (pipeline.force=true).",
+            ) from exc
+
+    def verify(self, root: Path) -> list[str]:
+        """Re-hash every input and output under ``root``; return one line per difference (empty: all good)."""
+        problems: list[str] = []
+        for kind, records in (("output", self.outputs), ("input", self.inputs)):
+            for rec in records:
+                file = root / rec.path
+                if not file.is_file():
+                    problems.append(f"{kind} missing: {rec.path}")
+                    continue
+                size = file.stat().st_size
+                if size != rec.size:
+                    problems.append(f"{kind} changed: {rec.path} (size {rec.size} -> {size})")
+                elif sha256_file(file) != rec.sha256:
+                    problems.append(f"{kind} changed: {rec.path} (sha256 differs)")
+        return problems
+
+    def output_paths(self) -> list[str]:
+        """Relative paths of all outputs."""
+        return [r.path for r in self.outputs]

@@ -1,0 +1,81 @@
+"""The only place that knows where a run's artifacts live.
+
+Layout: ``<output_root>/<experiment_name>/runs/<run_id>/`` holding ``config.yaml``, ``splits.json`` and one
+directory per phase. Paths written inside artifacts are relative to the run directory (see :meth:`rel`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+PHASE_DIRS: dict[str, str] = {
+    "splits": "data",
+    "phase4": "phase4_explora",
+    "phase1": "phase1",
+    "phase2": "phase2",
+    "phase5": "phase5_scrc",
+    "phase6": "export",
+    "evaluation": "evaluation",
+}
+
+
+def default_run_id() -> str:
+    """A sortable timestamp id for a new run."""
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class ArtifactSchema:
+    """Every artifact path of one run directory."""
+
+    run_dir: Path
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> ArtifactSchema:
+        """Run directory from the top-level keys; ``cfg.run_id`` must be set (the CLI fills a timestamp)."""
+        return cls(Path(cfg.output_root) / cfg.experiment_name / "runs" / str(cfg.run_id))
+
+    # run level
+    @property
+    def config_yaml(self) -> Path:
+        return self.run_dir / "config.yaml"
+
+    @property
+    def splits_json(self) -> Path:
+        return self.run_dir / "splits.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.run_dir / ".lock"
+
+    def phase_dir(self, phase: str) -> Path:
+        return self.run_dir / PHASE_DIRS[phase]
+
+    def manifest(self, phase: str) -> Path:
+        return self.phase_dir(phase) / "manifest.json"
+
+    # data (splits phase)
+    @property
+    def data_report_json(self) -> Path:
+        return self.phase_dir("splits") / "data_report.json"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        return self.phase_dir("splits") / "synthetic"
+
+    @property
+    def unlabeled_synthetic_dir(self) -> Path:
+        return self.phase_dir("splits") / "synthetic_unlabeled"
+
+    def rel(self, path: Path | str) -> str:
+        """``path`` relative to the run directory, POSIX style (what artifacts record)."""
+        return Path(os.path.relpath(Path(path).absolute(), self.run_dir.absolute())).as_posix()
+
+    def resolve(self, rel_path: str) -> Path:
+        """Inverse of :meth:`rel`."""
+        return (self.run_dir / rel_path).resolve()

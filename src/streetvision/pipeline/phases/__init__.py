@@ -1,0 +1,3 @@
+"""Phase implementations; importing this package registers every phase that exists."""
+
+from streetvision.pipeline.phases import splits  # noqa: F401

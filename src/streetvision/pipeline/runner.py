@@ -1,0 +1,147 @@
+"""The runner: orders the requested phases, checks dependencies before any work, skips phases whose committed
+outputs, inputs and config are unchanged (like make/DVC), runs the rest under a run-directory lock, and commits
+each phase by writing its manifest last."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from streetvision.config import to_plain
+from streetvision.errors import IntegrityError, MissingArtifactError
+from streetvision.io import StepManifest, atomic_write_text, config_hash
+from streetvision.io.manifest import FileRecord, utc_now
+from streetvision.pipeline.artifacts import ArtifactSchema
+from streetvision.pipeline.lock import run_lock
+from streetvision.pipeline.registry import PHASE_ORDER, PhaseContext, PhaseSpec, load_phases
+
+
+@dataclass
+class PhaseOutcome:
+    """What happened to one phase in a run."""
+
+    name: str
+    status: str  # ran | up to date
+    seconds: float
+    summary: dict[str, str]
+
+
+def config_slice(cfg: DictConfig, spec: PhaseSpec) -> dict:
+    """The part of the config a phase depends on, plus its fingerprint (hashed for up-to-date checks)."""
+    out = {key: to_plain(OmegaConf.select(cfg, key)) for key in spec.config_keys}
+    if spec.fingerprint is not None:
+        out["_fingerprint"] = spec.fingerprint(cfg)
+    return out
+
+
+def committed(artifacts: ArtifactSchema, name: str) -> StepManifest | None:
+    """The phase's manifest if it exists and verifies (outputs and inputs unchanged), else None."""
+    path = artifacts.manifest(name)
+    if not path.is_file():
+        return None
+    try:
+        manifest = StepManifest.load(path)
+    except IntegrityError:
+        return None
+    return None if manifest.verify(artifacts.run_dir) else manifest
+
+
+def plan(cfg: DictConfig, artifacts: ArtifactSchema) -> list[PhaseSpec]:
+    """Requested phases plus needed auto phases, in dependency order; fail before work on a missing dependency."""
+    registry = load_phases()
+    wanted = set(cfg.pipeline.phases)
+    for name in list(wanted):  # add auto phases (data preparation) that a requested phase needs
+        for dep in registry[name].needs:
+            if registry[dep].auto and not _up_to_date(cfg, artifacts, registry[dep]):
+                wanted.add(dep)
+    ordered = [registry[n] for n in PHASE_ORDER if n in wanted]
+    for spec in ordered:
+        for dep in spec.needs:
+            if dep in wanted or registry[dep].auto:
+                continue
+            if committed(artifacts, dep) is None:
+                raise MissingArtifactError(
+                    f"Phase '{spec.name}' needs the outputs of '{dep}', which are missing or out of date in "
+                    f"'{artifacts.run_dir}' and '{dep}' is not in pipeline.phases.",
+                    f"add it: pipeline.phases=[{','.join([dep] + [s.name for s in ordered])}], or point run_id= "
+                    f"at a run that has it.",
+                )
+    return ordered
+
+
+def upstream_records(artifacts: ArtifactSchema, spec: PhaseSpec) -> list[FileRecord]:
+    """Outputs of the committed upstream phases this phase reads (its recorded inputs)."""
+    records: list[FileRecord] = []
+    for dep in (*spec.needs, *spec.uses):
+        manifest = committed(artifacts, dep)
+        if manifest is not None:
+            records.extend(manifest.outputs)
+    return records
+
+
+def _up_to_date(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> bool:
+    manifest = committed(artifacts, spec.name)
+    if manifest is None or manifest.config_hash != config_hash(config_slice(cfg, spec)):
+        return False
+    recorded = {(r.path, r.sha256) for r in manifest.inputs}
+    return {(r.path, r.sha256) for r in upstream_records(artifacts, spec)} <= recorded
+
+
+def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseOutcome]:
+    """Run the configured phases in order; return what each did."""
+    console = console or Console()
+    artifacts = ArtifactSchema.from_config(cfg)
+    artifacts.run_dir.mkdir(parents=True, exist_ok=True)
+    outcomes: list[PhaseOutcome] = []
+    with run_lock(artifacts.lock_file):
+        ordered = plan(cfg, artifacts)
+        atomic_write_text(artifacts.config_yaml, OmegaConf.to_yaml(cfg, resolve=True))
+        console.print(f"[bold]Run[/bold] {artifacts.run_dir}  phases: {', '.join(s.name for s in ordered)}")
+        for spec in ordered:
+            outcomes.append(_run_phase(cfg, artifacts, spec, console))
+    print_summary(outcomes, artifacts, console)
+    return outcomes
+
+
+def _run_phase(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, console: Console) -> PhaseOutcome:
+    if not cfg.pipeline.force and _up_to_date(cfg, artifacts, spec):
+        console.print(f"[green]=[/green] {spec.name}: up to date (pipeline.force=true reruns it)")
+        manifest = StepManifest.load(artifacts.manifest(spec.name))
+        return PhaseOutcome(spec.name, "up to date", 0.0, manifest.metrics.get("_summary", {}))
+    console.rule(f"[bold]{spec.name}[/bold]: {spec.description}")
+    manifest_path = artifacts.manifest(spec.name)
+    manifest_path.unlink(missing_ok=True)  # uncommit first: a crash below leaves no manifest claiming old outputs
+    started, start = utc_now(), time.perf_counter()
+    result = spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=console))
+    upstream = [artifacts.run_dir / r.path for r in upstream_records(artifacts, spec)]
+    metrics = dict(result.metrics, _summary=result.summary)
+    manifest = StepManifest.build(
+        step=spec.name, root=artifacts.run_dir, inputs=upstream + list(result.inputs), outputs=result.outputs,
+        config_slice=config_slice(cfg, spec), metrics=metrics, started_at=started,
+    )
+    manifest.save(manifest_path)  # LAST: commits the phase
+    seconds = time.perf_counter() - start
+    console.print(f"[green]✓[/green] {spec.name} done in {seconds:.1f}s")
+    return PhaseOutcome(spec.name, "ran", seconds, result.summary)
+
+
+def print_summary(outcomes: list[PhaseOutcome], artifacts: ArtifactSchema, console: Console) -> None:
+    """One row per phase: status, time, headline results."""
+    table = Table(title=f"StreetVision run {artifacts.run_dir}")
+    table.add_column("phase")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("results")
+    for o in outcomes:
+        table.add_row(o.name, o.status, f"{o.seconds:.1f}s", "; ".join(f"{k}: {v}" for k, v in o.summary.items()))
+    console.print(table)
+
+
+def manifest_paths(artifacts: ArtifactSchema) -> dict[str, Path]:
+    """Existing manifests of this run, by phase."""
+    return {n: artifacts.manifest(n) for n in PHASE_ORDER if artifacts.manifest(n).is_file()}

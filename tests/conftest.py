@@ -1,0 +1,20 @@
+"""Shared fixtures: composed configs pointing at a temp output root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from streetvision.config import load_config
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path):
+    """Compose the real config with overrides, writing runs under tmp_path."""
+
+    def _make(*overrides: str, run_id: str = "t") -> DictConfig:
+        return load_config([f"output_root={tmp_path / 'outputs'}", f"run_id={run_id}", *overrides])
+
+    return _make

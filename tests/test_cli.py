@@ -1,0 +1,40 @@
+"""The CLI's contract: bad input gives one clear paragraph and a non-zero exit, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "streetvision.cli", *args], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["run", "pipeline.phases=[nosuchphase]"], "Unknown phase(s) in pipeline.phases: nosuchphase. Valid phases:"),
+    (["run", "data.nosuchkey=1"], "Unknown config key 'data.nosuchkey'. Valid keys under 'data':"),
+    (["run", "data.synthetic.n=abc"], "Invalid value 'abc' for 'data.synthetic.n': expected Integer"),
+    (["run", "data=nosuch"], "Unknown option 'nosuch' for config group 'data'. Valid choices: csv, folder"),
+    (["run", "data.source=ftp"], "Invalid value 'ftp' for 'data.source'. Valid choices: folder, csv, hf"),
+])
+def test_bad_config_is_one_paragraph_without_traceback(args, expected, tmp_path):
+    proc = cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "outputs").exists()  # failed before any work
+
+
+def test_debug_flag_shows_traceback(tmp_path):
+    proc = cli("--debug", "run", "data.nosuchkey=1", cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_seed_entry_point_is_an_alias_of_run(tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "train_cli_v2.py"
+    proc = subprocess.run([sys.executable, str(script), "pipeline.phases=[nosuchphase]"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and "Unknown phase(s)" in proc.stderr
