@@ -15,6 +15,9 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's default bomb limit
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey image
 
 
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
+
+
 class DecodeError(Exception):
     """A file is not a usable image; ``reason`` says why (recorded in data_report.json)."""
 
@@ -69,7 +72,11 @@ def decode_image(
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise DecodeError(f"decompression bomb: more than {max_pixels} pixels") from exc
         except UnidentifiedImageError as exc:
-            raise DecodeError("not an image (unidentified format)") from exc
+            with open(path, "rb") as handle:
+                head = handle.read(8)
+            if any(head.startswith(magic) for magic in _MAGIC):
+                raise DecodeError("corrupt: image header present but the data is unreadable") from exc
+            raise DecodeError("not an image (unrecognised format)") from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise DecodeError(f"corrupt or truncated: {exc}") from exc
         finally:

@@ -1,0 +1,123 @@
+"""Torch datasets and Lightning data modules for labelled splits and for unlabelled images.
+
+A file that fails to decode at training time (changed after the splits phase) is reported with a warning and
+replaced by the next decodable sample, so an epoch never crashes on one bad file. The unlabelled dataset is given
+image paths only and never opens a label file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from streetvision.data.decode import DecodeError, decode_image
+from streetvision.data.sources import list_images
+from streetvision.data.splits import Splits
+from streetvision.errors import DataError
+
+log = logging.getLogger(__name__)
+Transform = Callable[..., object]
+
+
+def _sample_rng() -> np.random.Generator:
+    """Per-sample numpy generator drawn from torch's RNG (seeded per worker by Lightning's seed_everything)."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label, index) for labelled files, or image tensor(s) only when ``labels`` is None."""
+
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None, transform: Transform,
+                 decode_min_size: int | None = None) -> None:
+        self.paths = list(paths)
+        self.labels = None if labels is None else list(labels)
+        self.transform = transform
+        self.decode_min_size = decode_min_size
+        self.failures: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _load(self, index: int):
+        for step in range(len(self.paths)):
+            i = (index + step) % len(self.paths)
+            try:
+                return i, decode_image(self.paths[i], min_size=self.decode_min_size)
+            except DecodeError as exc:
+                if str(self.paths[i]) not in self.failures:
+                    self.failures[str(self.paths[i])] = exc.reason
+                    log.warning("skipping undecodable file %s (%s); using the next sample", self.paths[i],
+                                exc.reason)
+        raise DataError("No file in this dataset can be decoded.", "rerun the splits phase to quarantine them.")
+
+    def __getitem__(self, index: int):
+        i, img = self._load(index)
+        x = self.transform(img, _sample_rng())
+        if self.labels is None:
+            return x
+        return x, self.labels[i], i
+
+
+class LabeledDataModule(L.LightningDataModule):
+    """Splits from splits.json: augmented ``train``, plain ``val_select`` / ``val_calib`` / ``test``."""
+
+    def __init__(self, splits: Splits, train_transform: Transform, eval_transform: Transform, batch_size: int,
+                 num_workers: int = 0, pin_memory: bool = False, decode_min_size: int | None = None) -> None:
+        super().__init__()
+        self.splits = splits
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.decode_min_size = decode_min_size
+
+    def dataset(self, split: str, augment: bool = False) -> ImageDataset:
+        """Dataset of one split (augmented with the training transform when ``augment``)."""
+        transform = self.train_transform if augment else self.eval_transform
+        return ImageDataset(self.splits.paths(split), self.splits.labels(split), transform, self.decode_min_size)
+
+    def loader(self, split: str, augment: bool = False, shuffle: bool = False) -> DataLoader:
+        """A DataLoader over one split."""
+        return DataLoader(self.dataset(split, augment), batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", augment=True, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val_select")
+
+
+def unlabeled_paths(root: Path) -> list[Path]:
+    """Every image file under ``root`` (any folder tree); no label file is opened."""
+    images, _ = list_images(root)
+    if not images:
+        raise DataError(f"No images found under '{root}'.", "point data.unlabeled.root at a folder of images.")
+    return images
+
+
+class UnlabeledDataModule(L.LightningDataModule):
+    """Unlabelled images for self-supervised training: yields only what ``transform`` makes of each image."""
+
+    def __init__(self, paths: Sequence[Path], transform: Transform, batch_size: int, num_workers: int = 0,
+                 pin_memory: bool = False, decode_min_size: int | None = None) -> None:
+        super().__init__()
+        self.paths = list(paths)
+        self.transform = transform
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.decode_min_size = decode_min_size
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = ImageDataset(self.paths, None, self.transform, self.decode_min_size)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, drop_last=True)
