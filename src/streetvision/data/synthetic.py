@@ -35,7 +35,9 @@ class Scene:
 
 
 def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 18) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)  # type: ignore[return-value]
+    d = rng.integers(-amount, amount + 1, size=3)
+    return (min(255, max(0, rgb[0] + int(d[0]))), min(255, max(0, rgb[1] + int(d[1]))),
+            min(255, max(0, rgb[2] + int(d[2]))))
 
 
 class _Canvas:
@@ -338,32 +340,38 @@ def render_scene(index: int, seed: int = 0, domain: str = "source", size: int = 
 
 
 # ---------------------------------------------------------------------------------------------- target camera
-_REMAP_CACHE: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_CAMERA_CACHE: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def _remap(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Barrel-distortion sampling grid and vignette mask for a wide-angle camera (cached per size)."""
-    if size not in _REMAP_CACHE:
+def _camera(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Wide-angle camera model, cached per size: barrel-distortion sampling index (flat), vignette gain and a
+    bank of sensor-noise fields (sampling from a fixed bank keeps generation fast)."""
+    if size not in _CAMERA_CACHE:
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         nx, ny = (xx - size / 2) / (size / 2), (yy - size / 2) / (size / 2)
         r2 = nx**2 + ny**2
         k = 1.0 / (1.0 + 0.22 * r2)  # sample closer to the centre at the edges: objects bulge outward
-        sx = np.clip((nx * k * 0.97) * size / 2 + size / 2, 0, size - 1).astype(np.int32)
-        sy = np.clip((ny * k * 0.97) * size / 2 + size / 2, 0, size - 1).astype(np.int32)
+        sx = np.clip((nx * k * 0.97) * size / 2 + size / 2, 0, size - 1).astype(np.int64)
+        sy = np.clip((ny * k * 0.97) * size / 2 + size / 2, 0, size - 1).astype(np.int64)
         vignette = (1.0 - 0.55 * np.clip(r2 / 2.0, 0, 1) ** 0.8)[..., None].astype(np.float32)
-        _REMAP_CACHE[size] = (sy, sx, vignette)
-    return _REMAP_CACHE[size]
+        noise = 6.0 * np.random.default_rng(1234).standard_normal((4, size, size, 3), dtype=np.float32)
+        _CAMERA_CACHE[size] = ((sy * size + sx).ravel(), vignette, noise)
+    return _CAMERA_CACHE[size]
 
 
 def _target_camera(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    sy, sx, vignette = _remap(img.size[0])
-    arr = np.asarray(img)[sy, sx].astype(np.float32)
-    if rng.random() < 0.5:  # night: dark, blue, street-light glow
-        arr = arr * rng.uniform(0.3, 0.45) * np.array([0.8, 0.9, 1.25], dtype=np.float32)
+    size = img.size[0]
+    flat_index, vignette, noise = _camera(size)
+    arr = np.asarray(img).reshape(-1, 3).take(flat_index, axis=0).reshape(size, size, 3).astype(np.float32)
+    if rng.random() < 0.5:  # night: dark and blue
+        gain = vignette * (rng.uniform(0.3, 0.45) * np.array([0.8, 0.9, 1.25], dtype=np.float32))
+        offset = 0.0
     else:  # fog: low contrast toward a grey-blue haze
         haze = rng.uniform(0.45, 0.65)
-        arr = arr * (1 - haze) + haze * np.array([190, 195, 205], dtype=np.float32)
-    arr = arr * vignette + 6.0 * rng.standard_normal(arr.shape, dtype=np.float32)
+        gain = vignette * np.float32(1 - haze)
+        offset = vignette * (haze * np.array([190, 195, 205], dtype=np.float32))
+    arr = arr * gain + offset
+    arr += np.roll(noise[rng.integers(len(noise))], int(rng.integers(size)), axis=1)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
@@ -382,7 +390,7 @@ def write_dataset(out_dir: Path, n: int, domain: str = "source", seed: int = 0, 
         path = out_dir / rel
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
+            with atomic_path(path, fsync=False) as tmp:
                 scene.image.save(tmp, format="PNG", compress_level=1)
         rows.append((rel, scene.label))
     with atomic_path(out_dir / "manifest.csv") as tmp, open(tmp, "w", newline="") as handle:

@@ -1,0 +1,49 @@
+"""Shared output for benchmark scripts: a JSON file in benchmarks/results/ and a markdown table on stdout."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from streetvision.io import atomic_write_json
+from streetvision.io.manifest import library_versions, utc_now
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs (and all the samples)."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples), samples
+
+
+def report(name: str, rows: list[dict[str, Any]], notes: str = "") -> Path:
+    """Write results/<name>.json (rows + machine facts) and print the rows as a markdown table."""
+    path = RESULTS / f"{name}.json"
+    atomic_write_json(path, {
+        "benchmark": name, "measured_at": utc_now(), "notes": notes, "rows": rows,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch_threads": torch.get_num_threads()},
+        "versions": library_versions(),
+    })
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        print("| " + " | ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols) + " |")
+    if notes:
+        print(f"\n{notes}")
+    print(f"\nwritten: {path}")
+    return path
