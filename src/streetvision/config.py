@@ -35,7 +35,7 @@ class SplitFractions:
 class SyntheticConfig:
     """Embedded procedural street scenes (data.source=synthetic)."""
 
-    n: int = 800  # labelled images generated for the run
+    n: int = 2400  # labelled images generated for the run
     domain: str = "source"  # source | target
     image_size: int = 224
     seed: int = 0
@@ -80,6 +80,58 @@ class DataConfig:
 
 
 @dataclass
+class LoraSettings:
+    """PEFT LoRA adapters (model.finetune=lora)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: List[str] = field(default_factory=list)  # empty: the backbone's attention projections
+    use_dora: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """Backbone (built-in name, hub id or save_pretrained directory), head and fine-tuning mode."""
+
+    backbone: str = "dinov2-tiny"  # dinov2-tiny | dinov2-micro | facebook/dinov2-small | /path/to/dir
+    finetune: str = "full"  # frozen | lora | full
+    head: str = "linear"  # linear | mlp
+    head_hidden: int = 256
+    head_dropout: float = 0.0
+    init_from_explora: Optional[bool] = None  # None: start from phase4's backbone when it is committed
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass
+class TrainingConfig:
+    """Supervised training (phase1)."""
+
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3  # head
+    backbone_lr: float = 3e-4  # backbone (full) or adapters (lora)
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    gradient_clip: float = 1.0
+    grad_accum: int = 1
+    loss: str = "ce"  # ce | focal
+    focal_gamma: float = 2.0
+    class_weighted: bool = False
+    early_stopping_patience: int = 5  # epochs without val_select improvement; 0 disables
+    augment: str = "validator"  # none | flip | validator (validator-style distortions at the validator's mix)
+    progress_bar: bool = True
+
+
+@dataclass
+class Phase1Config:
+    """Phase 1 outputs."""
+
+    score_splits: List[str] = field(default_factory=lambda: ["val_select", "val_calib", "test"])
+    frozen_epochs: int = 100  # head epochs on cached embeddings (model.finetune=frozen)
+
+
+@dataclass
 class PipelineConfig:
     """Which phases to run (any order; the runner orders them) and whether to rerun up-to-date ones."""
 
@@ -110,8 +162,11 @@ class StreetVisionConfig:
     run_id: Optional[str] = None  # default: a timestamp; reuse an id to continue that run
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    phase1: Phase1Config = field(default_factory=Phase1Config)
 
 
 # Allowed values of string keys: checked after composition, reported with the valid choices.
@@ -121,6 +176,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.unlabeled.source": ("folder", "synthetic", "train_split"),
     "data.unlabeled.domain": ("source", "target"),
     "hardware.accelerator": ("auto", "cpu", "gpu"),
+    "model.finetune": ("frozen", "lora", "full"),
+    "model.head": ("linear", "mlp"),
+    "training.loss": ("ce", "focal"),
+    "training.augment": ("none", "flip", "validator"),
     "hardware.precision": ("32", "bf16-mixed", "16-mixed"),
 }
 
@@ -199,6 +258,10 @@ def check_choices(cfg: DictConfig) -> None:
         if value is not None and str(value) not in allowed:
             raise ConfigError(f"Invalid value '{value}' for '{key}'. Valid choices: {', '.join(allowed)}.",
                               f"set {key}=<one of the choices>.")
+    bad = [s for s in cfg.phase1.score_splits if s not in SPLIT_NAMES]
+    if bad:
+        raise ConfigError(f"Unknown split(s) {bad} in phase1.score_splits. Valid choices: {', '.join(SPLIT_NAMES)}.",
+                          "set phase1.score_splits=[val_select,val_calib,test].")
     fractions = cfg.data.splits
     total = sum(float(fractions[name]) for name in SPLIT_NAMES)
     if abs(total - 1.0) > 1e-6 or any(float(fractions[n]) < 0 for n in SPLIT_NAMES):

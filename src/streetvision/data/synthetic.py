@@ -59,7 +59,7 @@ class _Canvas:
 
     def ppm(self, s: float) -> float:
         """Pixels per metre at depth ``s``."""
-        return s * self.size * 0.12
+        return s * self.size * 0.2
 
 
 # ---------------------------------------------------------------------------------------------- background
@@ -267,7 +267,7 @@ ROADWORK = {"cone_row": 0.3, "barrier": 0.2, "drum": 0.14, "sign": 0.14, "excava
 
 def _place_roadwork(c: _Canvas, kind: str) -> list[tuple[float, callable]]:  # type: ignore[valid-type]
     rng = c.rng
-    s = float(rng.uniform(0.3, 0.95))
+    s = float(rng.uniform(0.5, 0.95))  # roadwork in the near and middle field, as a dashcam approaching it
     u = float(rng.choice([-1, 1]) * rng.uniform(0.3, 1.2))
     if kind == "cone_row":
         n, du = int(rng.integers(2, 6)), rng.uniform(0.1, 0.25)
@@ -330,7 +330,7 @@ def render_scene(index: int, seed: int = 0, domain: str = "source", size: int = 
             names.append(str(kind))
     if label == 1:
         kinds, probs = list(ROADWORK), np.array(list(ROADWORK.values()))
-        for kind in rng.choice(kinds, size=int(rng.integers(1, 4)), p=probs / probs.sum()):
+        for kind in rng.choice(kinds, size=int(rng.integers(2, 5)), p=probs / probs.sum()):
             items += _place_roadwork(c, str(kind))
             names.append(str(kind))
     for _, draw in sorted(items, key=lambda item: item[0]):

@@ -132,15 +132,23 @@ def sample_challenge_level(rng: np.random.Generator) -> int:
     return int(rng.integers(0, len(CHALLENGE_LEVELS)))
 
 
+AUGMENT_MODES = ("none", "flip", "validator")
+
+
 @dataclass(frozen=True)
 class TrainTransform:
-    """Training augmentation: a validator challenge at a uniformly sampled level, then eval preprocessing."""
+    """Training augmentation, then eval preprocessing. ``mode``: ``validator`` applies a validator challenge at a
+    uniformly sampled level (the validator's mix); ``flip`` only mirrors left-right; ``none`` does nothing."""
 
     preprocess: Preprocess
+    mode: str = "validator"
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
-        level = sample_challenge_level(rng)
-        return self.preprocess.to_tensor(validator_challenge(img, level, rng))
+        if self.mode == "validator":
+            img = validator_challenge(img, sample_challenge_level(rng), rng)
+        elif self.mode == "flip" and rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        return self.preprocess.to_tensor(img)
 
 
 @dataclass(frozen=True)

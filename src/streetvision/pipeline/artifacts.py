@@ -72,6 +72,31 @@ class ArtifactSchema:
     def unlabeled_synthetic_dir(self) -> Path:
         return self.phase_dir("splits") / "synthetic_unlabeled"
 
+    @property
+    def cache_dir(self) -> Path:
+        """Shared across runs of one output root (embedding caches)."""
+        return self.run_dir.parents[2] / ".cache"
+
+    # phase1
+    @property
+    def phase1_model_dir(self) -> Path:
+        return self.phase_dir("phase1")
+
+    def logits_csv(self, split: str) -> Path:
+        return self.phase_dir("phase1") / "logits" / f"{split}.csv"
+
+    def metrics_json(self, phase: str) -> Path:
+        return self.phase_dir(phase) / "metrics.json"
+
+    @property
+    def training_curve_csv(self) -> Path:
+        return self.phase_dir("phase1") / "training_curve.csv"
+
+    # phase4
+    @property
+    def explora_backbone_dir(self) -> Path:
+        return self.phase_dir("phase4") / "backbone"
+
     def rel(self, path: Path | str) -> str:
         """``path`` relative to the run directory, POSIX style (what artifacts record)."""
         return Path(os.path.relpath(Path(path).absolute(), self.run_dir.absolute())).as_posix()

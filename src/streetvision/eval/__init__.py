@@ -1,0 +1,1 @@
+"""Evaluation: the one metrics module, thresholds, calibration, selective prediction, bootstrap and reports."""

@@ -1,0 +1,94 @@
+"""The one metrics module: every metric the project reports is computed here (and agrees with scikit-learn).
+
+Conventions: label 1 is the positive class (roadwork); ``probs`` are P(roadwork); a prediction is positive when
+``prob >= threshold``... except at the validator's rounding, where a score is positive when ``score > 0.5``
+(see :func:`validator_decisions`). Undefined ratios (no positives, say) are 0.0, as scikit-learn reports them,
+and AUROC is None when only one class is present.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+VALIDATOR_ROUNDING = 0.5
+
+
+def softmax_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P(positive) from [N, 2] logits (softmax at ``temperature``), float64."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e[:, 1] / e.sum(axis=1)
+
+
+def confusion(labels: np.ndarray, preds: np.ndarray) -> tuple[int, int, int, int]:
+    """(tp, tn, fp, fn) for binary labels and predictions."""
+    y, p = np.asarray(labels).astype(bool), np.asarray(preds).astype(bool)
+    return int((y & p).sum()), int((~y & ~p).sum()), int((~y & p).sum()), int((y & ~p).sum())
+
+
+def mcc_from_counts(tp: int, tn: int, fp: int, fn: int) -> float:
+    """Matthews correlation coefficient; 0.0 when undefined."""
+    denom = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
+    return 0.0 if denom == 0 else (float(tp) * tn - float(fp) * fn) / np.sqrt(denom)
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney with average ranks for ties); None with a single class."""
+    y = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    boundaries = np.flatnonzero(np.diff(sorted_s)) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(s)]])
+    for a, b in zip(starts, ends):
+        ranks[order[a:b]] = (a + b + 1) / 2.0
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def validator_reward(mcc: float, accuracy: float) -> float:
+    """What the NATIX validator pays: 0.5 * MCC + 0.5 * accuracy."""
+    return 0.5 * mcc + 0.5 * accuracy
+
+
+def metrics_from_decisions(labels: np.ndarray, preds: np.ndarray) -> dict[str, float | int]:
+    """Threshold metrics from hard decisions."""
+    tp, tn, fp, fn = confusion(labels, preds)
+    n = tp + tn + fp + fn
+    acc = (tp + tn) / n if n else 0.0
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    mcc = mcc_from_counts(tp, tn, fp, fn)
+    return {
+        "mcc": mcc, "accuracy": acc, "precision": precision, "recall": recall, "f1": f1,
+        "fnr": fn / (tp + fn) if tp + fn else 0.0, "fpr": fp / (fp + tn) if fp + tn else 0.0,
+        "reward": validator_reward(mcc, acc), "tp": tp, "tn": tn, "fp": fp, "fn": fn, "n": n,
+    }
+
+
+def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float | int | None]:
+    """MCC, accuracy, precision, recall, F1, FNR, FPR, validator reward and AUROC at ``prob >= threshold``."""
+    probs = np.asarray(probs, dtype=np.float64)
+    out: dict[str, float | int | None] = dict(metrics_from_decisions(labels, probs >= threshold))
+    out["auroc"] = auroc(labels, probs)
+    out["threshold"] = float(threshold)
+    return out
+
+
+def validator_decisions(scores: np.ndarray) -> np.ndarray:
+    """How the validator reads a miner's float: roadwork when the score rounds to 1 (score > 0.5)."""
+    return np.asarray(scores, dtype=np.float64) > VALIDATOR_ROUNDING
+
+
+def nll(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood of binary labels under P(positive)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1 - 1e-12)
+    y = np.asarray(labels).astype(bool)
+    return float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+

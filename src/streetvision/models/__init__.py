@@ -1,0 +1,1 @@
+"""Models: the backbone factory, the roadwork classifier (frozen / LoRA / full), Lightning training, ExPLoRA."""

@@ -1,0 +1,151 @@
+"""The roadwork classifier: backbone + head, the three fine-tuning modes, and safetensors save/load.
+
+Modes (``model.finetune``):
+- ``frozen``: the backbone is a fixed feature extractor (a linear probe trains on cached embeddings);
+- ``lora``: PEFT LoRA (or DoRA) adapters on the attention projections; the head trains fully; merged on save;
+- ``full``: every parameter trains, except DINOv2's ``embeddings.mask_token``, which only masked-image modelling
+  uses: it gets no gradient in classification, so freezing it lets plain DDP run without find_unused_parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+
+from streetvision.data.transforms import Preprocess
+from streetvision.errors import ConfigError, IntegrityError
+from streetvision.io import atomic_write_json, atomic_write_safetensors, replace_dir
+from streetvision.models.backbones import embedding_dim, pooled_embedding
+
+FINETUNE_MODES = ("frozen", "lora", "full")
+HEAD_TYPES = ("linear", "mlp")
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "query", "key", "value", "qkv")
+
+
+@dataclass
+class ClassifierSpec:
+    """Everything needed to rebuild the classifier around a saved backbone (saved as model.json)."""
+
+    class_names: list[str]
+    head: str = "linear"
+    head_hidden: int = 256
+    head_dropout: float = 0.0
+    embedding_dim: int = 0
+    preprocess: dict = field(default_factory=dict)
+    finetune: str = "full"
+    backbone_source: str = ""
+
+
+def make_head(kind: str, in_dim: int, num_classes: int, hidden: int, dropout: float) -> nn.Module:
+    """A linear head, or a one-hidden-layer MLP head."""
+    if kind == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, num_classes))
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+    raise ConfigError(f"Unknown head '{kind}'. Valid choices: {', '.join(HEAD_TYPES)}.", "set model.head=linear|mlp.")
+
+
+class RoadworkClassifier(nn.Module):
+    """Backbone embedding -> head logits [N, num_classes]."""
+
+    def __init__(self, backbone: PreTrainedModel, spec: ClassifierSpec) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        spec.embedding_dim = embedding_dim(backbone)
+        self.head = make_head(spec.head, spec.embedding_dim, len(spec.class_names), spec.head_hidden,
+                              spec.head_dropout)
+
+    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled backbone embedding."""
+        return pooled_embedding(self.backbone, pixel_values)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(pixel_values))
+
+
+def attention_targets(backbone: nn.Module, requested: list[str] | None = None) -> list[str]:
+    """LoRA target module names: ``requested``, or the attention projections this architecture has."""
+    leaf_names = {name.rsplit(".", 1)[-1] for name, m in backbone.named_modules() if isinstance(m, nn.Linear)}
+    if requested:
+        missing = [t for t in requested if t not in leaf_names]
+        if missing:
+            raise ConfigError(f"LoRA target module(s) {missing} not found in the backbone; linear layers are named "
+                              f"{sorted(leaf_names)}.", "set model.lora.target_modules to some of those names.")
+        return list(requested)
+    found = [n for n in ATTENTION_PROJECTIONS if n in leaf_names]
+    if not found:
+        raise ConfigError("Could not find attention projections for LoRA in this backbone.",
+                          "set model.lora.target_modules explicitly.")
+    return found
+
+
+def apply_finetune_mode(model: RoadworkClassifier, mode: str, r: int = 8, alpha: int = 16, dropout: float = 0.05,
+                        target_modules: list[str] | None = None, use_dora: bool = False) -> RoadworkClassifier:
+    """Set which parameters train; wrap the backbone with PEFT LoRA in ``lora`` mode."""
+    if mode not in FINETUNE_MODES:
+        raise ConfigError(f"Unknown model.finetune '{mode}'. Valid choices: {', '.join(FINETUNE_MODES)}.",
+                          "set model.finetune=frozen|lora|full.")
+    if mode == "lora":
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, use_dora=use_dora, bias="none",
+                            target_modules=attention_targets(model.backbone, target_modules))
+        model.backbone = get_peft_model(model.backbone, config)  # freezes the base, adapters trainable
+    else:
+        for p in model.backbone.parameters():
+            p.requires_grad = mode == "full"
+    for name, p in model.backbone.named_parameters():
+        if name.endswith("mask_token"):
+            p.requires_grad = False  # see module docstring
+    for p in model.head.parameters():
+        p.requires_grad = True
+    return model
+
+
+def merged(model: RoadworkClassifier) -> RoadworkClassifier:
+    """Fold LoRA adapters into the backbone weights (no-op for frozen / full)."""
+    if isinstance(model.backbone, PeftModel):
+        model.backbone = model.backbone.merge_and_unload()
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+def save_classifier(model: RoadworkClassifier, out_dir: Path) -> list[Path]:
+    """Write ``backbone/`` (save_pretrained, safetensors), ``head.safetensors`` and ``model.json``."""
+    model = merged(model)
+    with replace_dir(out_dir / "backbone") as tmp:
+        model.backbone.save_pretrained(tmp, safe_serialization=True)
+    atomic_write_safetensors(out_dir / "head.safetensors", model.head.state_dict())
+    atomic_write_json(out_dir / "model.json", asdict(model.spec))
+    return [out_dir / "backbone", out_dir / "head.safetensors", out_dir / "model.json"]
+
+
+def load_classifier(model_dir: Path) -> RoadworkClassifier:
+    """Rebuild a saved classifier from safetensors and JSON only (nothing is unpickled)."""
+    try:
+        spec = ClassifierSpec(**json.loads((model_dir / "model.json").read_text()))
+    except (OSError, TypeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"'{model_dir / 'model.json'}' is missing or malformed ({exc}).",
+                             "re-export the model.") from exc
+    backbone = AutoModel.from_pretrained(model_dir / "backbone", use_safetensors=True)
+    model = RoadworkClassifier(backbone, spec)
+    model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+    return model.eval()
+
+
+def spec_preprocess(spec: ClassifierSpec) -> Preprocess:
+    """The Preprocess recorded in a spec."""
+    p = spec.preprocess
+    return Preprocess(int(p["size"]), tuple(p["mean"]), tuple(p["std"]), p.get("resize_rule",
+                                                                                Preprocess.resize_rule))

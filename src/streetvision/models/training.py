@@ -1,0 +1,238 @@
+"""Supervised training with Lightning: the LightningModule, best-state tracking, the learning-curve writer, the
+trainer factory (devices, precision, multi-device strategy) and batched prediction."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Iterable
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader
+
+from streetvision.eval.metrics import binary_metrics, softmax_probs
+from streetvision.io import atomic_write_text
+
+LOSSES = ("ce", "focal")
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-class focal loss (Lin et al., 2017): cross-entropy scaled by (1 - p_t)^gamma."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    logp_t = logp.gather(1, target[:, None]).squeeze(1)
+    loss = -((1 - logp_t.exp()) ** gamma) * logp_t
+    if weight is not None:
+        loss = loss * weight[target]
+    return loss.mean()
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains any ``inputs -> logits`` module; selects on ``val_score`` = val_select MCC - 1e-3 * val loss
+    (the loss term only breaks MCC ties, which are common on small validation sets)."""
+
+    def __init__(self, model: nn.Module, training: DictConfig, total_steps: int,
+                 class_weights: torch.Tensor | None = None, head_prefix: str = "head.") -> None:
+        super().__init__()
+        self.model = model
+        self.lr = float(training.lr)
+        self.backbone_lr = float(training.backbone_lr)
+        self.weight_decay = float(training.weight_decay)
+        self.loss_name = str(training.loss)
+        self.focal_gamma = float(training.focal_gamma)
+        self.warmup_steps = int(round(float(training.warmup_fraction) * total_steps))
+        self.total_steps = max(1, total_steps)
+        self.head_prefix = head_prefix
+        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(2))
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._train_losses: list[float] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "focal":
+            return focal_loss(logits, y, self.focal_gamma, self.class_weights)
+        return nn.functional.cross_entropy(logits.float(), y, weight=self.class_weights)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]
+        loss = self.loss(self(x), y)
+        self._train_losses.append(float(loss.detach()))
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]
+        self._val.append((self(x).detach().float(), y.detach()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        logits = torch.cat([v[0] for v in self._val])
+        labels = torch.cat([v[1] for v in self._val])
+        self._val.clear()
+        if self.trainer.world_size > 1:
+            logits = self.all_gather(logits).reshape(-1, logits.shape[-1])
+            labels = self.all_gather(labels).reshape(-1)
+        val_loss = float(nn.functional.cross_entropy(logits, labels))
+        m = binary_metrics(labels.cpu().numpy(), softmax_probs(logits.cpu().numpy()))
+        self.log_dict({"val_mcc": float(m["mcc"]), "val_loss": val_loss,
+                       "val_score": float(m["mcc"]) - 1e-3 * val_loss}, prog_bar=True, sync_dist=False)
+
+    def on_train_epoch_end(self) -> None:
+        losses, self._train_losses = self._train_losses, []
+        self.log("train_loss_epoch", float(np.mean(losses)) if losses else float("nan"))
+
+    def configure_optimizers(self):
+        head, body = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (head if name.startswith(self.head_prefix) else body).append(p)
+        groups = [{"params": head, "lr": self.lr}]
+        if body:
+            groups.append({"params": body, "lr": self.backbone_lr})
+        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, self.total_steps, self.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class BestState(Callback):
+    """Keeps a CPU copy of the weights at the best ``monitor`` value and restores them when fitting ends (in
+    spawned DDP workers too, so the main process receives the best weights)."""
+
+    def __init__(self, monitor: str = "val_score") -> None:
+        self.monitor = monitor
+        self.best: float = -math.inf
+        self.best_epoch: int = -1
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and float(value) > self.best:
+            self.best, self.best_epoch = float(value), trainer.current_epoch
+            self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.state is not None:
+            pl_module.load_state_dict(self.state)
+
+
+class CurveWriter(Callback):
+    """Writes the learning curve (one row per epoch) atomically to CSV on rank 0 after each validation."""
+
+    FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_mcc", "val_score", "lr")
+
+    def __init__(self, path: os.PathLike[str]) -> None:
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
+                          "train_loss": float(m.get("train_loss_epoch", m.get("train_loss", float("nan")))),
+                          "val_loss": float(m.get("val_loss", float("nan"))),
+                          "val_mcc": float(m.get("val_mcc", float("nan"))),
+                          "val_score": float(m.get("val_score", float("nan"))),
+                          "lr": float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0})
+        if trainer.is_global_zero:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+            atomic_write_text(self.path, buf.getvalue())
+
+
+def resolve_devices(hardware: DictConfig) -> tuple[str, int, str]:
+    """(accelerator, devices, strategy) from the hardware config.
+
+    ``hardware.num_gpus > 0`` (the seed's key) means that many GPUs. With more than one process in total the
+    strategy is DDP: ``ddp`` when an external launcher (torchrun, SLURM) started every rank, otherwise
+    ``ddp_spawn`` so that this process alone writes artifacts. Plain DDP (no find_unused_parameters) is enough
+    for every finetune mode because the only parameter without a gradient, DINOv2's mask_token, is frozen.
+    """
+    if hardware.num_gpus > 0:
+        accelerator, devices = "gpu", int(hardware.num_gpus)
+    else:
+        accelerator = hardware.accelerator
+        if accelerator == "auto":
+            accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+        devices = int(hardware.devices)
+    world = devices * int(hardware.num_nodes)
+    launched = any(k in os.environ for k in ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS"))
+    strategy = "auto" if world == 1 else ("ddp" if launched or hardware.num_nodes > 1 else "ddp_spawn")
+    return accelerator, devices, strategy
+
+
+def make_trainer(hardware: DictConfig, training: DictConfig, callbacks: list[Callback], max_epochs: int,
+                 root_dir: os.PathLike[str], validate: bool = True) -> L.Trainer:
+    """A Lightning Trainer configured from ``hardware`` and ``training``; no logger, no pickled checkpoints."""
+    accelerator, devices, strategy = resolve_devices(hardware)
+    return L.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=int(hardware.num_nodes), strategy=strategy,
+        precision=str(hardware.precision), max_epochs=max_epochs,
+        accumulate_grad_batches=int(training.grad_accum), gradient_clip_val=float(training.gradient_clip),
+        callbacks=callbacks, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        default_root_dir=str(root_dir), log_every_n_steps=1, num_sanity_val_steps=0,
+        limit_val_batches=1.0 if validate else 0, deterministic="warn" if accelerator == "gpu" else True,
+        enable_progress_bar=training.progress_bar,
+    )
+
+
+def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, hardware: DictConfig,
+                   training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str]) -> dict:
+    """Fit with early stopping on ``val_score``; the module ends with the best weights. Returns the best epoch
+    (read from the learning curve, which spawned DDP workers write too), world size and strategy."""
+    best = BestState("val_score")
+    callbacks: list[Callback] = [best, CurveWriter(curve_path)]
+    if training.early_stopping_patience > 0:
+        callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
+    trainer = make_trainer(hardware, training, callbacks, int(training.epochs), root_dir)
+    fit_module = torch.compile(module) if hardware.compile else module
+    trainer.fit(fit_module, train_dataloaders=train, val_dataloaders=val)
+    with open(curve_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    best_epoch = max(rows, key=lambda r: float(r["val_score"]))["epoch"] if rows else -1
+    return {"best_epoch": int(best_epoch), "world_size": trainer.world_size,
+            "strategy": type(trainer.strategy).__name__}
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, batches: Iterable, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(logits [N, C], labels [N]) of a labelled loader, in loader order."""
+    model.eval().to(device)
+    logits, labels = [], []
+    for batch in batches:
+        logits.append(model(batch[0].to(device)).float().cpu())
+        labels.append(torch.as_tensor(batch[1]))
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def class_weights(labels: list[int], enabled: bool) -> torch.Tensor | None:
+    """Inverse-frequency class weights normalised to mean 1 (None when disabled)."""
+    if not enabled:
+        return None
+    counts = np.bincount(labels, minlength=2).astype(np.float64)
+    w = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+

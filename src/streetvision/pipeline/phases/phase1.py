@@ -1,0 +1,143 @@
+"""Phase 1: supervised training of backbone + head (frozen / LoRA / full), starting from phase4's merged backbone
+when it is committed; writes the model (safetensors), per-split logits, metrics and the learning curve."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, TensorDataset
+
+from streetvision.config import to_plain
+from streetvision.data.datamodules import LabeledDataModule
+from streetvision.data.splits import Splits, files_digest, load_splits
+from streetvision.data.transforms import EvalTransform, TrainTransform
+from streetvision.errors import MissingArtifactError
+from streetvision.eval.logits import write_logits
+from streetvision.eval.metrics import binary_metrics, softmax_probs
+from streetvision.io import atomic_write_json
+from streetvision.models.backbones import load_backbone, preprocess_for
+from streetvision.models.classifier import (
+    ClassifierSpec,
+    RoadworkClassifier,
+    apply_finetune_mode,
+    save_classifier,
+    trainable_parameters,
+)
+from streetvision.models.embedding_cache import cached_embeddings
+from streetvision.models.training import ClassifierModule, class_weights, fit_classifier, predict_logits
+from streetvision.pipeline.artifacts import ArtifactSchema
+from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
+from streetvision.pipeline.runner import committed
+
+
+def backbone_source(cfg: DictConfig, art: ArtifactSchema) -> str:
+    """phase4's merged backbone when requested or (by default) when committed; else ``model.backbone``."""
+    use = cfg.model.init_from_explora
+    has_phase4 = committed(art, "phase4") is not None
+    if use and not has_phase4:
+        raise MissingArtifactError(
+            "model.init_from_explora=true but phase4 has no committed (validated) backbone in this run.",
+            "add phase4 to pipeline.phases, or set model.init_from_explora=null.")
+    return str(art.explora_backbone_dir) if (use is None and has_phase4) or use else str(cfg.model.backbone)
+
+
+def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> RoadworkClassifier:
+    """Backbone from ``source`` + head, with the configured fine-tuning mode applied."""
+    backbone = load_backbone(source, seed=cfg.seed).train()  # from_pretrained returns eval mode
+    spec = ClassifierSpec(class_names=class_names, head=cfg.model.head, head_hidden=cfg.model.head_hidden,
+                          head_dropout=cfg.model.head_dropout, finetune=cfg.model.finetune,
+                          preprocess=preprocess_for(backbone, source).as_dict(), backbone_source=source)
+    lora = cfg.model.lora
+    return apply_finetune_mode(RoadworkClassifier(backbone, spec), cfg.model.finetune, lora.r, lora.alpha,
+                               lora.dropout, list(lora.target_modules) or None, lora.use_dora)
+
+
+def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> LabeledDataModule:
+    from streetvision.models.classifier import spec_preprocess
+
+    pre = spec_preprocess(model.spec)
+    train_tf = TrainTransform(pre, cfg.training.augment)
+    return LabeledDataModule(splits, train_tf, EvalTransform(pre), cfg.training.batch_size,
+                             cfg.hardware.num_workers, cfg.hardware.pin_memory, decode_min_size=pre.size * 2)
+
+
+def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
+                 splits: Splits) -> dict:
+    """Linear probe: cached embeddings per split, then the head trains on them with the same Lightning loop."""
+    from streetvision.models.classifier import spec_preprocess
+
+    pre = spec_preprocess(model.spec)
+    cache = art.cache_dir / "embeddings"
+    data, hits = {}, {}
+    for split in ("train", "val_select"):
+        emb, labels, hit = cached_embeddings(model.backbone, dm.loader(split), pre,
+                                             files_digest(splits.rows(split)), cache)
+        data[split], hits[split] = TensorDataset(emb, labels), hit
+    epochs = int(cfg.phase1.frozen_epochs)
+    bs = int(cfg.training.batch_size)
+    train = DataLoader(data["train"], batch_size=bs, shuffle=True)
+    val = DataLoader(data["val_select"], batch_size=512)
+    module = ClassifierModule(model.head, cfg.training, total_steps=epochs * len(train),
+                              class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
+                              head_prefix="")
+    training = cfg.training.copy()
+    training.epochs = epochs
+    info = fit_classifier(module, train, val, cfg.hardware, training, art.training_curve_csv, art.phase_dir("phase1"))
+    return {**info, "embedding_cache_hits": hits}
+
+
+def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
+                     splits: Splits) -> dict:
+    """LoRA or full fine-tuning with validator-style augmentation."""
+    train = dm.train_dataloader()
+    steps = int(cfg.training.epochs) * max(1, len(train) // int(cfg.training.grad_accum))
+    module = ClassifierModule(model, cfg.training, total_steps=steps,
+                              class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted))
+    return fit_classifier(module, train, dm.val_dataloader(), cfg.hardware, cfg.training, art.training_curve_csv,
+                          art.phase_dir("phase1"))
+
+
+@phase("phase1", "supervised training of backbone + head", needs=("splits",), uses=("phase4",),
+       config_keys=("seed", "model", "training", "hardware.precision", "phase1"))
+def run_phase1(ctx: PhaseContext) -> PhaseResult:
+    """Train, then score the evaluation splits with the best weights and save everything."""
+    cfg, art = ctx.cfg, ctx.artifacts
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    splits = load_splits(art.splits_json)
+    source = backbone_source(cfg, art)
+    model = build_model(cfg, source, splits.class_names)
+    trainable, total = trainable_parameters(model)
+    ctx.console.print(f"backbone: {source}  finetune: {cfg.model.finetune}  trainable: {trainable:,} / {total:,} "
+                      f"({100 * trainable / total:.2f}%)")
+    dm = _loaders(cfg, splits, model)
+    start = time.perf_counter()
+    train_info = (train_frozen if cfg.model.finetune == "frozen" else train_end_to_end)(cfg, art, model, dm, splits)
+    train_seconds = time.perf_counter() - start
+
+    out_dir = art.phase1_model_dir
+    outputs = save_classifier(model, out_dir)
+    per_split = {}
+    for split in cfg.phase1.score_splits:
+        logits, labels = predict_logits(model, dm.loader(split))
+        ids = [r["path"] for r in splits.rows(split)]
+        write_logits(art.logits_csv(split), ids, labels, logits, splits.class_names)
+        outputs.append(art.logits_csv(split))
+        per_split[split] = binary_metrics(labels, softmax_probs(logits))
+    metrics = {
+        "splits": per_split, "backbone_source": art.rel(source) if Path(source).exists() else source,
+        "finetune": cfg.model.finetune, "trainable_parameters": trainable, "total_parameters": total,
+        "trainable_percentage": 100.0 * trainable / total, "train_seconds": train_seconds,
+        "train_images": len(splits.rows("train")), **train_info, "config": to_plain(cfg.model),
+    }
+    atomic_write_json(art.metrics_json("phase1"), metrics)
+    outputs += [art.metrics_json("phase1"), art.training_curve_csv]
+    inputs = [art.explora_backbone_dir] if source == str(art.explora_backbone_dir) else []
+    test = per_split.get("test", next(iter(per_split.values()), {}))
+    return PhaseResult(outputs=outputs, inputs=inputs, metrics={k: v for k, v in metrics.items() if k != "config"},
+                       summary={"test MCC": f"{test.get('mcc', float('nan')):.3f}",
+                                "test acc": f"{test.get('accuracy', float('nan')):.3f}",
+                                "train": f"{train_seconds:.0f}s, best epoch {train_info['best_epoch']}"})
+
