@@ -91,6 +91,20 @@ class LoraSettings:
 
 
 @dataclass
+class ExploraConfig:
+    """ExPLoRA parameterisation and objective (phase4)."""
+
+    use_labeled_data: bool = False  # true: supervised CE on the train split of splits.json
+    objective: str = "dino"  # dino | masked
+    unfrozen_blocks: int = 1  # last blocks trained fully (plus the final norm)
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    gather_embeddings: bool = False  # dino: centre the teacher over all devices (all_reduce)
+    merge_tolerance: float = 1e-4  # max abs output difference, float32; reduced precision uses 1e-2
+
+
+@dataclass
 class ModelConfig:
     """Backbone (built-in name, hub id or save_pretrained directory), head and fine-tuning mode."""
 
@@ -101,6 +115,7 @@ class ModelConfig:
     head_dropout: float = 0.0
     init_from_explora: Optional[bool] = None  # None: start from phase4's backbone when it is committed
     lora: LoraSettings = field(default_factory=LoraSettings)
+    explora: ExploraConfig = field(default_factory=ExploraConfig)
 
 
 @dataclass
@@ -129,6 +144,29 @@ class Phase1Config:
 
     score_splits: List[str] = field(default_factory=lambda: ["val_select", "val_calib", "test"])
     frozen_epochs: int = 100  # head epochs on cached embeddings (model.finetune=frozen)
+
+
+@dataclass
+class Phase4Config:
+    """Phase 4 (ExPLoRA) training budget and objective hyper-parameters."""
+
+    epochs: int = 3
+    max_steps: int = -1  # -1: epochs decide
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.04
+    warmup_fraction: float = 0.1
+    grad_accum: int = 1
+    n_global_crops: int = 2
+    n_local_crops: int = 2
+    local_crop_size: int = 0  # 0: half the input size, rounded to the patch size
+    dino_out_dim: int = 1024
+    teacher_temp: float = 0.04
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    ema_momentum: float = 0.996
+    mask_ratio: float = 0.5
+    validation_images: int = 8  # real preprocessed images used to prove the merge
 
 
 @dataclass
@@ -167,6 +205,7 @@ class StreetVisionConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     phase1: Phase1Config = field(default_factory=Phase1Config)
+    phase4: Phase4Config = field(default_factory=Phase4Config)
 
 
 # Allowed values of string keys: checked after composition, reported with the valid choices.
@@ -180,6 +219,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.head": ("linear", "mlp"),
     "training.loss": ("ce", "focal"),
     "training.augment": ("none", "flip", "validator"),
+    "model.explora.objective": ("dino", "masked"),
     "hardware.precision": ("32", "bf16-mixed", "16-mixed"),
 }
 

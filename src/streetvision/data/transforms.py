@@ -55,12 +55,14 @@ class Preprocess:
 
 
 # ------------------------------------------------------------------------------------------- distortions
-def random_geometric(img: Image.Image, rng: np.random.Generator, size: int = VALIDATOR_SIZE) -> Image.Image:
-    """Rotation (up to 20 degrees), random resized square crop (20-100% area), random h/v flips; -> size x size."""
-    img = img.rotate(float(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)), resample=Image.BILINEAR)
+def random_geometric(img: Image.Image, rng: np.random.Generator, size: int = VALIDATOR_SIZE,
+                     area: tuple[float, float] = CROP_AREA, rotate: bool = True) -> Image.Image:
+    """Rotation (up to 20 degrees), random resized square crop (``area`` of the largest square, 20-100% by
+    default), random horizontal and vertical flips; -> size x size."""
+    if rotate:
+        img = img.rotate(float(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)), resample=Image.BILINEAR)
     w, h = img.size
-    # a square crop whose area is 20-100% of the largest square in the image
-    side = max(1, min(w, h, int(round(min(w, h) * np.sqrt(rng.uniform(*CROP_AREA))))))
+    side = max(1, min(w, h, int(round(min(w, h) * np.sqrt(rng.uniform(*area))))))
     x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
     img = img.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
     if rng.random() < FLIP_P:
@@ -159,3 +161,33 @@ class EvalTransform:
 
     def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
         return self.preprocess.to_tensor(img)
+
+
+@dataclass(frozen=True)
+class MultiCropTransform:
+    """Self-supervised views (DINO multi-crop): ``n_global`` large crops at the model's size and ``n_local``
+    small crops at ``local_size``, each with flips and random photometric distortion. Returns a list of tensors."""
+
+    preprocess: Preprocess
+    local_size: int
+    n_global: int = 2
+    n_local: int = 2
+    global_area: tuple[float, float] = (0.32, 1.0)
+    local_area: tuple[float, float] = (0.05, 0.32)
+
+    def _view(self, img: Image.Image, rng: np.random.Generator, size: int, area: tuple[float, float]
+              ) -> torch.Tensor:
+        view = random_geometric(img, rng, size, area=area, rotate=False)
+        if rng.random() < 0.5:
+            view = saturation_loss(view, int(rng.integers(1, 5)))
+        if rng.random() < 0.5:
+            view = contrast_loss(view, int(rng.integers(1, 4)))
+        if rng.random() < 0.3:
+            view = gaussian_blur(view, int(rng.integers(1, 4)))
+        arr = np.asarray(view, dtype=np.float32) / 255.0
+        arr = (arr - np.asarray(self.preprocess.mean, np.float32)) / np.asarray(self.preprocess.std, np.float32)
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+    def __call__(self, img: Image.Image, rng: np.random.Generator) -> list[torch.Tensor]:
+        views = [self._view(img, rng, self.preprocess.size, self.global_area) for _ in range(self.n_global)]
+        return views + [self._view(img, rng, self.local_size, self.local_area) for _ in range(self.n_local)]

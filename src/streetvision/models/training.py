@@ -185,12 +185,12 @@ def resolve_devices(hardware: DictConfig) -> tuple[str, int, str]:
 
 
 def make_trainer(hardware: DictConfig, training: DictConfig, callbacks: list[Callback], max_epochs: int,
-                 root_dir: os.PathLike[str], validate: bool = True) -> L.Trainer:
+                 root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1) -> L.Trainer:
     """A Lightning Trainer configured from ``hardware`` and ``training``; no logger, no pickled checkpoints."""
     accelerator, devices, strategy = resolve_devices(hardware)
     return L.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=int(hardware.num_nodes), strategy=strategy,
-        precision=str(hardware.precision), max_epochs=max_epochs,
+        precision=str(hardware.precision), max_epochs=max_epochs, max_steps=max_steps,
         accumulate_grad_batches=int(training.grad_accum), gradient_clip_val=float(training.gradient_clip),
         callbacks=callbacks, logger=False, enable_checkpointing=False, enable_model_summary=False,
         default_root_dir=str(root_dir), log_every_n_steps=1, num_sanity_val_steps=0,

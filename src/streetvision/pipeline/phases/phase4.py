@@ -1,0 +1,137 @@
+"""Phase 4: ExPLoRA extended pre-training on unlabelled target-domain images (or, in labelled mode, on the train
+split), then save the adapter, merge, reload the merged backbone from disk and prove the merge before committing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from streetvision.data import synthetic
+from streetvision.data.datamodules import ImageDataset, LabeledDataModule, UnlabeledDataModule, unlabeled_paths
+from streetvision.data.decode import decode_image
+from streetvision.data.splits import load_splits
+from streetvision.data.transforms import EvalTransform, MultiCropTransform, Preprocess, TrainTransform
+from streetvision.errors import ConfigError, MissingArtifactError
+from streetvision.io import atomic_write_json, replace_dir
+from streetvision.models.backbones import load_backbone, preprocess_for
+from streetvision.models.explora import (
+    ExploraModule,
+    backbone_outputs,
+    explora_parameterise,
+    save_merged,
+    trainable_report,
+    validate_peft_merge,
+)
+from streetvision.models.training import make_trainer
+from streetvision.pipeline.artifacts import ArtifactSchema
+from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
+
+
+def unlabeled_images(cfg: DictConfig, art: ArtifactSchema) -> list[Path]:
+    """Image paths for self-supervision; labels are never read."""
+    u = cfg.data.unlabeled
+    if u.source == "synthetic":
+        rows = synthetic.write_dataset(art.unlabeled_synthetic_dir, n=u.n, domain=u.domain,
+                                       seed=cfg.data.synthetic.seed + 1, size=cfg.data.synthetic.image_size,
+                                       labeled=False)
+        return [p for p, _ in rows]
+    if u.source == "folder":
+        if not u.root:
+            raise ConfigError("data.unlabeled.source=folder needs data.unlabeled.root.",
+                              "pass data.unlabeled.root=DIR (any folder tree of images).")
+        return unlabeled_paths(Path(u.root))
+    return load_splits(require_splits(art)).paths("train")  # train_split: paths only
+
+
+def require_splits(art: ArtifactSchema) -> Path:
+    """splits.json, or a clear error naming what creates it."""
+    if not art.splits_json.is_file():
+        raise MissingArtifactError(
+            f"{art.splits_json} does not exist, and phase4 with model.explora.use_labeled_data=true (or "
+            f"data.unlabeled.source=train_split) needs the train split.",
+            "create it first with `streetvision run pipeline.phases=[splits]` (or run phase1 in the same command: "
+            "pipeline.phases=[phase4,phase1] adds it), using the same run_id.")
+    return art.splits_json
+
+
+def _local_size(pre: Preprocess, patch: int, requested: int) -> int:
+    size = requested or pre.size // 2
+    return max(patch, (size // patch) * patch)
+
+
+def _datamodule(cfg: DictConfig, art: ArtifactSchema, pre: Preprocess, patch: int):
+    p4, hw = cfg.phase4, cfg.hardware
+    if cfg.model.explora.use_labeled_data:
+        splits = load_splits(require_splits(art))
+        dm = LabeledDataModule(splits, TrainTransform(pre, cfg.training.augment), EvalTransform(pre),
+                               p4.batch_size, hw.num_workers, hw.pin_memory, decode_min_size=pre.size * 2)
+        return dm.train_dataloader(), splits.paths("train")
+    paths = unlabeled_images(cfg, art)
+    if cfg.model.explora.objective == "dino":
+        transform = MultiCropTransform(pre, _local_size(pre, patch, p4.local_crop_size), p4.n_global_crops,
+                                       p4.n_local_crops)
+    else:
+        transform = TrainTransform(pre, "flip")
+    dm = UnlabeledDataModule(paths, transform, p4.batch_size, hw.num_workers, hw.pin_memory, pre.size * 2)
+    return dm.train_dataloader(), paths
+
+
+def validation_batch(paths: list[Path], pre: Preprocess, n: int) -> torch.Tensor:
+    """A fixed batch of real preprocessed images (the first ``n`` decodable ones, in path order)."""
+    ds = ImageDataset(sorted(paths)[: max(n * 2, n)], None, EvalTransform(pre), pre.size * 2)
+    return torch.stack([ds[i] for i in range(min(n, len(ds)))])
+
+
+@phase("phase4", "ExPLoRA extended pre-training (PEFT LoRA + unfrozen last block), merge and prove the merge",
+       config_keys=("seed", "model.backbone", "model.explora", "phase4", "data.unlabeled", "hardware.precision"))
+def run_phase4(ctx: PhaseContext) -> PhaseResult:
+    """Train, save the adapter, merge, validate on real images, then write metrics (manifest follows)."""
+    cfg, art = ctx.cfg, ctx.artifacts
+    ex, p4 = cfg.model.explora, cfg.phase4
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    backbone = load_backbone(cfg.model.backbone, seed=cfg.seed).train()
+    pre = preprocess_for(backbone, cfg.model.backbone)
+    patch = int(backbone.config.patch_size)
+    loader, paths = _datamodule(cfg, art, pre, patch)
+    student = explora_parameterise(backbone, ex.unfrozen_blocks, ex.r, ex.alpha, ex.dropout)
+    report = trainable_report(student)
+    ctx.console.print(f"ExPLoRA: {ex.objective if not ex.use_labeled_data else 'supervised'} on {len(paths)} "
+                      f"images; trainable {report['trainable_parameters']:,} / {report['total_parameters']:,} "
+                      f"({report['trainable_percentage']:.2f}%)")
+    steps_per_epoch = max(1, len(loader) // int(p4.grad_accum))
+    total = p4.max_steps if p4.max_steps > 0 else int(p4.epochs) * steps_per_epoch
+    objective = "supervised" if ex.use_labeled_data else str(ex.objective)
+    module = ExploraModule(student, objective, p4, total, ex.gather_embeddings)
+    training = cfg.training.copy()
+    training.grad_accum = p4.grad_accum
+    trainer = make_trainer(cfg.hardware, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
+                           max_steps=int(p4.max_steps))
+    trainer.fit(module, train_dataloaders=loader)
+
+    student = module.student.eval()
+    adapter_dir = art.phase_dir("phase4") / "adapter"
+    with replace_dir(adapter_dir) as tmp:
+        student.save_pretrained(tmp, safe_serialization=True)  # PEFT format, before merging
+    batch = validation_batch(paths, pre, int(p4.validation_images))
+    reference = backbone_outputs(student, batch)
+    save_merged(student, art.explora_backbone_dir)
+    tolerance = float(ex.merge_tolerance) if str(cfg.hardware.precision) == "32" else 1e-2
+    validation = validate_peft_merge(reference, art.explora_backbone_dir, batch, tolerance)
+    ctx.console.print(f"merge validation {validation['status']}: max output diff {validation['max_output_diff']:.2e}")
+
+    losses = module.losses
+    metrics = {**report, "objective": objective, "steps": len(losses), "loss_curve": losses,
+               "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+               "num_images": len(paths), "labeled": bool(ex.use_labeled_data),
+               "max_output_diff": validation["max_output_diff"], "merge_tolerance": tolerance,
+               "peft_validation_status": validation["status"], "preprocess": pre.as_dict()}
+    atomic_write_json(art.metrics_json("phase4"), metrics)
+    return PhaseResult(
+        outputs=[adapter_dir, art.explora_backbone_dir, art.metrics_json("phase4")],
+        metrics={k: v for k, v in metrics.items() if k != "loss_curve"},
+        summary={"trainable": f"{report['trainable_percentage']:.2f}%",
+                 "merge": f"{validation['status']} (max diff {validation['max_output_diff']:.1e})",
+                 "loss": f"{metrics['loss_first']:.3f} -> {metrics['loss_last']:.3f}" if losses else "n/a"})
