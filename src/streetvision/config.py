@@ -170,6 +170,24 @@ class Phase4Config:
 
 
 @dataclass
+class Phase2Config:
+    """Phase 2: decision-threshold sweep on val_select."""
+
+    n_thresholds: int = 5000
+    metric: str = "mcc"  # mcc | validator_reward | fnr_constrained
+    max_fnr: float = 0.05  # fnr_constrained: the largest acceptable false-negative rate
+
+
+@dataclass
+class Phase5Config:
+    """Phase 5: temperature scaling on val_calib and the selective (defer) policy."""
+
+    n_bins: int = 15
+    target_risk: float = 0.02  # error rate allowed among accepted images
+    delta: float = 0.1  # the guarantee holds with probability >= 1 - delta
+
+
+@dataclass
 class PipelineConfig:
     """Which phases to run (any order; the runner orders them) and whether to rerun up-to-date ones."""
 
@@ -205,7 +223,9 @@ class StreetVisionConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     phase1: Phase1Config = field(default_factory=Phase1Config)
+    phase2: Phase2Config = field(default_factory=Phase2Config)
     phase4: Phase4Config = field(default_factory=Phase4Config)
+    phase5: Phase5Config = field(default_factory=Phase5Config)
 
 
 # Allowed values of string keys: checked after composition, reported with the valid choices.
@@ -220,6 +240,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.loss": ("ce", "focal"),
     "training.augment": ("none", "flip", "validator"),
     "model.explora.objective": ("dino", "masked"),
+    "phase2.metric": ("mcc", "validator_reward", "fnr_constrained"),
     "hardware.precision": ("32", "bf16-mixed", "16-mixed"),
 }
 

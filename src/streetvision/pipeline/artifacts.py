@@ -92,6 +92,27 @@ class ArtifactSchema:
     def training_curve_csv(self) -> Path:
         return self.phase_dir("phase1") / "training_curve.csv"
 
+    # phase2 / phase5
+    @property
+    def thresholds_json(self) -> Path:
+        return self.phase_dir("phase2") / "thresholds.json"
+
+    @property
+    def threshold_sweep_csv(self) -> Path:
+        return self.phase_dir("phase2") / "threshold_sweep.csv"
+
+    @property
+    def scrcparams_json(self) -> Path:
+        return self.phase_dir("phase5") / "scrcparams.json"
+
+    @property
+    def calibration_metrics_json(self) -> Path:
+        return self.phase_dir("phase5") / "calibration_metrics.json"
+
+    @property
+    def risk_coverage_csv(self) -> Path:
+        return self.phase_dir("phase5") / "risk_coverage.csv"
+
     # phase4
     @property
     def explora_backbone_dir(self) -> Path:

@@ -1,0 +1,87 @@
+"""Temperature scaling (Guo et al., ICML 2017) and calibration metrics.
+
+ECE and MCE use equal-width bins of the top-label confidence (the probability of the predicted class, class 0 on
+an exact tie) and the top-label accuracy, binned as torchmetrics bins them (a confidence on a bin edge goes to the
+upper bin). Brier score and NLL are for P(roadwork).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streetvision.eval.metrics import nll, softmax_probs
+
+N_BINS = 15
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
+    """Temperature T > 0 minimising the NLL of softmax(logits / T), by LBFGS over log T (float64)."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().item())
+
+
+def top_label(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence of the predicted class, predicted class) from P(positive); ties predict class 0."""
+    p = np.asarray(probs, dtype=np.float64)
+    pred = (p > 0.5).astype(np.int64)
+    return np.where(pred == 1, p, 1 - p), pred
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS) -> list[dict[str, float]]:
+    """Per-bin count, mean confidence and accuracy of the top label (for ECE/MCE and reliability plots)."""
+    conf, pred = top_label(probs)
+    correct = (pred == np.asarray(labels)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        sel = idx == b
+        count = int(sel.sum())
+        bins.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": count,
+                     "confidence": float(conf[sel].mean()) if count else None,
+                     "accuracy": float(correct[sel].mean()) if count else None})
+    return bins
+
+
+def calibration_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS) -> dict:
+    """ECE, MCE, Brier, NLL and accuracy of P(positive), plus the reliability bins."""
+    y = np.asarray(labels)
+    p = np.asarray(probs, dtype=np.float64)
+    bins = reliability(y, p, n_bins)
+    gaps = [(b["count"], abs(b["accuracy"] - b["confidence"])) for b in bins if b["count"]]
+    n = len(y)
+    _, pred = top_label(p)
+    return {
+        "ece": float(sum(c * g for c, g in gaps) / n) if n else 0.0,
+        "mce": float(max((g for _, g in gaps), default=0.0)),
+        "brier": float(np.mean((p - y) ** 2)) if n else 0.0,
+        "nll": nll(y, p),
+        "accuracy": float(np.mean(pred == y)) if n else 0.0,
+        "n": n,
+        "bins": bins,
+    }
+
+
+def calibrated_probs(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """P(positive) after temperature scaling."""
+    return softmax_probs(logits, temperature)
+
+
+def recalibrated_threshold(threshold: float, temperature: float) -> float:
+    """The threshold on calibrated probabilities that gives the same decisions as ``threshold`` at T = 1
+    (P = sigmoid(z) and P_T = sigmoid(z / T) are both increasing in the logit gap z)."""
+    t = min(max(threshold, 1e-15), 1 - 1e-15)
+    z = np.log(t) - np.log1p(-t)
+    return float(1.0 / (1.0 + np.exp(-z / temperature))) if 0 < threshold < 1 else float(threshold)

@@ -1,0 +1,105 @@
+"""Phase 5 (SCRC): temperature scaling fitted on val_calib only, calibration metrics before/after on val_calib and
+test, the decision threshold re-expressed on calibrated probabilities, and a certified selective (defer) policy."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from streetvision.eval.calibration import (
+    calibrated_probs,
+    calibration_metrics,
+    fit_temperature,
+    recalibrated_threshold,
+)
+from streetvision.eval.logits import read_logits
+from streetvision.eval.metrics import binary_metrics
+from streetvision.eval.selective import apply_policy, decided_confidence, learn_then_test, risk_coverage_curve
+from streetvision.eval.thresholds import select_threshold
+from streetvision.io import atomic_write_json, atomic_write_text, read_json
+from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
+from streetvision.pipeline.runner import committed
+
+
+def _improvement(pre: dict, post: dict) -> dict:
+    out = {f"{k}_reduction": pre[k] - post[k] for k in ("ece", "mce", "brier", "nll")}
+    out["ece_relative_reduction"] = (pre["ece"] - post["ece"]) / pre["ece"] if pre["ece"] > 0 else 0.0
+    return out
+
+
+@phase("phase5", "temperature scaling + certified selective policy on val_calib", needs=("phase1",),
+       uses=("phase2",), config_keys=("phase5", "phase2"))
+def run_phase5(ctx: PhaseContext) -> PhaseResult:
+    """Write calibration_metrics.json, risk_coverage.csv and scrcparams.json."""
+    cfg, art = ctx.cfg, ctx.artifacts
+    p5 = cfg.phase5
+    calib = read_logits(art.logits_csv("val_calib"))
+    temperature = fit_temperature(calib.logits, calib.labels)  # fitted on val_calib ONLY
+    calib_probs = calibrated_probs(calib.logits, temperature)
+
+    if committed(art, "phase2") is not None:
+        raw_threshold = float(read_json(art.thresholds_json)["thresholds"]["best"])
+        threshold = recalibrated_threshold(raw_threshold, temperature)
+        source = "phase2 (val_select), re-expressed on calibrated probabilities"
+    else:
+        threshold, _ = select_threshold(calib.labels, calib_probs, cfg.phase2.metric, cfg.phase2.n_thresholds,
+                                        cfg.phase2.max_fnr)
+        raw_threshold, source = None, f"val_calib (phase2 did not run; best {cfg.phase2.metric})"
+
+    decisions, confidence = decided_confidence(calib_probs, threshold)
+    policy = learn_then_test(confidence, decisions != calib.labels, p5.target_risk, p5.delta)
+    coverage, risk, aurc = risk_coverage_curve(confidence, decisions != calib.labels)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["coverage", "selective_risk"])
+    writer.writerows([[f"{c:.6f}", f"{r:.6f}"] for c, r in zip(coverage, risk)])
+    atomic_write_text(art.risk_coverage_csv, buf.getvalue())
+
+    # Reporting only (after fitting): the untouched test split.
+    test = read_logits(art.logits_csv("test"))
+    test_probs = calibrated_probs(test.logits, temperature)
+    test_decisions, test_conf = decided_confidence(test_probs, threshold)
+    test_policy = apply_policy(test_conf, test_decisions != test.labels, policy.threshold)
+    report = {}
+    for name, table in (("val_calib", calib), ("test", test)):
+        pre = calibration_metrics(table.labels, calibrated_probs(table.logits, 1.0), p5.n_bins)
+        post = calibration_metrics(table.labels, calibrated_probs(table.logits, temperature), p5.n_bins)
+        report[name] = {"pre_calibration": pre, "post_calibration": post, "improvement": _improvement(pre, post)}
+    atomic_write_json(art.calibration_metrics_json, {
+        "method": "temperature_scaling", "temperature": temperature, "fitted_on": "val_calib",
+        "n_bins": int(p5.n_bins), **report["val_calib"], "test": report["test"],
+    })
+    selective = {
+        "confidence": "calibrated probability of the decided class", "confidence_threshold": policy.threshold,
+        "target_risk": float(p5.target_risk), "delta": float(p5.delta), "method": "learn_then_test_clopper_pearson",
+        "risk_upper_bound": policy.risk_upper_bound, "val_calib_coverage": policy.coverage,
+        "val_calib_risk": policy.risk, "test_coverage": test_policy["coverage"], "test_risk": test_policy["risk"],
+        "aurc_val_calib": aurc, "risk_coverage_csv": art.rel(art.risk_coverage_csv),
+        "status": "certified" if policy.threshold is not None else
+        "no threshold meets the target: every image is deferred",
+    }
+    test_metrics = binary_metrics(test.labels, test_probs, threshold)
+    atomic_write_json(art.scrcparams_json, {
+        "policy_type": "scrc", "class_names": list(_class_names(art)), "probability_of": _class_names(art)[1],
+        "scrc_params": {"method": "temperature_scaling", "temperature": temperature,
+                        "decision_threshold": threshold, "decision_threshold_uncalibrated": raw_threshold,
+                        "threshold_source": source, "selective": selective},
+        "metrics": {"test_at_threshold": test_metrics},
+        "calibration_metrics": art.rel(art.calibration_metrics_json),
+    })
+    pre, post = report["val_calib"]["pre_calibration"], report["val_calib"]["post_calibration"]
+    return PhaseResult(
+        outputs=[art.calibration_metrics_json, art.risk_coverage_csv, art.scrcparams_json],
+        metrics={"temperature": temperature, "decision_threshold": threshold, "ece_pre": pre["ece"],
+                 "ece_post": post["ece"], "selective": selective, "test_at_threshold": test_metrics},
+        summary={"T": f"{temperature:.3f}", "ECE val_calib": f"{pre['ece']:.3f} -> {post['ece']:.3f}",
+                 "threshold": f"{threshold:.4f}",
+                 "coverage at risk<=" + f"{p5.target_risk}": f"{policy.coverage:.1%} (test {test_policy['coverage']:.1%}"
+                 f", risk {test_policy['risk']:.3f})"},
+    )
+
+
+def _class_names(art) -> list[str]:
+    with open(art.logits_csv("val_calib"), newline="", encoding="utf-8") as handle:
+        return [h.removeprefix("logit_") for h in next(csv.reader(handle))[2:]]
+

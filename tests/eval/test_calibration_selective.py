@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchmetrics.classification import MulticlassCalibrationError
+
+from streetvision.eval.calibration import (
+    calibrated_probs,
+    calibration_metrics,
+    fit_temperature,
+    recalibrated_threshold,
+)
+from streetvision.eval.score import validator_score
+from streetvision.eval.selective import learn_then_test
+from streetvision.eval.thresholds import best_index, select_threshold
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ece_and_mce_agree_with_torchmetrics(seed):
+    rng = np.random.default_rng(seed)
+    n = 500
+    probs = rng.random(n)
+    labels = rng.integers(0, 2, n)
+    ours = calibration_metrics(labels, probs, n_bins=15)
+    two = torch.tensor(np.stack([1 - probs, probs], 1), dtype=torch.float64)
+    target = torch.tensor(labels)
+    for norm, key in (("l1", "ece"), ("max", "mce")):
+        ref = MulticlassCalibrationError(num_classes=2, n_bins=15, norm=norm)(two, target)
+        assert ours[key] == pytest.approx(float(ref), abs=1e-6)
+
+
+def overconfident(seed=0, n=4000):
+    rng = np.random.default_rng(seed)
+    gap = rng.normal(0, 2.0, n)  # calibrated logit gap
+    labels = (rng.random(n) < 1 / (1 + np.exp(-gap))).astype(int)
+    logits = np.stack([np.zeros(n), gap], 1) * 4  # correct logits scaled by 4: over-confident
+    return logits, labels
+
+
+def test_temperature_scaling_fixes_overconfidence_without_changing_accuracy():
+    logits, labels = overconfident()
+    t = fit_temperature(logits, labels)
+    before = calibration_metrics(labels, calibrated_probs(logits, 1.0))
+    after = calibration_metrics(labels, calibrated_probs(logits, t))
+    assert t == pytest.approx(4.0, rel=0.15)
+    assert after["ece"] <= 0.5 * before["ece"]
+    assert after["accuracy"] == before["accuracy"]
+
+
+def test_recalibrated_threshold_keeps_decisions():
+    logits, _ = overconfident(1, 500)
+    for threshold in (0.2, 0.5, 0.83):
+        t_cal = recalibrated_threshold(threshold, 3.0)
+        assert np.array_equal(calibrated_probs(logits, 1.0) >= threshold, calibrated_probs(logits, 3.0) >= t_cal)
+
+
+def test_threshold_sweep_finds_known_optimum_and_plateau_middle():
+    # positives all above 0.62, negatives all below 0.38: any threshold in (0.38, 0.62] is perfect
+    labels = np.array([0] * 50 + [1] * 50)
+    probs = np.concatenate([np.linspace(0.0, 0.38, 50), np.linspace(0.62, 1.0, 50)])
+    best, sweep = select_threshold(labels, probs, "mcc", 1001)
+    assert best == pytest.approx(0.5, abs=1e-3)
+    assert sweep.mcc.max() == 1.0
+    assert best_index(np.array([0, 1, 1, 0, 1, 1, 1, 0])) == 5
+
+
+def test_fnr_constrained_picks_lowest_fpr_meeting_the_fnr_cap():
+    labels = np.array([1] * 10 + [0] * 10)
+    probs = np.array([0.9] * 8 + [0.3, 0.35] + [0.1] * 8 + [0.32, 0.6])
+    best, sweep = select_threshold(labels, probs, "fnr_constrained", 1001, max_fnr=0.1)
+    i = int(round(best * 1000))
+    assert sweep.fnr[i] <= 0.1 and sweep.fpr[i] == pytest.approx(0.1)
+
+
+def test_learn_then_test_guarantee_holds_on_simulated_calibration_sets():
+    target, delta, n, sims = 0.05, 0.1, 1000, 1000
+    rng = np.random.default_rng(0)
+    grid = np.linspace(0, 1, 2001)
+
+    def true_risk(lam):  # conf ~ U(0.5, 1), P(error | conf) = 2 * (1 - conf) * 0.3
+        c = np.linspace(max(lam, 0.5), 1, 2001)
+        return float(np.mean(0.6 * (1 - c))) if lam < 1 else 0.0
+
+    violations = 0
+    for _ in range(sims):
+        conf = rng.uniform(0.5, 1, n)
+        errors = rng.random(n) < 0.6 * (1 - conf)
+        policy = learn_then_test(conf, errors, target, delta)
+        if policy.threshold is not None and true_risk(policy.threshold) > target:
+            violations += 1
+    assert grid.size and violations / sims <= delta + 3 * np.sqrt(delta * (1 - delta) / sims)
+
+
+def test_learn_then_test_accepts_nothing_when_target_is_unreachable():
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.5, 1, 300)
+    policy = learn_then_test(conf, rng.random(300) < 0.4, target_risk=0.01, delta=0.1)
+    assert policy.threshold is None and policy.coverage == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0.001, 0.999), st.lists(st.floats(0, 1), min_size=2, max_size=50))
+def test_validator_score_is_monotone_bounded_and_crosses_half_at_threshold(threshold, probs):
+    p = np.sort(np.array(probs))
+    s = validator_score(p, threshold)
+    assert np.all((s >= 0) & (s <= 1))
+    assert np.all(np.diff(s) >= 0)
+    assert np.array_equal(s > 0.5, p >= threshold)
+    assert validator_score(threshold, threshold) > 0.5
+    assert validator_score(np.nextafter(threshold, 0), threshold) < 0.5
