@@ -3,6 +3,9 @@
     streetvision run [KEY=VALUE ...]           run pipeline phases (Hydra override syntax)
     streetvision config [KEY=VALUE ...]        print the resolved config
     streetvision data synth --out DIR ...      write synthetic street scenes as a folder dataset
+    streetvision verify BUNDLE                 check a bundle (one line per check)
+    streetvision predict BUNDLE PATH...        score images, CSV or JSONL
+    streetvision export RUN_DIR                rebuild a run's bundle (phase 6 alone)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from rich.text import Text
 from streetvision.errors import StreetVisionError
 
 console = Console(stderr=False)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -66,6 +69,35 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify a bundle: one line per check; exit 1 on any failure."""
+    from streetvision.bundle.verify import verify_bundle
+
+    checks = verify_bundle(args.bundle)
+    for check in checks:
+        mark = Text("PASS ", style="green") if check.ok else Text("FAIL ", style="bold red")
+        console.print(mark + Text(f"{check.name}: {check.detail}"), soft_wrap=True)
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score image files / folders with a bundle; write CSV or JSONL; report unreadable files."""
+    from streetvision.bundle.predict_files import predict_files
+
+    return predict_files(args.bundle, args.paths, args.out, args.format, args.backend, args.batch_size, console,
+                         err_console)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Rerun phase 6 alone for an existing run directory."""
+    from streetvision.config import load_run_config
+    from streetvision.pipeline.runner import run_pipeline
+
+    cfg = load_run_config(Path(args.run_dir), ["pipeline.phases=[phase6]", "pipeline.force=true", *args.overrides])
+    run_pipeline(cfg, console)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="streetvision", description=__doc__,
@@ -81,6 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the resolved config")
     cfg.add_argument("overrides", nargs="*")
     cfg.set_defaults(func=cmd_config)
+
+    verify = sub.add_parser("verify", help="check a bundle: schema, checksums, loading, probe outputs")
+    verify.add_argument("bundle")
+    verify.set_defaults(func=cmd_verify)
+
+    predict = sub.add_parser("predict", help="score images (files or folders, recursive) with a bundle")
+    predict.add_argument("bundle")
+    predict.add_argument("paths", nargs="+")
+    predict.add_argument("--out", help="output file (default: stdout)")
+    predict.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    predict.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(func=cmd_predict)
+
+    export = sub.add_parser("export", help="rerun phase 6 (the bundle) for RUN_DIR")
+    export.add_argument("run_dir")
+    export.add_argument("overrides", nargs="*")
+    export.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -99,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command; report StreetVisionError as one paragraph and a non-zero exit."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars add nothing to a run log
     debug = args.debug or os.environ.get("STREETVISION_DEBUG") == "1"
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -188,6 +188,28 @@ class Phase5Config:
 
 
 @dataclass
+class ModelCardConfig:
+    """NATIX model_card.json fields."""
+
+    model_name: str = "streetvision-roadwork"
+    description: str = "Roadwork classifier trained with StreetVision (DINOv2 backbone, calibrated, with defer policy)"
+    version: str = "0.1.0"  # X.Y.Z
+    submitted_by: str = ""
+    submission_time: Optional[int] = None  # unix seconds; None: export time
+
+
+@dataclass
+class Phase6Config:
+    """Phase 6: the deployable bundle."""
+
+    onnx: bool = True
+    onnx_tolerance: float = 1e-4  # max |P_onnx - P_torch| on the probe images
+    n_probes: int = 8
+    probe_tolerance: float = 1e-4  # verify: max |diff| of recomputed probe outputs
+    model_card: ModelCardConfig = field(default_factory=ModelCardConfig)
+
+
+@dataclass
 class PipelineConfig:
     """Which phases to run (any order; the runner orders them) and whether to rerun up-to-date ones."""
 
@@ -226,6 +248,7 @@ class StreetVisionConfig:
     phase2: Phase2Config = field(default_factory=Phase2Config)
     phase4: Phase4Config = field(default_factory=Phase4Config)
     phase5: Phase5Config = field(default_factory=Phase5Config)
+    phase6: Phase6Config = field(default_factory=Phase6Config)
 
 
 # Allowed values of string keys: checked after composition, reported with the valid choices.
@@ -346,6 +369,31 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
     check_choices(cfg)
     from streetvision.pipeline.registry import check_phase_names
 
+    check_phase_names(list(cfg.pipeline.phases))
+    return cfg
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+    """The saved config of an existing run directory (``config.yaml``), re-rooted where the directory is now,
+    with Hydra-style dotted overrides applied and validated against the schema."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from streetvision.pipeline.registry import check_phase_names
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml).",
+                          "pass outputs/<experiment>/runs/<run_id>.")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(StreetVisionConfig), OmegaConf.load(path))
+        cfg.merge_with_dotlist(list(overrides or []))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Cannot apply the saved config or overrides: {exc}".splitlines()[0],
+                          "check the override keys against `streetvision config`.") from exc
+    cfg.output_root = str(run_dir.resolve().parents[2])
+    cfg.experiment_name = run_dir.resolve().parents[1].name
+    cfg.run_id = run_dir.resolve().name
+    check_choices(cfg)
     check_phase_names(list(cfg.pipeline.phases))
     return cfg
 

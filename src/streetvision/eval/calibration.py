@@ -15,8 +15,12 @@ from streetvision.eval.metrics import nll, softmax_probs
 N_BINS = 15
 
 
+T_RANGE = (0.05, 100.0)
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
-    """Temperature T > 0 minimising the NLL of softmax(logits / T), by LBFGS over log T (float64)."""
+    """Temperature T > 0 minimising the NLL of softmax(logits / T), by LBFGS over log T (float64), clipped to
+    T_RANGE (uninformative logits drive T to infinity, which would squash every probability onto 0.5)."""
     z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
@@ -29,7 +33,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200)
         return loss
 
     opt.step(closure)
-    return float(log_t.detach().exp().item())
+    return float(np.clip(log_t.detach().exp().item(), *T_RANGE))
 
 
 def top_label(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""The deployable bundle: export (phase 6), verification, and the Predictor a miner runs."""

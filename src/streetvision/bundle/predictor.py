@@ -1,0 +1,148 @@
+"""The Predictor: what a miner runs. Loads a verified bundle (safetensors + JSON only) and turns images into the
+validator score, with probability, decision and accept/defer.
+
+    from streetvision import Predictor
+    predictor = Predictor.from_bundle("outputs/.../export/bundle")
+    score = predictor(pil_image)          # float in [0, 1]; > 0.5 means roadwork
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from streetvision.bundle.schema import check_files, load_index, safe_member
+from streetvision.data.decode import decode_image
+from streetvision.errors import ConfigError, IntegrityError
+from streetvision.eval.metrics import softmax_probs
+from streetvision.eval.score import validator_score
+from streetvision.eval.selective import decided_confidence
+from streetvision.models.classifier import load_classifier, spec_preprocess
+
+BACKENDS = ("torch", "onnx")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's outputs."""
+
+    probability: float  # calibrated P(roadwork)
+    decision: int  # 1 = roadwork
+    score: float  # the float for the validator
+    accepted: bool | None  # None when the policy has no selective threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Decision policy from scrcparams.json (phase5) or thresholds.json (phase2)."""
+
+    policy_type: str
+    temperature: float
+    decision_threshold: float
+    selective_threshold: float | None
+    has_selective: bool
+
+    @classmethod
+    def from_file(cls, path: Path, policy_type: str) -> Policy:
+        raw = json.loads(path.read_text())
+        try:
+            if policy_type == "scrc":
+                p = raw["scrc_params"]
+                sel = p.get("selective") or {}
+                return cls("scrc", float(p["temperature"]), float(p["decision_threshold"]),
+                           sel.get("confidence_threshold"), bool(sel))
+            if policy_type == "threshold":
+                return cls("threshold", 1.0, float(raw["thresholds"]["best"]), None, False)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"policy file '{path.name}': field {exc} is missing or invalid.",
+                                 "re-export the bundle.") from exc
+        raise IntegrityError(f"bundle.json: field 'policy.policy_type' is '{policy_type}'; expected scrc or "
+                             f"threshold.", "re-export the bundle.")
+
+
+class Predictor:
+    """Bundle -> validator scores. Use :meth:`from_bundle`."""
+
+    def __init__(self, bundle_dir: Path, index: dict, policy: Policy, model: Any, backend: str, device: str) -> None:
+        self.bundle_dir = bundle_dir
+        self.index = index
+        self.policy = policy
+        self.backend = backend
+        self.device = device
+        self._model = model
+        preprocess = json.loads(safe_member(bundle_dir, index["preprocess"]).read_text())
+        from streetvision.data.transforms import Preprocess
+
+        self.preprocess = Preprocess(int(preprocess["size"]), tuple(preprocess["mean"]), tuple(preprocess["std"]),
+                                     preprocess["resize_rule"])
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, device: str = "cpu", backend: str = "torch",
+                    verify_files: bool = True) -> Predictor:
+        """Check the bundle (schema, paths, formats, checksums) and load it; never unpickles."""
+        if backend not in BACKENDS:
+            raise ConfigError(f"Unknown backend '{backend}'. Valid choices: {', '.join(BACKENDS)}.",
+                              "use backend='torch' or backend='onnx'.")
+        bundle_dir = Path(path)
+        index = load_index(bundle_dir)
+        if verify_files:
+            check_files(bundle_dir, index)
+        policy = Policy.from_file(safe_member(bundle_dir, index["policy"]["policy_path"]),
+                                  index["policy"]["policy_type"])
+        if backend == "onnx":
+            import onnxruntime as ort
+
+            onnx_rel = index["model"].get("onnx")
+            if not onnx_rel:
+                raise ConfigError("This bundle has no ONNX model.", "re-export with phase6.onnx=true, or use "
+                                                                   "backend='torch'.")
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            model = ort.InferenceSession(str(safe_member(bundle_dir, onnx_rel)), options,
+                                         providers=["CPUExecutionProvider"])
+        else:
+            model = load_classifier(safe_member(bundle_dir, index["model"]["dir"])).to(device).eval()
+        return cls(bundle_dir, index, policy, model, backend, device)
+
+    # -- inference -------------------------------------------------------------------------------------
+    def tensor(self, image: Image.Image | str | Path) -> torch.Tensor:
+        """Decode (any mode, EXIF, large images) and preprocess one image."""
+        return self.preprocess.to_tensor(decode_image(image, min_size=self.preprocess.size))
+
+    def logits(self, batch: torch.Tensor) -> np.ndarray:
+        """Raw logits [N, 2] for a preprocessed batch."""
+        if self.backend == "onnx":
+            return self._model.run(["logits"], {"pixel_values": batch.numpy()})[0].astype(np.float64)
+        with torch.inference_mode():
+            return self._model(batch.to(self.device)).float().cpu().numpy().astype(np.float64)
+
+    def predict_tensor(self, batch: torch.Tensor) -> list[Prediction]:
+        """Predictions for a preprocessed batch."""
+        probs = softmax_probs(self.logits(batch), self.policy.temperature)
+        decisions, confidence = decided_confidence(probs, self.policy.decision_threshold)
+        scores = validator_score(probs, self.policy.decision_threshold)
+        lam = self.policy.selective_threshold
+        out = []
+        for p, d, s, c in zip(probs, decisions, scores, confidence):
+            accepted = None if not self.policy.has_selective else bool(lam is not None and c >= lam)
+            out.append(Prediction(float(p), int(d), float(s), accepted))
+        return out
+
+    def predict_batch(self, images: list[Image.Image | str | Path]) -> list[Prediction]:
+        """Predictions for a list of images (PIL images or paths)."""
+        if not images:
+            return []
+        return self.predict_tensor(torch.stack([self.tensor(img) for img in images]))
+
+    def __call__(self, image: Image.Image) -> float:
+        """The validator score of one image (a NATIX miner detector's ``__call__``)."""
+        return self.predict_batch([image])[0].score

@@ -1,0 +1,161 @@
+"""The bundle a miner deploys: round trip, tamper cases, backends, awkward images, predict CLI."""
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+
+from streetvision import Predictor
+from streetvision.bundle.verify import verify_bundle
+from streetvision.config import load_config
+from streetvision.data.synthetic import render_scene
+from streetvision.errors import IntegrityError
+from streetvision.io import sha256_file
+from streetvision.pipeline.artifacts import ArtifactSchema
+from streetvision.pipeline.runner import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    cfg = load_config([f"output_root={root}", "run_id=b", "model=dinov2_micro", "data.synthetic.n=120",
+                       "training.progress_bar=false", "pipeline.phases=[phase1,phase2,phase5,phase6]"])
+    run_pipeline(cfg, Console(quiet=True))
+    return ArtifactSchema.from_config(cfg).phase_dir("phase6") / "bundle"
+
+
+@pytest.fixture
+def copy(bundle, tmp_path):
+    dst = tmp_path / "copied_bundle"
+    shutil.copytree(bundle, dst)
+    return dst
+
+
+def failures(path):
+    return [c for c in verify_bundle(path) if not c.ok]
+
+
+def reindex(bundle_dir, mutate):
+    index = json.loads((bundle_dir / "bundle.json").read_text())
+    mutate(index)
+    (bundle_dir / "bundle.json").write_text(json.dumps(index))
+
+
+def test_copied_bundle_verifies_and_predicts_the_same(bundle, copy):
+    assert failures(copy) == []
+    images = [render_scene(i, seed=77).image for i in range(6)]
+    a = Predictor.from_bundle(bundle).predict_batch(images)
+    b = Predictor.from_bundle(copy).predict_batch(images)
+    assert a == b
+    assert all(0.0 <= p.score <= 1.0 and (p.score > 0.5) == bool(p.decision) for p in a)
+    assert isinstance(Predictor.from_bundle(copy)(images[0]), float)
+    index = json.loads((copy / "bundle.json").read_text())
+    assert all(not f["path"].startswith("/") and ".." not in f["path"] for f in index["files"])
+    card = json.loads((copy / "model_card.json").read_text())
+    assert set(card) == {"model_name", "description", "version", "submitted_by", "submission_time"}
+
+
+def test_flipped_weight_byte_is_named(copy):
+    weights = copy / "model" / "backbone" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    bad = failures(copy)
+    assert bad[0].name == "checksums" and "model/backbone/model.safetensors" in bad[0].detail
+    with pytest.raises(IntegrityError, match="model/backbone/model.safetensors"):
+        Predictor.from_bundle(copy)
+
+
+def test_edited_policy_value_is_named(copy):
+    policy = copy / "scrcparams.json"
+    raw = json.loads(policy.read_text())
+    raw["scrc_params"]["decision_threshold"] = 0.01
+    policy.write_text(json.dumps(raw))
+    assert "scrcparams.json" in failures(copy)[0].detail
+
+
+@pytest.mark.parametrize(("bad_path", "message"), [("../outside.json", "escapes the bundle"),
+                                                   ("/etc/passwd", "absolute path")])
+def test_escaping_paths_are_refused(copy, bad_path, message):
+    reindex(copy, lambda ix: ix["files"].append({"path": bad_path, "sha256": "0" * 64, "size": 1}))
+    detail = failures(copy)[0].detail
+    assert message in detail and bad_path in detail
+
+
+def test_pickle_payload_is_refused_even_when_listed_with_its_checksum(copy):
+    payload = copy / "model" / "extra.bin"
+    payload.write_bytes(pickle.dumps({"evil": 1}))
+    entry = {"path": "model/extra.bin", "sha256": sha256_file(payload), "size": payload.stat().st_size}
+    reindex(copy, lambda ix: ix["files"].append(entry))
+    assert "model/extra.bin" in failures(copy)[0].detail
+    disguised = copy / "model" / "extra.json"  # a pickle under an allowed name
+    payload.rename(disguised)
+    entry = {"path": "model/extra.json", "sha256": sha256_file(disguised), "size": disguised.stat().st_size}
+    reindex(copy, lambda ix: ix["files"].__setitem__(-1, entry))
+    assert "pickle" in failures(copy)[0].detail
+
+
+def test_missing_file_is_named(copy):
+    (copy / "preprocess.json").unlink()
+    assert "preprocess.json" in failures(copy)[0].detail
+
+
+def test_schema_error_names_the_field(copy):
+    reindex(copy, lambda ix: ix.pop("policy"))
+    assert "'policy'" in failures(copy)[0].detail
+
+
+def test_onnx_and_torch_agree(copy):
+    images = [render_scene(i, seed=5, domain="target").image for i in range(8)]
+    torch_p = [p.probability for p in Predictor.from_bundle(copy).predict_batch(images)]
+    onnx_p = [p.probability for p in Predictor.from_bundle(copy, backend="onnx").predict_batch(images)]
+    assert np.max(np.abs(np.array(torch_p) - np.array(onnx_p))) <= 1e-4
+
+
+def test_predictor_handles_rgba_grayscale_and_very_large_images(copy):
+    predictor = Predictor.from_bundle(copy)
+    base = render_scene(1).image
+    rgba = base.convert("RGBA")
+    gray = base.convert("L")
+    large = base.resize((6000, 4500))
+    scores = [predictor(img) for img in (rgba, gray, large)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_predict_cli_reports_a_corrupt_file_and_scores_the_rest(copy, tmp_path):
+    folder = tmp_path / "imgs" / "nested"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        render_scene(i).image.save(folder / f"ok_{i}.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage")
+    out = tmp_path / "preds.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "streetvision.cli", "predict", str(copy), str(tmp_path / "imgs"),
+                           "--format", "jsonl", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and sum(r["error"] is None for r in rows) == 3
+    assert "broken.jpg" in proc.stderr and "1 unreadable" in proc.stderr
+
+
+def test_verify_cli_exit_codes(bundle, copy):
+    ok = subprocess.run([sys.executable, "-m", "streetvision.cli", "verify", str(bundle)], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and ok.stdout.count("PASS") >= 4
+    (copy / "model_card.json").write_text("{}")
+    bad = subprocess.run([sys.executable, "-m", "streetvision.cli", "verify", str(copy)], capture_output=True,
+                         text=True)
+    assert bad.returncode == 1 and "FAIL checksums" in bad.stdout and "model_card.json" in bad.stdout
+
+
+def test_export_command_rebuilds_the_bundle(bundle):
+    run_dir = bundle.parents[1]
+    proc = subprocess.run([sys.executable, "-m", "streetvision.cli", "export", str(run_dir)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert failures(bundle) == []
