@@ -6,6 +6,7 @@
     streetvision verify BUNDLE                 check a bundle (one line per check)
     streetvision predict BUNDLE PATH...        score images, CSV or JSONL
     streetvision export RUN_DIR                rebuild a run's bundle (phase 6 alone)
+    streetvision evaluate BUNDLE --run DIR     clean + validator-condition metrics with CIs, HTML report
 """
 
 from __future__ import annotations
@@ -98,6 +99,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a bundle on a run's test split, a folder, a CSV or synthetic scenes."""
+    from streetvision.bundle.schema import load_index
+    from streetvision.data.sources import list_csv, list_folder
+    from streetvision.data.splits import load_splits
+    from streetvision.errors import ConfigError
+    from streetvision.eval.run_evaluation import evaluate_to_dir, print_table
+
+    bundle = Path(args.bundle)
+    class_names = load_index(bundle)["class_names"]
+    given = [x for x in (args.run, args.folder, args.csv, args.synthetic) if x]
+    if len(given) != 1:
+        raise ConfigError("Pass exactly one data source: --run RUN_DIR, --folder DIR, --csv FILE or --synthetic N.",
+                          "e.g. streetvision evaluate BUNDLE --folder ../shared/data/roadwork_real")
+    if args.run:
+        splits = load_splits(Path(args.run) / "splits.json")
+        samples, what = list(zip(splits.paths("test"), splits.labels("test"))), f"test split of {args.run}"
+    elif args.folder:
+        listing = list_folder(Path(args.folder), class_names)
+        samples, what = [(s.path, s.label) for s in listing.samples], f"folder {args.folder}"
+    elif args.csv:
+        listing = list_csv(Path(args.csv), class_names)
+        samples, what = [(s.path, s.label) for s in listing.samples], f"csv {args.csv}"
+    else:
+        from streetvision.data.synthetic import write_dataset
+
+        out = Path(args.out) / "synthetic_images"
+        samples = write_dataset(out, n=args.synthetic, domain=args.domain, seed=args.seed + 7)
+        what = f"{args.synthetic} synthetic {args.domain} scenes"
+    summary, intervals, paths = evaluate_to_dir(bundle, samples, Path(args.out), args.seed, args.resamples, what,
+                                                args.backend)
+    print_table(summary, intervals, console, paths[-1])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="streetvision", description=__doc__,
@@ -126,6 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.set_defaults(func=cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a bundle: clean + validator conditions, CIs, HTML report")
+    evaluate.add_argument("bundle")
+    evaluate.add_argument("--run", help="use this run directory's test split")
+    evaluate.add_argument("--folder", help="one sub-folder per class")
+    evaluate.add_argument("--csv", help="path,label manifest")
+    evaluate.add_argument("--synthetic", type=int, help="generate N synthetic scenes")
+    evaluate.add_argument("--domain", default="source")
+    evaluate.add_argument("--out", default="evaluation")
+    evaluate.add_argument("--resamples", type=int, default=1000)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     export = sub.add_parser("export", help="rerun phase 6 (the bundle) for RUN_DIR")
     export.add_argument("run_dir")

@@ -210,10 +210,19 @@ class Phase6Config:
 
 
 @dataclass
+class EvaluationConfig:
+    """The evaluation phase: the bundle on the run's test split, clean and under validator conditions."""
+
+    n_resamples: int = 1000  # bootstrap resamples per condition
+    seed: int = 0  # distortions and bootstrap
+    backend: str = "torch"  # torch | onnx
+
+
+@dataclass
 class PipelineConfig:
     """Which phases to run (any order; the runner orders them) and whether to rerun up-to-date ones."""
 
-    phases: List[str] = field(default_factory=lambda: ["splits"])
+    phases: List[str] = field(default_factory=lambda: ["phase1", "phase2", "phase5", "phase6", "evaluation"])
     force: bool = False
 
 
@@ -249,6 +258,7 @@ class StreetVisionConfig:
     phase4: Phase4Config = field(default_factory=Phase4Config)
     phase5: Phase5Config = field(default_factory=Phase5Config)
     phase6: Phase6Config = field(default_factory=Phase6Config)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
 
 # Allowed values of string keys: checked after composition, reported with the valid choices.
@@ -264,6 +274,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.augment": ("none", "flip", "validator"),
     "model.explora.objective": ("dino", "masked"),
     "phase2.metric": ("mcc", "validator_reward", "fnr_constrained"),
+    "evaluation.backend": ("torch", "onnx"),
     "hardware.precision": ("32", "bf16-mixed", "16-mixed"),
 }
 

@@ -1,0 +1,30 @@
+"""Evaluation phase: the exported bundle, through the Predictor, on the run's test split (clean and under
+validator conditions), with bootstrap intervals and the HTML report."""
+
+from __future__ import annotations
+
+from streetvision.data.splits import load_splits
+from streetvision.eval.run_evaluation import evaluate_to_dir, print_table
+from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
+
+
+@phase("evaluation", "bundle on the test split: clean + validator conditions, bootstrap CIs, HTML report",
+       needs=("phase6", "splits"), config_keys=("evaluation",))
+def run_evaluation(ctx: PhaseContext) -> PhaseResult:
+    """Write evaluation/metrics_summary.json, bootstrap_ci.json and report.html."""
+    cfg, art = ctx.cfg, ctx.artifacts
+    ev = cfg.evaluation
+    splits = load_splits(art.splits_json)
+    samples = list(zip(splits.paths("test"), splits.labels("test")))
+    summary, intervals, paths = evaluate_to_dir(art.phase_dir("phase6") / "bundle", samples,
+                                                art.phase_dir("evaluation"), ev.seed, ev.n_resamples,
+                                                "test split of this run", ev.backend)
+    print_table(summary, intervals, ctx.console, paths[-1])
+    clean, mix = summary["clean"], summary["validator_mix"]
+    ci_c, ci_m = intervals["clean"]["reward"], intervals["validator_mix"]["reward"]
+    return PhaseResult(
+        outputs=paths,
+        metrics={"clean": clean, "validator_mix": mix, "reward_ci": {"clean": ci_c, "validator_mix": ci_m}},
+        summary={"reward clean": f"{clean['reward']:.3f} [{ci_c['low']:.3f}, {ci_c['high']:.3f}]",
+                 "reward validator mix": f"{mix['reward']:.3f} [{ci_m['low']:.3f}, {ci_m['high']:.3f}]",
+                 "report": art.rel(paths[-1])})
