@@ -29,3 +29,24 @@ def real_data() -> Path:
     if not (REAL_DATA / "roadwork").is_dir():
         pytest.skip(f"shared real data not found at {REAL_DATA}")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory) -> Path:
+    """A complete micro run (phase1, phase2, phase5, phase6), built once per session; returns the run dir."""
+    from rich.console import Console
+
+    from streetvision.pipeline.artifacts import ArtifactSchema
+    from streetvision.pipeline.runner import run_pipeline
+
+    root = tmp_path_factory.mktemp("micro_run")
+    cfg = load_config([f"output_root={root}", "run_id=b", "model=dinov2_micro", "data.synthetic.n=120",
+                       "training.progress_bar=false", "pipeline.phases=[phase1,phase2,phase5,phase6]"])
+    run_pipeline(cfg, Console(quiet=True))
+    return ArtifactSchema.from_config(cfg).run_dir
+
+
+@pytest.fixture(scope="session")
+def micro_bundle(micro_run) -> Path:
+    """The micro run's bundle directory (do not modify: copy it first)."""
+    return micro_run / "export" / "bundle"

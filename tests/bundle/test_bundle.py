@@ -9,25 +9,17 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from rich.console import Console
 
 from streetvision import Predictor
 from streetvision.bundle.verify import verify_bundle
-from streetvision.config import load_config
 from streetvision.data.synthetic import render_scene
 from streetvision.errors import IntegrityError
 from streetvision.io import sha256_file
-from streetvision.pipeline.artifacts import ArtifactSchema
-from streetvision.pipeline.runner import run_pipeline
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    cfg = load_config([f"output_root={root}", "run_id=b", "model=dinov2_micro", "data.synthetic.n=120",
-                       "training.progress_bar=false", "pipeline.phases=[phase1,phase2,phase5,phase6]"])
-    run_pipeline(cfg, Console(quiet=True))
-    return ArtifactSchema.from_config(cfg).phase_dir("phase6") / "bundle"
+@pytest.fixture
+def bundle(micro_bundle):
+    return micro_bundle
 
 
 @pytest.fixture

@@ -1,0 +1,76 @@
+import json
+import re
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, matthews_corrcoef
+
+from streetvision import Predictor
+from streetvision.data.synthetic import write_dataset
+from streetvision.eval.bootstrap import bootstrap_ci
+from streetvision.eval.metrics import metrics_from_decisions
+from streetvision.eval.report import FIGURES
+from streetvision.eval.run_evaluation import evaluate_to_dir
+
+
+def test_constant_predictor_interval_has_zero_width():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    ci = bootstrap_ci(lambda rows: metrics_from_decisions(y[rows], np.ones(len(rows)))["mcc"], len(y), 500)
+    assert ci["low"] == ci["high"] == ci["estimate"] == 0.0
+
+
+def test_interval_narrows_as_the_sample_grows():
+    rng = np.random.default_rng(1)
+
+    def width(n):
+        y = rng.integers(0, 2, n)
+        pred = np.where(rng.random(n) < 0.8, y, 1 - y)
+        ci = bootstrap_ci(lambda rows: metrics_from_decisions(y[rows], pred[rows])["accuracy"], n, 500, seed=2)
+        return ci["high"] - ci["low"]
+
+    assert width(2000) < width(500) < width(100)
+
+
+@pytest.fixture(scope="module")
+def evaluated(micro_bundle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    samples = write_dataset(out / "images", n=40, seed=3)
+    summary, intervals, paths = evaluate_to_dir(micro_bundle, samples, out / "report", seed=0, n_resamples=100,
+                                                data_description="test")
+    return samples, summary, intervals, paths
+
+
+def test_reward_equals_scikit_learn_on_rounded_scores(micro_bundle, evaluated):
+    samples, summary, _, _ = evaluated
+    predictor = Predictor.from_bundle(micro_bundle)
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR) for p, _ in samples]
+    scores = np.array([p.score for p in predictor.predict_batch(images)])
+    y = np.array([label for _, label in samples])
+    rounded = np.round(scores).astype(int)
+    expected = 0.5 * matthews_corrcoef(y, rounded) + 0.5 * accuracy_score(y, rounded)
+    assert summary["clean"]["reward"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_level_zero_equals_clean(evaluated):
+    _, summary, intervals, _ = evaluated
+    assert summary["level0"] == summary["clean"]
+    assert intervals["level0"] == intervals["clean"]
+
+
+def test_report_has_every_figure_and_no_network_references(evaluated):
+    _, _, _, paths = evaluated
+    names = {p.name for p in paths}
+    assert names == {"metrics_summary.json", "bootstrap_ci.json", "report.html"}
+    page = next(p for p in paths if p.name == "report.html").read_text()
+    for fig in FIGURES:
+        assert re.search(rf'<figure id="{fig}"><img alt="{fig}" src="data:image/png;base64,[A-Za-z0-9+/=]{{100,}}"',
+                         page), fig
+    without_images = re.sub(r'data:image/png;base64,[A-Za-z0-9+/=]+', "", page)
+    assert not re.search(r"https?:|//[a-z]|<script|<link", without_images)
+    assert all(src.startswith("data:") for src in re.findall(r'(?:src|href)="([^"]*)"', page))
+    ci = json.loads(next(p for p in paths if p.name == "bootstrap_ci.json").read_text())
+    assert {"clean", "level0", "level1", "level2", "level3", "validator_mix"} == set(ci)
+    assert ci["validator_mix"]["reward"]["low"] <= ci["validator_mix"]["reward"]["high"]
