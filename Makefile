@@ -5,6 +5,8 @@ STAMP       := $(VENV)/.streetvision-installed
 # torch first, so the range in pyproject.toml is already satisfied (CPU wheel where one is available locally).
 TORCH_SPEC  ?= torch==2.13.0
 DEMO_ARGS   ?=
+SV          := $(VENV)/bin/streetvision
+DEMO_RUN    := outputs/stage1_ultimate/runs/demo
 
 .PHONY: install demo test test-all bench clean
 
@@ -17,14 +19,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
+# The whole pipeline on embedded synthetic scenes: ExPLoRA, training, threshold, calibration, bundle; then verify
+# the bundle, score a few freshly generated images with it, and evaluate it (table + HTML report path last).
 demo: install
-	$(VENV)/bin/streetvision run run_id=demo $(DEMO_ARGS)
+	$(SV) run run_id=demo "pipeline.phases=[phase4,phase1,phase2,phase5,phase6]" $(DEMO_ARGS)
+	$(SV) verify $(DEMO_RUN)/export/bundle
+	$(SV) data synth --out $(DEMO_RUN)/demo_images --n 6 --seed 2024 --unlabeled
+	$(SV) predict $(DEMO_RUN)/export/bundle $(DEMO_RUN)/demo_images
+	$(SV) run run_id=demo "pipeline.phases=[evaluation]" $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest -q
 
 test-all: install
 	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: install
+	$(PY) benchmarks/synthetic_generation.py
+	$(PY) benchmarks/frozen_cache.py
+	$(PY) benchmarks/predictor_latency.py
+	$(PY) benchmarks/explora_domain_shift.py
 
 clean:
 	rm -rf outputs .pytest_cache
