@@ -21,7 +21,8 @@ def run_splits(cfg):
 
 
 def test_real_data_splits_are_deterministic_stratified_and_leak_free(make_cfg, real_data):
-    arts = [run_splits(make_cfg("data=folder", f"data.root={real_data}", run_id=r)) for r in ("a", "b")]
+    arts = [run_splits(make_cfg("pipeline.phases=[splits]", "data=folder", f"data.root={real_data}", run_id=r))
+            for r in ("a", "b")]
     first, second = (read_json(a.splits_json) for a in arts)
     assert first["files"] == second["files"] and first["digest"] == second["digest"]
     splits = load_splits(arts[0].splits_json)  # verifies digest and overlap
@@ -43,13 +44,13 @@ def test_planted_exact_and_near_duplicates_land_in_one_split(make_cfg, real_data
     src = sorted((real_data / "roadwork").glob("*.jpg"))[0]
     shutil.copy(src, root / "roadwork" / "exact_copy.jpg")
     Image.open(src).resize((300, 225)).save(root / "roadwork" / "near_copy.jpg", quality=80)
-    art = run_splits(make_cfg("data=folder", f"data.root={root}"))
+    art = run_splits(make_cfg("pipeline.phases=[splits]", "data=folder", f"data.root={root}"))
     by_path = {f["path"]: f for f in read_json(art.splits_json)["files"]}
     trio = [by_path[f"roadwork/{name}"] for name in (src.name, "exact_copy.jpg", "near_copy.jpg")]
     assert len({f["split"] for f in trio}) == 1 and len({f["group"] for f in trio}) == 1
 
 
-def test_bad_files_are_quarantined_in_the_report(make_cfg, tmp_path):
+def test_bad_files_are_quarantined_in_the_report_and_training_still_runs(make_cfg, tmp_path):
     root = tmp_path / "data"
     expected = build_corpus(root / "roadwork")
     from streetvision.data.synthetic import write_dataset
@@ -60,7 +61,10 @@ def test_bad_files_are_quarantined_in_the_report(make_cfg, tmp_path):
         for p in (tmp_path / "syn" / sub).glob("*.png"):
             p.rename(root / sub / p.name)
     (root / "roadwork" / "notes.txt").write_text("not data")
-    art = run_splits(make_cfg("data=folder", f"data.root={root}", "data.max_bad_fraction=0.2"))
+    art = run_splits(make_cfg("pipeline.phases=[phase1]", "model=dinov2_micro", "training.epochs=1",
+                              "training.progress_bar=false", "data=folder", f"data.root={root}",
+                              "data.max_bad_fraction=0.2"))
+    assert art.manifest("phase1").is_file()
     report = read_json(art.data_report_json)
     reasons = {q["path"]: q["reason"] for q in report["quarantined"]}
     for name, outcome in expected.items():
@@ -76,7 +80,7 @@ def test_too_many_bad_files_stop_with_clear_error(make_cfg, tmp_path):
     build_corpus(root / "roadwork")
     build_corpus(root / "no_roadwork")
     with pytest.raises(DataError, match="could not be decoded, above data.max_bad_fraction"):
-        run_splits(make_cfg("data=folder", f"data.root={root}"))
+        run_splits(make_cfg("pipeline.phases=[splits]", "data=folder", f"data.root={root}"))
 
 
 def test_class_with_too_few_images_says_how_many_are_needed():
@@ -92,7 +96,7 @@ def test_group_duplicates_by_content_and_perceptual_hash():
 
 
 def test_edited_or_leaking_splits_file_is_refused(make_cfg):
-    art = run_splits(make_cfg("data.synthetic.n=60"))
+    art = run_splits(make_cfg("pipeline.phases=[splits]", "data.synthetic.n=60"))
     raw = read_json(art.splits_json)
     raw["files"][0]["split"] = "test" if raw["files"][0]["split"] != "test" else "train"
     from streetvision.io import atomic_write_json
@@ -109,6 +113,6 @@ def test_edited_or_leaking_splits_file_is_refused(make_cfg):
 
 
 def test_synthetic_splits_are_balanced(make_cfg):
-    art = run_splits(make_cfg("data.synthetic.n=200"))
+    art = run_splits(make_cfg("pipeline.phases=[splits]", "data.synthetic.n=200"))
     counts = Counter((f["split"], f["label"]) for f in read_json(art.splits_json)["files"])
     assert counts[("train", 0)] == counts[("train", 1)] == 60

@@ -43,11 +43,15 @@ class Preprocess:
         """Resize to the model's square input (bilinear)."""
         return img if img.size == (self.size, self.size) else img.resize((self.size, self.size), Image.BILINEAR)
 
-    def to_tensor(self, img: Image.Image) -> torch.Tensor:
-        """RGB PIL image -> normalised float tensor [3, size, size]."""
-        arr = np.asarray(self.resize(img), dtype=np.float32) / 255.0
+    def normalise(self, img: Image.Image) -> torch.Tensor:
+        """RGB PIL image (any size) -> normalised float tensor [3, H, W]."""
+        arr = np.asarray(img, dtype=np.float32) / 255.0
         arr = (arr - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+    def to_tensor(self, img: Image.Image) -> torch.Tensor:
+        """RGB PIL image -> normalised float tensor [3, size, size]."""
+        return self.normalise(self.resize(img))
 
     def as_dict(self) -> dict:
         """JSON form (preprocess.json)."""
@@ -184,9 +188,7 @@ class MultiCropTransform:
             view = contrast_loss(view, int(rng.integers(1, 4)))
         if rng.random() < 0.3:
             view = gaussian_blur(view, int(rng.integers(1, 4)))
-        arr = np.asarray(view, dtype=np.float32) / 255.0
-        arr = (arr - np.asarray(self.preprocess.mean, np.float32)) / np.asarray(self.preprocess.std, np.float32)
-        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        return self.preprocess.normalise(view)
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> list[torch.Tensor]:
         views = [self._view(img, rng, self.preprocess.size, self.global_area) for _ in range(self.n_global)]

@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, Dinov2Config, Dinov2Model, PreTrainedModel
+from transformers import AutoModel, Dinov2Config, Dinov2Model, PreTrainedModel
 
 from streetvision.data.transforms import Preprocess
 from streetvision.errors import ConfigError
@@ -95,10 +95,3 @@ def state_checksum(model: torch.nn.Module) -> str:
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
-
-def config_summary(name_or_path: str) -> dict:
-    """Architecture facts for model cards, without loading weights."""
-    cfg = Dinov2Config(**BUILTIN[name_or_path]) if is_builtin(name_or_path) else AutoConfig.from_pretrained(
-        name_or_path)
-    return {"model_type": cfg.model_type, "hidden_size": getattr(cfg, "hidden_size", None),
-            "num_hidden_layers": getattr(cfg, "num_hidden_layers", None)}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -141,7 +140,3 @@ def print_summary(outcomes: list[PhaseOutcome], artifacts: ArtifactSchema, conso
         table.add_row(o.name, o.status, f"{o.seconds:.1f}s", "; ".join(f"{k}: {v}" for k, v in o.summary.items()))
     console.print(table)
 
-
-def manifest_paths(artifacts: ArtifactSchema) -> dict[str, Path]:
-    """Existing manifests of this run, by phase."""
-    return {n: artifacts.manifest(n) for n in PHASE_ORDER if artifacts.manifest(n).is_file()}
