@@ -353,6 +353,11 @@ def check_choices(cfg: DictConfig) -> None:
         if value is not None and str(value) not in allowed:
             raise ConfigError(f"Invalid value '{value}' for '{key}'. Valid choices: {', '.join(allowed)}.",
                               f"set {key}=<one of the choices>.")
+    required = {"folder": ("data.root", cfg.data.root), "csv": ("data.csv_path", cfg.data.csv_path),
+                "hf": ("data.hf.path", cfg.data.hf.path)}.get(str(cfg.data.source))
+    if required and not required[1]:
+        raise ConfigError(f"data.source={cfg.data.source} needs '{required[0]}', which is not set.",
+                          f"pass {required[0]}=PATH on the command line.")
     bad = [s for s in cfg.phase1.score_splits if s not in SPLIT_NAMES]
     if bad:
         raise ConfigError(f"Unknown split(s) {bad} in phase1.score_splits. Valid choices: {', '.join(SPLIT_NAMES)}.",

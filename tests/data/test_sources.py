@@ -45,5 +45,5 @@ def test_hf_dataset_saved_to_disk(make_cfg, tmp_path):
 def test_missing_folder_root_is_a_config_error(make_cfg):
     from streetvision.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="'data.root' is not set"):
-        splits_of(make_cfg("pipeline.phases=[splits]", "data=folder"))
+    with pytest.raises(ConfigError, match="data.source=folder needs 'data.root'"):
+        make_cfg("pipeline.phases=[splits]", "data=folder")
