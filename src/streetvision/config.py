@@ -35,7 +35,7 @@ class SplitFractions:
 class SyntheticConfig:
     """Embedded procedural street scenes (data.source=synthetic)."""
 
-    n: int = 2400  # labelled images generated for the run
+    n: int = 3200  # labelled images generated for the run
     domain: str = "source"  # source | target
     image_size: int = 224
     seed: int = 0
