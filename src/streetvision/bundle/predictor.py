@@ -19,11 +19,12 @@ from PIL import Image
 
 from streetvision.bundle.schema import check_files, load_index, safe_member
 from streetvision.data.decode import decode_image
+from streetvision.data.transforms import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.eval.metrics import softmax_probs
 from streetvision.eval.score import validator_score
 from streetvision.eval.selective import decided_confidence
-from streetvision.models.classifier import load_classifier, spec_preprocess
+from streetvision.models.classifier import load_classifier
 
 BACKENDS = ("torch", "onnx")
 
@@ -79,11 +80,7 @@ class Predictor:
         self.backend = backend
         self.device = device
         self._model = model
-        preprocess = json.loads(safe_member(bundle_dir, index["preprocess"]).read_text())
-        from streetvision.data.transforms import Preprocess
-
-        self.preprocess = Preprocess(int(preprocess["size"]), tuple(preprocess["mean"]), tuple(preprocess["std"]),
-                                     preprocess["resize_rule"])
+        self.preprocess = Preprocess.from_dict(json.loads(safe_member(bundle_dir, index["preprocess"]).read_text()))
 
     @classmethod
     def from_bundle(cls, path: str | Path, device: str = "cpu", backend: str = "torch",

@@ -53,6 +53,11 @@ class Preprocess:
         """RGB PIL image -> normalised float tensor [3, size, size]."""
         return self.normalise(self.resize(img))
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> Preprocess:
+        """Inverse of :meth:`as_dict`."""
+        return cls(int(raw["size"]), tuple(raw["mean"]), tuple(raw["std"]), raw.get("resize_rule", cls.resize_rule))
+
     def as_dict(self) -> dict:
         """JSON form (preprocess.json)."""
         return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "resize_rule": self.resize_rule}

@@ -146,6 +146,4 @@ def load_classifier(model_dir: Path) -> RoadworkClassifier:
 
 def spec_preprocess(spec: ClassifierSpec) -> Preprocess:
     """The Preprocess recorded in a spec."""
-    p = spec.preprocess
-    return Preprocess(int(p["size"]), tuple(p["mean"]), tuple(p["std"]), p.get("resize_rule",
-                                                                                Preprocess.resize_rule))
+    return Preprocess.from_dict(spec.preprocess)

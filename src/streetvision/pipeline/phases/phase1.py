@@ -24,6 +24,7 @@ from streetvision.models.classifier import (
     RoadworkClassifier,
     apply_finetune_mode,
     save_classifier,
+    spec_preprocess,
     trainable_parameters,
 )
 from streetvision.models.embedding_cache import cached_embeddings
@@ -56,8 +57,6 @@ def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> Roadwor
 
 
 def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> LabeledDataModule:
-    from streetvision.models.classifier import spec_preprocess
-
     pre = spec_preprocess(model.spec)
     train_tf = TrainTransform(pre, cfg.training.augment)
     return LabeledDataModule(splits, train_tf, EvalTransform(pre), cfg.training.batch_size,
@@ -67,8 +66,6 @@ def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> Labe
 def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
                  splits: Splits) -> dict:
     """Linear probe: cached embeddings per split, then the head trains on them with the same Lightning loop."""
-    from streetvision.models.classifier import spec_preprocess
-
     pre = spec_preprocess(model.spec)
     cache = art.cache_dir / "embeddings"
     data, hits = {}, {}
