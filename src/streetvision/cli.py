@@ -27,6 +27,13 @@ console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def _quiet_hf() -> None:
+    """Weight-loading progress bars add nothing to a run log."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Compose the config and run the pipeline."""
     from omegaconf import OmegaConf
@@ -36,6 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streetvision.pipeline.runner import run_pipeline
 
     cfg = load_config(args.overrides)
+    _quiet_hf()
     if cfg.run_id is None:
         OmegaConf.update(cfg, "run_id", default_run_id())
     run_pipeline(cfg, console)
@@ -72,6 +80,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify a bundle: one line per check; exit 1 on any failure."""
+    _quiet_hf()
     from streetvision.bundle.verify import verify_bundle
 
     checks = verify_bundle(args.bundle)
@@ -83,6 +92,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score image files / folders with a bundle; write CSV or JSONL; report unreadable files."""
+    _quiet_hf()
     from streetvision.bundle.predict_files import predict_files
 
     return predict_files(args.bundle, args.paths, args.out, args.format, args.backend, args.batch_size, console,
@@ -91,6 +101,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Rerun phase 6 alone for an existing run directory."""
+    _quiet_hf()
     from streetvision.config import load_run_config
     from streetvision.pipeline.runner import run_pipeline
 
@@ -101,6 +112,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a bundle on a run's test split, a folder, a CSV or synthetic scenes."""
+    _quiet_hf()
     from streetvision.bundle.schema import load_index
     from streetvision.data.sources import list_csv, list_folder
     from streetvision.data.splits import load_splits
@@ -198,9 +210,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command; report StreetVisionError as one paragraph and a non-zero exit."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # weight-loading bars add nothing to a run log
     debug = args.debug or os.environ.get("STREETVISION_DEBUG") == "1"
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -150,3 +150,11 @@ def test_lock_names_the_holder_pid(tmp_path):
         holder.wait()
     with run_lock(lock):  # released by the OS when the holder dies
         pass
+
+
+def test_phase_order_names_exactly_the_registered_phases():
+    from streetvision.pipeline.artifacts import PHASE_DIRS
+    from streetvision.pipeline.registry import PHASE_ORDER as ORDER
+    from streetvision.pipeline.registry import load_phases as real_load_phases
+
+    assert set(real_load_phases()) == set(ORDER) == set(PHASE_DIRS)
