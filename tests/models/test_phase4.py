@@ -113,3 +113,19 @@ def test_two_process_cpu_ddp(make_cfg):  # ~10 s: process spawn + gloo
               "hardware.accelerator=cpu", "model.explora.gather_embeddings=true")
     assert StepManifest.load(art.manifest("phase4")).verify(art.run_dir) == []
     assert json.loads(art.metrics_json("phase4").read_text())["peft_validation_status"] == "PASS"
+
+
+def test_external_launcher_two_ranks_phase4_then_phase1(tmp_path):  # ~20 s: torchrun, 2 gloo ranks
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "streetvision.cli", "run", "pipeline.phases=[phase4,phase1]", *MICRO, "phase4.epochs=1",
+           "hardware.devices=2", "hardware.accelerator=cpu", f"output_root={tmp_path}", "run_id=tr"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "stage1_ultimate" / "runs" / "tr"
+    metrics = json.loads((run_dir / "phase1" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["strategy"] == "DDPStrategy"
+    for phase_dir in ("phase4_explora", "phase1"):
+        manifest = StepManifest.load(run_dir / phase_dir / "manifest.json")
+        assert manifest.verify(run_dir) == []

@@ -4,6 +4,7 @@ each phase by writing its manifest last."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from streetvision.errors import IntegrityError, MissingArtifactError
 from streetvision.io import StepManifest, atomic_write_text, config_hash
 from streetvision.io.manifest import FileRecord, utc_now
 from streetvision.pipeline.artifacts import ArtifactSchema
+from streetvision.pipeline.distributed import DISTRIBUTED_PHASES, global_rank, publish_plan, read_plan, wait_for
 from streetvision.pipeline.lock import run_lock
 from streetvision.pipeline.registry import PHASE_ORDER, PhaseContext, PhaseSpec, load_phases
 
@@ -91,24 +93,55 @@ def _up_to_date(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> 
     return {(r.path, r.sha256) for r in upstream_records(artifacts, spec)} <= recorded
 
 
+def phases_to_run(cfg: DictConfig, artifacts: ArtifactSchema, ordered: list[PhaseSpec]) -> list[PhaseSpec]:
+    """The planned phases that will run: forced, not up to date, or downstream of one that runs."""
+    names: set[str] = set()
+    for spec in ordered:
+        if cfg.pipeline.force or names & {*spec.needs, *spec.uses} or not _up_to_date(cfg, artifacts, spec):
+            names.add(spec.name)
+    return [s for s in ordered if s.name in names]
+
+
 def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseOutcome]:
-    """Run the configured phases in order; return what each did."""
+    """Run the configured phases in order; return what each did (see pipeline.distributed for ranks > 0)."""
     console = console or Console()
     artifacts = ArtifactSchema.from_config(cfg)
     artifacts.run_dir.mkdir(parents=True, exist_ok=True)
+    if global_rank() > 0:
+        return _run_as_worker_rank(cfg, artifacts)
     outcomes: list[PhaseOutcome] = []
     with run_lock(artifacts.lock_file):
         ordered = plan(cfg, artifacts)
+        to_run = phases_to_run(cfg, artifacts, ordered)
+        if "WORLD_SIZE" in os.environ or "SLURM_NTASKS" in os.environ:
+            publish_plan(artifacts.run_dir, [s.name for s in to_run])
         atomic_write_text(artifacts.config_yaml, OmegaConf.to_yaml(cfg, resolve=True))
         console.print(f"[bold]Run[/bold] {artifacts.run_dir}  phases: {', '.join(s.name for s in ordered)}")
         for spec in ordered:
-            outcomes.append(_run_phase(cfg, artifacts, spec, console))
+            outcomes.append(_run_phase(cfg, artifacts, spec, console, skip=spec not in to_run))
     print_summary(outcomes, artifacts, console)
     return outcomes
 
 
-def _run_phase(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, console: Console) -> PhaseOutcome:
-    if not cfg.pipeline.force and _up_to_date(cfg, artifacts, spec):
+def _run_as_worker_rank(cfg: DictConfig, artifacts: ArtifactSchema) -> list[PhaseOutcome]:
+    """Ranks > 0: join the training phases rank 0 runs; write nothing."""
+    registry = load_phases()
+    outcomes = []
+    for name in read_plan(artifacts.run_dir):
+        if name not in DISTRIBUTED_PHASES:
+            continue
+        spec = registry[name]
+        for dep in (*spec.needs, *(u for u in spec.uses if u in read_plan(artifacts.run_dir))):
+            wait_for(lambda d=dep: committed(artifacts, d) is not None, f"phase '{dep}' to be committed", 3600)
+        start = time.perf_counter()
+        spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=Console(quiet=True)))
+        outcomes.append(PhaseOutcome(name, f"rank {global_rank()}", time.perf_counter() - start, {}))
+    return outcomes
+
+
+def _run_phase(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, console: Console,
+               skip: bool = False) -> PhaseOutcome:
+    if skip:
         console.print(f"[green]=[/green] {spec.name}: up to date (pipeline.force=true reruns it)")
         manifest = StepManifest.load(artifacts.manifest(spec.name))
         return PhaseOutcome(spec.name, "up to date", 0.0, manifest.metrics.get("_summary", {}))

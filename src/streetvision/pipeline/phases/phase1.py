@@ -30,6 +30,7 @@ from streetvision.models.classifier import (
 from streetvision.models.embedding_cache import cached_embeddings
 from streetvision.models.training import ClassifierModule, class_weights, fit_classifier, predict_logits
 from streetvision.pipeline.artifacts import ArtifactSchema
+from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 from streetvision.pipeline.runner import committed
 
@@ -113,6 +114,8 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     start = time.perf_counter()
     train_info = (train_frozen if cfg.model.finetune == "frozen" else train_end_to_end)(cfg, art, model, dm, splits)
     train_seconds = time.perf_counter() - start
+    if global_rank() > 0:
+        return PhaseResult(outputs=[])  # externally launched DDP: rank 0 writes everything
 
     out_dir = art.phase1_model_dir
     outputs = save_classifier(model, out_dir)

@@ -27,6 +27,7 @@ from streetvision.models.explora import (
 )
 from streetvision.models.training import make_trainer
 from streetvision.pipeline.artifacts import ArtifactSchema
+from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
 
@@ -110,6 +111,8 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     trainer = make_trainer(cfg.hardware, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
                            max_steps=int(p4.max_steps))
     trainer.fit(module, train_dataloaders=loader)
+    if global_rank() > 0:
+        return PhaseResult(outputs=[])  # externally launched DDP: rank 0 merges, validates and writes
 
     student = module.student.eval()
     adapter_dir = art.phase_dir("phase4") / "adapter"
