@@ -127,11 +127,12 @@ def _run_as_worker_rank(cfg: DictConfig, artifacts: ArtifactSchema) -> list[Phas
     """Ranks > 0: join the training phases rank 0 runs; write nothing."""
     registry = load_phases()
     outcomes = []
-    for name in read_plan(artifacts.run_dir):
+    planned = read_plan(artifacts.run_dir)
+    for name in planned:
         if name not in DISTRIBUTED_PHASES:
             continue
         spec = registry[name]
-        for dep in (*spec.needs, *(u for u in spec.uses if u in read_plan(artifacts.run_dir))):
+        for dep in (*spec.needs, *(u for u in spec.uses if u in planned)):
             wait_for(lambda d=dep: committed(artifacts, d) is not None, f"phase '{dep}' to be committed", 3600)
         start = time.perf_counter()
         spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=Console(quiet=True)))
