@@ -57,6 +57,19 @@ def records_for(paths: list[Path], root: Path) -> list[FileRecord]:
     return sorted(set(out), key=lambda r: r.path)
 
 
+_HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+
+
+def sha256_stat_cached(path: Path) -> str:
+    """SHA-256 of a file, memoised on (path, size, mtime_ns, inode) as DVC does: re-verifying unchanged files
+    (thousands of images per manifest) is a stat, while any rewrite changes the key and is re-hashed."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASH_CACHE:
+        _HASH_CACHE[key] = sha256_file(path)
+    return _HASH_CACHE[key]
+
+
 def config_hash(config_slice: Any) -> str:
     """SHA-256 of the canonical JSON of a (plain) config slice."""
     return hashlib.sha256(dumps_json(config_slice).encode()).hexdigest()
@@ -153,7 +166,7 @@ class StepManifest:
                 size = file.stat().st_size
                 if size != rec.size:
                     problems.append(f"{kind} changed: {rec.path} (size {rec.size} -> {size})")
-                elif sha256_file(file) != rec.sha256:
+                elif sha256_stat_cached(file) != rec.sha256:
                     problems.append(f"{kind} changed: {rec.path} (sha256 differs)")
         return problems
 
