@@ -27,6 +27,7 @@ class SplitLogits:
     sample_ids: list[str]
     labels: np.ndarray
     logits: np.ndarray
+    class_names: list[str]
 
 
 def write_logits(path: Path, sample_ids: list[str], labels: np.ndarray, logits: np.ndarray,
@@ -50,7 +51,7 @@ def read_logits(path: Path) -> SplitLogits:
             raise ValueError(f"unexpected header {header}")
         return SplitLogits([r[0] for r in body], np.array([int(r[1]) for r in body], dtype=np.int64),
                            np.array([[float(v) for v in r[2:]] for r in body], dtype=np.float64).reshape(
-                               len(body), len(header) - 2))
+                               len(body), len(header) - 2), [h.removeprefix("logit_") for h in header[2:]])
     except (OSError, ValueError, IndexError) as exc:
         raise IntegrityError(f"Logits file '{path}' is missing or malformed ({exc}).",
                              "rerun phase1: streetvision run pipeline.phases=[phase1].") from exc

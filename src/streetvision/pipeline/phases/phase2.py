@@ -27,7 +27,7 @@ def run_phase2(ctx: PhaseContext) -> PhaseResult:
         writer.writerow([f"{v:.6f}" for v in row])
     atomic_write_text(art.threshold_sweep_csv, buf.getvalue())
     at_best, at_half = binary_metrics(val.labels, probs, best), binary_metrics(val.labels, probs, 0.5)
-    class_names = [h.removeprefix("logit_") for h in _header(art.logits_csv("val_select"))[2:]]
+    class_names = val.class_names
     atomic_write_json(art.thresholds_json, {
         "policy_type": "threshold", "class_names": class_names, "probability_of": class_names[1],
         "thresholds": {"best": best, "n_thresholds": int(p2.n_thresholds), "metric": str(p2.metric),
@@ -44,7 +44,3 @@ def run_phase2(ctx: PhaseContext) -> PhaseResult:
                  "val_select MCC": f"{at_best['mcc']:.3f} (at 0.5: {at_half['mcc']:.3f})"},
     )
 
-
-def _header(path) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return next(csv.reader(handle))

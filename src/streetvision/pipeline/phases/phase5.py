@@ -80,7 +80,7 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
     }
     test_metrics = binary_metrics(test.labels, test_probs, threshold)
     atomic_write_json(art.scrcparams_json, {
-        "policy_type": "scrc", "class_names": list(_class_names(art)), "probability_of": _class_names(art)[1],
+        "policy_type": "scrc", "class_names": calib.class_names, "probability_of": calib.class_names[1],
         "scrc_params": {"method": "temperature_scaling", "temperature": temperature,
                         "decision_threshold": threshold, "decision_threshold_uncalibrated": raw_threshold,
                         "threshold_source": source, "selective": selective},
@@ -97,9 +97,4 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
                  "coverage at risk<=" + f"{p5.target_risk}": f"{policy.coverage:.1%} (test {test_policy['coverage']:.1%}"
                  f", risk {test_policy['risk']:.3f})"},
     )
-
-
-def _class_names(art) -> list[str]:
-    with open(art.logits_csv("val_calib"), newline="", encoding="utf-8") as handle:
-        return [h.removeprefix("logit_") for h in next(csv.reader(handle))[2:]]
 
