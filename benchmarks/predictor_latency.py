@@ -27,7 +27,7 @@ def main() -> None:
         cfg = load_config([f"output_root={tmp}", "run_id=lat", "data.synthetic.n=120", "training.epochs=1",
                            "training.progress_bar=false", "pipeline.phases=[phase1,phase2,phase5,phase6]"])
         run_pipeline(cfg, Console(quiet=True))
-        bundle = ArtifactSchema.from_config(cfg).phase_dir("phase6") / "bundle"
+        bundle = ArtifactSchema.from_config(cfg).bundle_dir
         images = [render_scene(i, seed=9).image for i in range(32)]
         rows = []
         for backend in ("torch", "onnx"):

@@ -80,7 +80,7 @@ def build_bundle(cfg: DictConfig, art: ArtifactSchema, committed_phases: set[str
     splits = load_splits(art.splits_json)
     phase1_metrics = read_json(art.metrics_json("phase1"))
     spec = read_json(art.phase1_model_dir / "model.json")
-    bundle_dir = art.phase_dir("phase6") / "bundle"
+    bundle_dir = art.bundle_dir
     with replace_dir(bundle_dir) as tmp:
         model_dir = tmp / MODEL_DIR
         shutil.copytree(art.phase1_model_dir / "backbone", model_dir / "backbone")
@@ -137,6 +137,6 @@ def build_bundle(cfg: DictConfig, art: ArtifactSchema, committed_phases: set[str
         })
         _write_index(tmp, index_extra)
     pointer = {"bundle_dir": "bundle", "index": f"bundle/{BUNDLE_INDEX}", "policy_type": policy_type}
-    atomic_write_json(art.phase_dir("phase6") / "bundle.json", pointer)
+    atomic_write_json(art.bundle_pointer_json, pointer)
     return {"policy_type": policy_type, "onnx_max_abs_diff": parity, "n_probes": len(probe_names),
             "bundle_dir": art.rel(bundle_dir)}

@@ -118,6 +118,23 @@ class ArtifactSchema:
     def explora_backbone_dir(self) -> Path:
         return self.phase_dir("phase4") / "backbone"
 
+    @property
+    def explora_adapter_dir(self) -> Path:
+        return self.phase_dir("phase4") / "adapter"
+
+    # phase6 / evaluation
+    @property
+    def bundle_dir(self) -> Path:
+        return self.phase_dir("phase6") / "bundle"
+
+    @property
+    def bundle_pointer_json(self) -> Path:
+        return self.phase_dir("phase6") / "bundle.json"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.phase_dir("evaluation")
+
     def rel(self, path: Path | str) -> str:
         """``path`` relative to the run directory, POSIX style (what artifacts record)."""
         return Path(os.path.relpath(Path(path).absolute(), self.run_dir.absolute())).as_posix()

@@ -16,8 +16,8 @@ def run_evaluation(ctx: PhaseContext) -> PhaseResult:
     ev = cfg.evaluation
     splits = load_splits(art.splits_json)
     samples = list(zip(splits.paths("test"), splits.labels("test")))
-    summary, intervals, paths = evaluate_to_dir(art.phase_dir("phase6") / "bundle", samples,
-                                                art.phase_dir("evaluation"), ev.seed, ev.n_resamples,
+    summary, intervals, paths = evaluate_to_dir(art.bundle_dir, samples,
+                                                art.evaluation_dir, ev.seed, ev.n_resamples,
                                                 "test split of this run", ev.backend)
     print_table(summary, intervals, ctx.console, paths[-1])
     clean, mix = summary["clean"], summary["validator_mix"]

@@ -115,7 +115,7 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
         return PhaseResult(outputs=[])  # externally launched DDP: rank 0 merges, validates and writes
 
     student = module.student.eval()
-    adapter_dir = art.phase_dir("phase4") / "adapter"
+    adapter_dir = art.explora_adapter_dir
     with replace_dir(adapter_dir) as tmp:
         student.save_pretrained(tmp, safe_serialization=True)  # PEFT format, before merging
     batch = validation_batch(paths, pre, int(p4.validation_images))

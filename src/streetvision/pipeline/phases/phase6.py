@@ -16,6 +16,6 @@ def run_phase6(ctx: PhaseContext) -> PhaseResult:
     summary = build_bundle(ctx.cfg, art, done)
     diff = summary["onnx_max_abs_diff"]
     return PhaseResult(
-        outputs=[art.phase_dir("phase6") / "bundle", art.phase_dir("phase6") / "bundle.json"], metrics=summary,
+        outputs=[art.bundle_dir, art.bundle_pointer_json], metrics=summary,
         summary={"bundle": summary["bundle_dir"], "policy": summary["policy_type"],
                  "onnx parity": f"{diff:.1e}" if diff is not None else "off"})
