@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta, binom
 
 GRID = np.round(np.linspace(1.0, 0.0, 1001), 6)
 
@@ -43,6 +42,8 @@ def decided_confidence(probs: np.ndarray, decision_threshold: float) -> tuple[np
 
 def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
     """One-sided (1 - delta) upper confidence bound on a binomial rate."""
+    from scipy.stats import beta
+
     return 1.0 if errors >= n else float(beta.ppf(1 - delta, errors + 1, n - errors))
 
 
@@ -53,6 +54,8 @@ def min_accepted(target_risk: float, delta: float) -> int:
 
 def learn_then_test(confidence: np.ndarray, errors: np.ndarray, target_risk: float, delta: float) -> SelectivePolicy:
     """Fixed-sequence Learn-then-Test over GRID (see module docstring); vectorised over the grid."""
+    from scipy.stats import binom
+
     conf = np.asarray(confidence, dtype=np.float64)
     err = np.asarray(errors).astype(bool)
     n, n_min = len(conf), min_accepted(target_risk, delta)

@@ -10,11 +10,11 @@ Modes (``model.finetune``):
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
@@ -94,6 +94,8 @@ def apply_finetune_mode(model: RoadworkClassifier, mode: str, r: int = 8, alpha:
         raise ConfigError(f"Unknown model.finetune '{mode}'. Valid choices: {', '.join(FINETUNE_MODES)}.",
                           "set model.finetune=frozen|lora|full.")
     if mode == "lora":
+        from peft import LoraConfig, get_peft_model  # imported when used: peft takes seconds to import
+
         config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, use_dora=use_dora, bias="none",
                             target_modules=attention_targets(model.backbone, target_modules))
         model.backbone = get_peft_model(model.backbone, config)  # freezes the base, adapters trainable
@@ -110,7 +112,8 @@ def apply_finetune_mode(model: RoadworkClassifier, mode: str, r: int = 8, alpha:
 
 def merged(model: RoadworkClassifier) -> RoadworkClassifier:
     """Fold LoRA adapters into the backbone weights (no-op for frozen / full)."""
-    if isinstance(model.backbone, PeftModel):
+    peft = sys.modules.get("peft")  # a PeftModel can only exist once peft was imported
+    if peft is not None and isinstance(model.backbone, peft.PeftModel):
         model.backbone = model.backbone.merge_and_unload()
     return model
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
-from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
@@ -29,6 +29,9 @@ from streetvision.io import replace_dir
 from streetvision.models.backbones import embedding_dim, pooled_embedding
 from streetvision.models.classifier import attention_targets
 from streetvision.models.training import warmup_cosine
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 OBJECTIVES = ("dino", "masked")
 
@@ -42,6 +45,8 @@ def explora_parameterise(backbone: PreTrainedModel, unfrozen_blocks: int, r: int
                          dropout: float) -> PeftModel:
     """LoRA on the attention projections of blocks [0, L - unfrozen_blocks); blocks after that and the final
     ``layernorm`` train fully (PEFT ``modules_to_save``, so they are saved with the adapter and merged)."""
+    from peft import LoraConfig, get_peft_model  # imported when used: peft takes seconds to import
+
     n = num_blocks(backbone)
     if not 0 <= unfrozen_blocks < n:
         raise ConfigError(f"model.explora.unfrozen_blocks={unfrozen_blocks} must be in [0, {n - 1}] for a "
