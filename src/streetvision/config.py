@@ -111,6 +111,7 @@ class ModelConfig:
     backbone: str = "dinov2-tiny"  # dinov2-tiny | dinov2-micro | facebook/dinov2-small | /path/to/dir
     finetune: str = "full"  # frozen | lora | full
     head: str = "linear"  # linear | mlp
+    pooling: str = "cls"  # cls | mean | max | cls_mean | cls_max (backbones.pooled_embedding)
     head_hidden: int = 256
     head_dropout: float = 0.0
     init_from_explora: Optional[bool] = None  # None: start from phase4's backbone when it is committed
@@ -238,6 +239,7 @@ class HardwareConfig:
     compile: bool = False
     num_workers: int = 0
     pin_memory: bool = False
+    decode_cache_mb: float = 1024.0  # decoded images kept in memory per dataset and process (0 = decode every time)
 
 
 @dataclass
@@ -270,6 +272,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.accelerator": ("auto", "cpu", "gpu"),
     "model.finetune": ("frozen", "lora", "full"),
     "model.head": ("linear", "mlp"),
+    "model.pooling": ("cls", "mean", "max", "cls_mean", "cls_max"),
     "training.loss": ("ce", "focal"),
     "training.augment": ("none", "flip", "validator"),
     "model.explora.objective": ("dino", "masked"),

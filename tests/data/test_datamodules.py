@@ -45,3 +45,18 @@ def test_dataset_substitutes_a_file_that_went_bad_after_scanning(tmp_path):
     assert [i for _, _, i in items] == [0, 2, 2, 3]
     assert list(ds.failures) == [str(rows[1][0])]
     assert np.isfinite(torch.stack([x for x, _, _ in items]).numpy()).all()
+
+
+def test_decoded_images_are_cached_within_the_budget(tmp_path):
+    rows = write_dataset(tmp_path, n=4)  # 224 x 224 RGB: 147 KiB decoded each
+    paths, labels = [p for p, _ in rows], [y for _, y in rows]
+    cached = ImageDataset(paths, labels, EvalTransform(PRE), cache_mb=0.3)  # room for two images
+    first = [cached[i][0] for i in range(4)]
+    assert sorted(cached._cache) == [0, 1]
+    for p in paths[:2]:
+        p.unlink()  # served from memory from now on
+    torch.testing.assert_close(torch.stack([cached[i][0] for i in range(4)]), torch.stack(first))
+    assert cached.failures == {}
+    uncached = ImageDataset(paths[2:], labels[2:], EvalTransform(PRE))
+    uncached[0]
+    assert uncached._cache == {}

@@ -2,7 +2,9 @@
 
 A file that fails to decode at training time (changed after the splits phase) is reported with a warning and
 replaced by the next decodable sample, so an epoch never crashes on one bad file. The unlabelled dataset is given
-image paths only and never opens a label file.
+image paths only and never opens a label file. Decoded images are kept in memory up to ``cache_mb`` per dataset
+(``hardware.decode_cache_mb``), so later epochs skip file decoding (about 2 ms per 224 px PNG on this CPU, a fifth
+of a tiny-model training step per image); augmentation still runs on every sample.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from streetvision.data.decode import DecodeError, decode_image
@@ -34,12 +37,15 @@ class ImageDataset(Dataset):
     """(image tensor, label, index) for labelled files, or image tensor(s) only when ``labels`` is None."""
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int] | None, transform: Transform,
-                 decode_min_size: int | None = None) -> None:
+                 decode_min_size: int | None = None, cache_mb: float = 0.0) -> None:
         self.paths = list(paths)
         self.labels = None if labels is None else list(labels)
         self.transform = transform
         self.decode_min_size = decode_min_size
         self.failures: dict[str, str] = {}
+        self.cache_bytes = int(cache_mb * 2**20)
+        self._cache: dict[int, Image.Image] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -47,13 +53,21 @@ class ImageDataset(Dataset):
     def _load(self, index: int):
         for step in range(len(self.paths)):
             i = (index + step) % len(self.paths)
+            if i in self._cache:
+                return i, self._cache[i]
             try:
-                return i, decode_image(self.paths[i], min_size=self.decode_min_size)
+                img = decode_image(self.paths[i], min_size=self.decode_min_size)
             except DecodeError as exc:
                 if str(self.paths[i]) not in self.failures:
                     self.failures[str(self.paths[i])] = exc.reason
                     log.warning("skipping undecodable file %s (%s); using the next sample", self.paths[i],
                                 exc.reason)
+                continue
+            size = img.width * img.height * len(img.getbands())
+            if self._cached_bytes + size <= self.cache_bytes:
+                self._cache[i] = img
+                self._cached_bytes += size
+            return i, img
         raise DataError("No file in this dataset can be decoded.", "rerun the splits phase to quarantine them.")
 
     def __getitem__(self, index: int):
@@ -68,7 +82,8 @@ class LabeledDataModule(L.LightningDataModule):
     """Splits from splits.json: augmented ``train``, plain ``val_select`` / ``val_calib`` / ``test``."""
 
     def __init__(self, splits: Splits, train_transform: Transform, eval_transform: Transform, batch_size: int,
-                 num_workers: int = 0, pin_memory: bool = False, decode_min_size: int | None = None) -> None:
+                 num_workers: int = 0, pin_memory: bool = False, decode_min_size: int | None = None,
+                 cache_mb: float = 0.0) -> None:
         super().__init__()
         self.splits = splits
         self.train_transform = train_transform
@@ -77,11 +92,13 @@ class LabeledDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.decode_min_size = decode_min_size
+        self.cache_mb = cache_mb
 
     def dataset(self, split: str, augment: bool = False) -> ImageDataset:
         """Dataset of one split (augmented with the training transform when ``augment``)."""
         transform = self.train_transform if augment else self.eval_transform
-        return ImageDataset(self.splits.paths(split), self.splits.labels(split), transform, self.decode_min_size)
+        return ImageDataset(self.splits.paths(split), self.splits.labels(split), transform, self.decode_min_size,
+                            self.cache_mb)
 
     def loader(self, split: str, augment: bool = False, shuffle: bool = False) -> DataLoader:
         """A DataLoader over one split."""
@@ -108,7 +125,7 @@ class UnlabeledDataModule(L.LightningDataModule):
     """Unlabelled images for self-supervised training: yields only what ``transform`` makes of each image."""
 
     def __init__(self, paths: Sequence[Path], transform: Transform, batch_size: int, num_workers: int = 0,
-                 pin_memory: bool = False, decode_min_size: int | None = None) -> None:
+                 pin_memory: bool = False, decode_min_size: int | None = None, cache_mb: float = 0.0) -> None:
         super().__init__()
         self.paths = list(paths)
         self.transform = transform
@@ -116,8 +133,9 @@ class UnlabeledDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.decode_min_size = decode_min_size
+        self.cache_mb = cache_mb
 
     def train_dataloader(self) -> DataLoader:
-        dataset = ImageDataset(self.paths, None, self.transform, self.decode_min_size)
+        dataset = ImageDataset(self.paths, None, self.transform, self.decode_min_size, self.cache_mb)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, drop_last=True)

@@ -14,8 +14,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, Dinov2Config, Dinov2Model, PreTrainedModel
 
+from streetvision.config import CHOICES
 from streetvision.data.transforms import Preprocess
 from streetvision.errors import ConfigError
+
+POOLINGS = CHOICES["model.pooling"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -74,16 +77,44 @@ def preprocess_for(model: PreTrainedModel, name_or_path: str | None = None) -> P
     return Preprocess(int(size if isinstance(size, int) else size[0]), IMAGENET_MEAN, IMAGENET_STD)
 
 
-def embedding_dim(model: PreTrainedModel) -> int:
-    """Width of the pooled embedding."""
-    return int(getattr(model.config, "hidden_size", None) or model.config.hidden_sizes[-1])
+def embedding_dim(model: PreTrainedModel, pooling: str = "cls") -> int:
+    """Width of the pooled embedding (twice the hidden size for the concatenating poolings)."""
+    width = int(getattr(model.config, "hidden_size", None) or model.config.hidden_sizes[-1])
+    return 2 * width if pooling.startswith("cls_") else width
 
 
-def pooled_embedding(model: PreTrainedModel, pixel_values: torch.Tensor) -> torch.Tensor:
-    """The backbone's image embedding: ``pooler_output`` when the model has one, else the CLS token."""
-    out = model(pixel_values=pixel_values)
+def _cls_and_patches(model: PreTrainedModel, out) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image token [N, D], patch tokens [N, P, D]) of a backbone output. ViT-style outputs [N, T, D] carry the
+    CLS token first, then ``num_register_tokens`` registers (DINOv2 with registers), then the patches; CNN-style
+    feature maps [N, D, H, W] have no CLS token, so the pooled output stands in for it."""
+    hidden = out.last_hidden_state
+    if hidden.ndim == 4:
+        patches = hidden.flatten(2).transpose(1, 2)
+        pooled = getattr(out, "pooler_output", None)
+        cls = pooled.flatten(1) if pooled is not None else patches.mean(1)
+        return cls, patches
+    skip = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
     pooled = getattr(out, "pooler_output", None)
-    return pooled if pooled is not None else out.last_hidden_state[:, 0]
+    return (pooled if pooled is not None else hidden[:, 0]), hidden[:, skip:]
+
+
+def pooled_embedding(model: PreTrainedModel, pixel_values: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
+    """The backbone's image embedding under ``pooling`` (``model.pooling``):
+
+    - ``cls``: the pooled output when the model has one, else the CLS token (the standard probe);
+    - ``mean`` / ``max``: mean / feature-wise max over the patch tokens. Max pooling suits presence questions
+      ("is there a cone anywhere?"): one patch that sees a small object sets the feature, where the CLS token or a
+      mean dilutes it among ~60 background patches (measured on the tiny backbone from scratch: see the preset);
+    - ``cls_mean`` / ``cls_max``: the CLS embedding concatenated with the mean / max of the patches.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"Unknown model.pooling '{pooling}'. Valid choices: {', '.join(POOLINGS)}.",
+                          "set model.pooling to one of the choices.")
+    cls, patches = _cls_and_patches(model, model(pixel_values=pixel_values))
+    if pooling == "cls":
+        return cls
+    reduce = (lambda t: t.mean(1)) if pooling.endswith("mean") else (lambda t: t.amax(1))
+    return reduce(patches) if pooling in ("mean", "max") else torch.cat([cls, reduce(patches)], dim=1)
 
 
 def state_checksum(model: torch.nn.Module) -> str:

@@ -19,13 +19,14 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
+from streetvision.config import CHOICES
 from streetvision.data.transforms import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.io import atomic_write_json, atomic_write_safetensors, replace_dir
 from streetvision.models.backbones import embedding_dim, pooled_embedding
 
-FINETUNE_MODES = ("frozen", "lora", "full")
-HEAD_TYPES = ("linear", "mlp")
+FINETUNE_MODES = CHOICES["model.finetune"]
+HEAD_TYPES = CHOICES["model.head"]
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "query", "key", "value", "qkv")
 
 
@@ -37,6 +38,7 @@ class ClassifierSpec:
     head: str = "linear"
     head_hidden: int = 256
     head_dropout: float = 0.0
+    pooling: str = "cls"
     embedding_dim: int = 0
     preprocess: dict = field(default_factory=dict)
     finetune: str = "full"
@@ -59,13 +61,13 @@ class RoadworkClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.spec = spec
-        spec.embedding_dim = embedding_dim(backbone)
+        spec.embedding_dim = embedding_dim(backbone, spec.pooling)
         self.head = make_head(spec.head, spec.embedding_dim, len(spec.class_names), spec.head_hidden,
                               spec.head_dropout)
 
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Pooled backbone embedding."""
-        return pooled_embedding(self.backbone, pixel_values)
+        """Pooled backbone embedding (``spec.pooling``)."""
+        return pooled_embedding(self.backbone, pixel_values, self.spec.pooling)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(pixel_values))
@@ -143,7 +145,12 @@ def load_classifier(model_dir: Path) -> RoadworkClassifier:
                              "re-export the model.") from exc
     backbone = AutoModel.from_pretrained(model_dir / "backbone", use_safetensors=True)
     model = RoadworkClassifier(backbone, spec)
-    model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+    try:
+        model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+    except RuntimeError as exc:
+        raise IntegrityError(f"'{model_dir / 'head.safetensors'}' does not fit the head described in model.json "
+                             f"(pooling '{spec.pooling}', embedding width {model.spec.embedding_dim}): {exc}",
+                             "re-export the model; model.json and the weights come from different runs.") from exc
     return model.eval()
 
 

@@ -17,10 +17,11 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
+from streetvision.config import CHOICES
 from streetvision.eval.metrics import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
 
-LOSSES = ("ce", "focal")
+LOSSES = CHOICES["training.loss"]
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float,

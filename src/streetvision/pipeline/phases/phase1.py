@@ -50,7 +50,8 @@ def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> Roadwor
     """Backbone from ``source`` + head, with the configured fine-tuning mode applied."""
     backbone = load_backbone(source, seed=cfg.seed).train()  # from_pretrained returns eval mode
     spec = ClassifierSpec(class_names=class_names, head=cfg.model.head, head_hidden=cfg.model.head_hidden,
-                          head_dropout=cfg.model.head_dropout, finetune=cfg.model.finetune,
+                          head_dropout=cfg.model.head_dropout, pooling=cfg.model.pooling,
+                          finetune=cfg.model.finetune,
                           preprocess=preprocess_for(backbone, source).as_dict(), backbone_source=source)
     lora = cfg.model.lora
     return apply_finetune_mode(RoadworkClassifier(backbone, spec), cfg.model.finetune, lora.r, lora.alpha,
@@ -61,7 +62,8 @@ def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> Labe
     pre = spec_preprocess(model.spec)
     train_tf = TrainTransform(pre, cfg.training.augment)
     return LabeledDataModule(splits, train_tf, EvalTransform(pre), cfg.training.batch_size,
-                             cfg.hardware.num_workers, cfg.hardware.pin_memory, decode_min_size=pre.size * 2)
+                             cfg.hardware.num_workers, cfg.hardware.pin_memory, decode_min_size=pre.size * 2,
+                             cache_mb=cfg.hardware.decode_cache_mb)
 
 
 def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
@@ -72,7 +74,7 @@ def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier
     data, hits = {}, {}
     for split in ("train", "val_select"):
         emb, labels, hit = cached_embeddings(model.backbone, dm.loader(split), pre,
-                                             files_digest(splits.rows(split)), cache)
+                                             files_digest(splits.rows(split)), cache, pooling=model.spec.pooling)
         data[split], hits[split] = TensorDataset(emb, labels), hit
     epochs = int(cfg.phase1.frozen_epochs)
     bs = int(cfg.training.batch_size)

@@ -68,7 +68,8 @@ def _datamodule(cfg: DictConfig, art: ArtifactSchema, pre: Preprocess, patch: in
     if cfg.model.explora.use_labeled_data:
         splits = load_splits(require_splits(art))
         dm = LabeledDataModule(splits, TrainTransform(pre, cfg.training.augment), EvalTransform(pre),
-                               p4.batch_size, hw.num_workers, hw.pin_memory, decode_min_size=pre.size * 2)
+                               p4.batch_size, hw.num_workers, hw.pin_memory, decode_min_size=pre.size * 2,
+                               cache_mb=hw.decode_cache_mb)
         return dm.train_dataloader(), splits.paths("train")
     paths = unlabeled_images(cfg, art)
     if cfg.model.explora.objective == "dino":
@@ -76,7 +77,8 @@ def _datamodule(cfg: DictConfig, art: ArtifactSchema, pre: Preprocess, patch: in
                                        p4.n_local_crops)
     else:
         transform = TrainTransform(pre, "flip")
-    dm = UnlabeledDataModule(paths, transform, p4.batch_size, hw.num_workers, hw.pin_memory, pre.size * 2)
+    dm = UnlabeledDataModule(paths, transform, p4.batch_size, hw.num_workers, hw.pin_memory, pre.size * 2,
+                             hw.decode_cache_mb)
     return dm.train_dataloader(), paths
 
 
