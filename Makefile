@@ -37,6 +37,7 @@ test-all: install
 bench: install
 	$(PY) benchmarks/synthetic_generation.py
 	$(PY) benchmarks/frozen_cache.py
+	$(PY) benchmarks/phase1_recipe.py
 	$(PY) benchmarks/predictor_latency.py
 	$(PY) benchmarks/explora_domain_shift.py
 
