@@ -1,16 +1,17 @@
 """Predictor latency on CPU: single-image latency and batch-32 throughput, torch vs ONNX Runtime, tiny backbone
-(medians over repeated runs in one process).
+(medians over repeated runs in one process). The bundle is trained in a child process, so the timed process only
+loads and runs predictors, as a miner's does. On the shared 2-core machine single-image medians vary by up to 1.7x
+between runs: compare backends within one run, and run it more than once.
 
     .venv/bin/python benchmarks/predictor_latency.py
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import median_seconds, report  # noqa: E402
@@ -19,14 +20,15 @@ from streetvision import Predictor  # noqa: E402
 from streetvision.config import load_config  # noqa: E402
 from streetvision.data.synthetic import render_scene  # noqa: E402
 from streetvision.pipeline.artifacts import ArtifactSchema  # noqa: E402
-from streetvision.pipeline.runner import run_pipeline  # noqa: E402
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = load_config([f"output_root={tmp}", "run_id=lat", "data.synthetic.n=120", "training.epochs=1",
-                           "training.progress_bar=false", "pipeline.phases=[phase1,phase2,phase5,phase6]"])
-        run_pipeline(cfg, Console(quiet=True))
+        overrides = [f"output_root={tmp}", "run_id=lat", "data.synthetic.n=120", "training.epochs=1",
+                     "training.progress_bar=false", "pipeline.phases=[phase1,phase2,phase5,phase6]"]
+        subprocess.run([sys.executable, "-c", "from streetvision.cli import main; main()", "run", *overrides],
+                       check=True, stdout=subprocess.DEVNULL)
+        cfg = load_config(overrides)
         bundle = ArtifactSchema.from_config(cfg).bundle_dir
         images = [render_scene(i, seed=9).image for i in range(32)]
         rows = []
