@@ -5,7 +5,7 @@ import torch
 
 from streetvision.data.datamodules import ImageDataset, UnlabeledDataModule, unlabeled_paths
 from streetvision.data.synthetic import write_dataset
-from streetvision.data.transforms import EvalTransform, Preprocess
+from streetvision.data.transforms import EvalTransform, Preprocess, TrainTransform
 
 PRE = Preprocess(size=56, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -60,3 +60,13 @@ def test_decoded_images_are_cached_within_the_budget(tmp_path):
     uncached = ImageDataset(paths[2:], labels[2:], EvalTransform(PRE))
     uncached[0]
     assert uncached._cache == {}
+
+
+def test_augmentation_never_alters_a_cached_image(tmp_path):
+    rows = write_dataset(tmp_path, n=2)
+    ds = ImageDataset([p for p, _ in rows], [y for _, y in rows], TrainTransform(PRE, "validator"), cache_mb=10)
+    ds[0]
+    before = ds._cache[0].tobytes()
+    for _ in range(20):
+        ds[0]
+    assert ds._cache[0].tobytes() == before
