@@ -62,9 +62,13 @@ def test_frozen_embedding_cache_is_reused_and_invalidated_by_a_new_backbone(make
     second = json.loads(art.metrics_json("phase1").read_text())["embedding_cache_hits"]
     _, art, _ = run(make_cfg, *args, "seed=1", run_id="c")  # other random backbone weights
     third = json.loads(art.metrics_json("phase1").read_text())["embedding_cache_hits"]
+    _, art, _ = run(make_cfg, *args, "model.pooling=cls_max", run_id="d")  # same weights, other embedding
+    fourth = json.loads(art.metrics_json("phase1").read_text())["embedding_cache_hits"]
     assert first == {"train": False, "val_select": False}
     assert second == {"train": True, "val_select": True}
     assert third == {"train": False, "val_select": False}
+    assert fourth == {"train": False, "val_select": False}
+    assert StepManifest.load(art.manifest("phase1")).verify(art.run_dir) == []
 
 
 def test_missing_phase4_backbone_is_a_clear_error(make_cfg):
