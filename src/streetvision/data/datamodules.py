@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -78,33 +79,52 @@ class ImageDataset(Dataset):
         return x, self.labels[i], i
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How images are read and batched, shared by every data module: loader workers, pinned memory, the JPEG
+    draft size floor and the per-dataset decode cache."""
+
+    num_workers: int = 0
+    pin_memory: bool = False
+    decode_min_size: int | None = None
+    cache_mb: float = 0.0
+
+    @classmethod
+    def from_hardware(cls, hardware, input_size: int) -> LoaderOptions:
+        """From ``cfg.hardware`` for a model with square input ``input_size`` (JPEGs decode at >= twice it)."""
+        return cls(int(hardware.num_workers), bool(hardware.pin_memory), input_size * 2,
+                   float(hardware.decode_cache_mb))
+
+    def dataset(self, paths: Sequence[Path], labels: Sequence[int] | None, transform: Transform) -> ImageDataset:
+        """An ImageDataset read with these options."""
+        return ImageDataset(paths, labels, transform, self.decode_min_size, self.cache_mb)
+
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool, drop_last: bool = False) -> DataLoader:
+        """A DataLoader batched with these options."""
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, drop_last=drop_last)
+
+
 class LabeledDataModule(L.LightningDataModule):
     """Splits from splits.json: augmented ``train``, plain ``val_select`` / ``val_calib`` / ``test``."""
 
     def __init__(self, splits: Splits, train_transform: Transform, eval_transform: Transform, batch_size: int,
-                 num_workers: int = 0, pin_memory: bool = False, decode_min_size: int | None = None,
-                 cache_mb: float = 0.0) -> None:
+                 options: LoaderOptions = LoaderOptions()) -> None:
         super().__init__()
         self.splits = splits
         self.train_transform = train_transform
         self.eval_transform = eval_transform
         self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.decode_min_size = decode_min_size
-        self.cache_mb = cache_mb
+        self.options = options
 
     def dataset(self, split: str, augment: bool = False) -> ImageDataset:
         """Dataset of one split (augmented with the training transform when ``augment``)."""
         transform = self.train_transform if augment else self.eval_transform
-        return ImageDataset(self.splits.paths(split), self.splits.labels(split), transform, self.decode_min_size,
-                            self.cache_mb)
+        return self.options.dataset(self.splits.paths(split), self.splits.labels(split), transform)
 
     def loader(self, split: str, augment: bool = False, shuffle: bool = False) -> DataLoader:
         """A DataLoader over one split."""
-        return DataLoader(self.dataset(split, augment), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        return self.options.loader(self.dataset(split, augment), self.batch_size, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", augment=True, shuffle=True)
@@ -124,18 +144,14 @@ def unlabeled_paths(root: Path) -> list[Path]:
 class UnlabeledDataModule(L.LightningDataModule):
     """Unlabelled images for self-supervised training: yields only what ``transform`` makes of each image."""
 
-    def __init__(self, paths: Sequence[Path], transform: Transform, batch_size: int, num_workers: int = 0,
-                 pin_memory: bool = False, decode_min_size: int | None = None, cache_mb: float = 0.0) -> None:
+    def __init__(self, paths: Sequence[Path], transform: Transform, batch_size: int,
+                 options: LoaderOptions = LoaderOptions()) -> None:
         super().__init__()
         self.paths = list(paths)
         self.transform = transform
         self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.decode_min_size = decode_min_size
-        self.cache_mb = cache_mb
+        self.options = options
 
     def train_dataloader(self) -> DataLoader:
-        dataset = ImageDataset(self.paths, None, self.transform, self.decode_min_size, self.cache_mb)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, drop_last=True)
+        dataset = self.options.dataset(self.paths, None, self.transform)
+        return self.options.loader(dataset, self.batch_size, shuffle=True, drop_last=True)

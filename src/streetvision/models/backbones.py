@@ -87,14 +87,11 @@ def _cls_and_patches(model: PreTrainedModel, out) -> tuple[torch.Tensor, torch.T
     """(image token [N, D], patch tokens [N, P, D]) of a backbone output. ViT-style outputs [N, T, D] carry the
     CLS token first, then ``num_register_tokens`` registers (DINOv2 with registers), then the patches; CNN-style
     feature maps [N, D, H, W] have no CLS token, so the pooled output stands in for it."""
-    hidden = out.last_hidden_state
+    hidden, pooled = out.last_hidden_state, getattr(out, "pooler_output", None)
     if hidden.ndim == 4:
         patches = hidden.flatten(2).transpose(1, 2)
-        pooled = getattr(out, "pooler_output", None)
-        cls = pooled.flatten(1) if pooled is not None else patches.mean(1)
-        return cls, patches
+        return (pooled.flatten(1) if pooled is not None else patches.mean(1)), patches
     skip = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
-    pooled = getattr(out, "pooler_output", None)
     return (pooled if pooled is not None else hidden[:, 0]), hidden[:, skip:]
 
 

@@ -1,8 +1,8 @@
 """Cached backbone embeddings for the frozen (linear-probe) mode.
 
 Embeddings of a split are computed once and stored as safetensors under ``<output_root>/.cache/embeddings/``,
-keyed by the backbone's weight checksum, the preprocessing, the pooling and the split's file digest; any change to one of
-them gives a new key, so a stale cache is never read.
+keyed by the backbone's weight checksum, the preprocessing, the pooling and the split's file digest; any change
+to one of them gives a new key, so a stale cache is never read.
 """
 
 from __future__ import annotations

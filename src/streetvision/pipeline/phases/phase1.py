@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, TensorDataset
 
 from streetvision.config import to_plain
-from streetvision.data.datamodules import LabeledDataModule
+from streetvision.data.datamodules import LabeledDataModule, LoaderOptions
 from streetvision.data.splits import Splits, files_digest, load_splits
 from streetvision.data.transforms import EvalTransform, TrainTransform
 from streetvision.errors import MissingArtifactError
@@ -62,8 +62,7 @@ def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> Labe
     pre = spec_preprocess(model.spec)
     train_tf = TrainTransform(pre, cfg.training.augment)
     return LabeledDataModule(splits, train_tf, EvalTransform(pre), cfg.training.batch_size,
-                             cfg.hardware.num_workers, cfg.hardware.pin_memory, decode_min_size=pre.size * 2,
-                             cache_mb=cfg.hardware.decode_cache_mb)
+                             LoaderOptions.from_hardware(cfg.hardware, pre.size))
 
 
 def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,

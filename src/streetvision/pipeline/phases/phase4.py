@@ -10,7 +10,8 @@ import torch
 from omegaconf import DictConfig
 
 from streetvision.data import synthetic
-from streetvision.data.datamodules import ImageDataset, LabeledDataModule, UnlabeledDataModule, unlabeled_paths
+from streetvision.data.datamodules import (ImageDataset, LabeledDataModule, LoaderOptions, UnlabeledDataModule,
+                                          unlabeled_paths)
 from streetvision.data.decode import decode_image
 from streetvision.data.splits import load_splits
 from streetvision.data.transforms import EvalTransform, MultiCropTransform, Preprocess, TrainTransform
@@ -64,12 +65,11 @@ def _local_size(pre: Preprocess, patch: int, requested: int) -> int:
 
 
 def _datamodule(cfg: DictConfig, art: ArtifactSchema, pre: Preprocess, patch: int):
-    p4, hw = cfg.phase4, cfg.hardware
+    p4, options = cfg.phase4, LoaderOptions.from_hardware(cfg.hardware, pre.size)
     if cfg.model.explora.use_labeled_data:
         splits = load_splits(require_splits(art))
         dm = LabeledDataModule(splits, TrainTransform(pre, cfg.training.augment), EvalTransform(pre),
-                               p4.batch_size, hw.num_workers, hw.pin_memory, decode_min_size=pre.size * 2,
-                               cache_mb=hw.decode_cache_mb)
+                               p4.batch_size, options)
         return dm.train_dataloader(), splits.paths("train")
     paths = unlabeled_images(cfg, art)
     if cfg.model.explora.objective == "dino":
@@ -77,8 +77,7 @@ def _datamodule(cfg: DictConfig, art: ArtifactSchema, pre: Preprocess, patch: in
                                        p4.n_local_crops)
     else:
         transform = TrainTransform(pre, "flip")
-    dm = UnlabeledDataModule(paths, transform, p4.batch_size, hw.num_workers, hw.pin_memory, pre.size * 2,
-                             hw.decode_cache_mb)
+    dm = UnlabeledDataModule(paths, transform, p4.batch_size, options)
     return dm.train_dataloader(), paths
 
 
