@@ -135,7 +135,8 @@ class TrainingConfig:
     focal_gamma: float = 2.0
     class_weighted: bool = False
     early_stopping_patience: int = 5  # epochs without val_select improvement; 0 disables
-    augment: str = "validator"  # none | flip | validator (validator-style distortions at the validator's mix)
+    augment: str = "validator"  # none | flip | validator (streetvision.validator.challenge, see below)
+    augment_level_probs: List[float] = field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25])  # levels 0-3
     progress_bar: bool = True
 
 
@@ -217,6 +218,14 @@ class EvaluationConfig:
     n_resamples: int = 1000  # bootstrap resamples per condition
     seed: int = 0  # distortions and bootstrap
     backend: str = "torch"  # torch | onnx
+    stream_steps: int = 1000  # simulated validator challenges (streetvision.validator.stream); 0 skips
+
+
+@dataclass
+class DeployConfig:
+    """Where the model will be used: the validator draws roadwork / no roadwork 50/50."""
+
+    prior_roadwork: float = 0.5  # P(roadwork) at deployment: phase2 selects at it, reports show metrics at it
 
 
 @dataclass
@@ -261,6 +270,7 @@ class StreetVisionConfig:
     phase5: Phase5Config = field(default_factory=Phase5Config)
     phase6: Phase6Config = field(default_factory=Phase6Config)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
 
 # Allowed values of string keys: checked after composition, reported with the valid choices.
@@ -370,6 +380,11 @@ def check_choices(cfg: DictConfig) -> None:
     if abs(total - 1.0) > 1e-6 or any(float(fractions[n]) < 0 for n in SPLIT_NAMES):
         raise ConfigError(f"data.splits fractions must be non-negative and sum to 1 (got {total:.4f}).",
                           "adjust data.splits.train / val_select / val_calib / test.")
+    from streetvision.validator.challenge import check_level_probs
+    from streetvision.validator.prior import check_prior
+
+    check_level_probs(list(cfg.training.augment_level_probs))
+    check_prior(cfg.deploy.prior_roadwork)
     if len(cfg.data.class_names) != 2:
         raise ConfigError(f"data.class_names must name exactly 2 classes (negative, positive); got "
                           f"{list(cfg.data.class_names)}.", "set data.class_names=[no_roadwork,roadwork].")

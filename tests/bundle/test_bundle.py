@@ -151,3 +151,13 @@ def test_export_command_rebuilds_the_bundle(bundle):
                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert failures(bundle) == []
+
+
+def test_a_file_path_and_the_opened_image_score_identically(bundle, tmp_path):
+    path = tmp_path / "street.jpg"
+    render_scene(4, size=224).image.resize((1200, 900)).save(path, quality=90)  # large enough for a reduced decode
+    predictor = Predictor.from_bundle(bundle)
+    from_path = predictor.predict_batch([path])[0]
+    from_image = predictor.predict_batch([Image.open(path)])[0]
+    assert from_path == from_image
+    assert predictor(Image.open(path)) == predictor.scores([path])[0]

@@ -1,16 +1,16 @@
+"""Model preprocessing and training augmentation (the validator's own transforms: tests/validator)."""
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from streetvision.data.synthetic import render_scene
-from streetvision.data.transforms import (
-    CHALLENGE_LEVELS,
-    EvalTransform,
-    Preprocess,
-    TrainTransform,
-    validator_challenge,
-)
+from streetvision.data.transforms import SQUASH, EvalTransform, MultiCropTransform, Preprocess, TrainTransform
+from streetvision.errors import ConfigError, IntegrityError
+from streetvision.validator.challenge import base, challenge
+
+PRE = Preprocess(size=112, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 @pytest.fixture(scope="module")
@@ -18,36 +18,50 @@ def photo() -> Image.Image:
     return render_scene(3, size=300).image.resize((384, 288))
 
 
-@pytest.mark.parametrize("level", CHALLENGE_LEVELS)
-def test_challenge_output_is_224_rgb_uint8(photo, level):
-    out = validator_challenge(photo, level, np.random.default_rng(level))
-    arr = np.asarray(out)
-    assert out.mode == "RGB" and arr.shape == (224, 224, 3) and arr.dtype == np.uint8
+def _expected(img: Image.Image) -> torch.Tensor:
+    arr = (np.asarray(img, dtype=np.float32) / 255 - 0.5) / 0.25
+    return torch.from_numpy(arr.transpose(2, 0, 1))
 
 
-def test_level_zero_is_identity_after_resize(photo):
-    out = validator_challenge(photo, 0, np.random.default_rng(0))
-    assert np.array_equal(np.asarray(out), np.asarray(photo.resize((224, 224), Image.BILINEAR)))
-
-
-def test_higher_levels_distort_and_are_deterministic_per_seed(photo):
-    base = np.asarray(validator_challenge(photo, 0, np.random.default_rng(0)), dtype=np.float32)
-    for level in (1, 2, 3):
-        a = validator_challenge(photo, level, np.random.default_rng(5))
-        b = validator_challenge(photo, level, np.random.default_rng(5))
-        assert np.array_equal(np.asarray(a), np.asarray(b))
-        assert np.abs(np.asarray(a, dtype=np.float32) - base).mean() > 1.0
-
-
-def test_bad_level_is_rejected(photo):
-    with pytest.raises(ValueError, match="challenge level"):
-        validator_challenge(photo, 4, np.random.default_rng(0))
-
-
-def test_preprocess_normalises_with_given_stats(photo):
-    pre = Preprocess(size=112, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    x = EvalTransform(pre)(photo)
+def test_preprocess_centre_crops_like_the_validator_then_normalises(photo):
+    x = EvalTransform(PRE)(photo)
     assert x.shape == (3, 112, 112) and x.dtype == torch.float32
-    expected = (np.asarray(photo.resize((112, 112), Image.BILINEAR), dtype=np.float32) / 255 - 0.5) / 0.25
-    assert torch.allclose(x, torch.from_numpy(expected.transpose(2, 0, 1)), atol=1e-5)
-    assert TrainTransform(pre)(photo, np.random.default_rng(0)).shape == (3, 112, 112)
+    expected = photo.crop((48, 0, 336, 288)).resize((112, 112), Image.BILINEAR)
+    assert torch.allclose(x, _expected(expected), atol=1e-5)
+    # the validator's 224 x 224 base image is framed the same: only the resampling differs
+    assert (EvalTransform(PRE)(base(photo)) - x).abs().mean() < 0.05
+
+
+def test_old_bundles_keep_their_squash_rule(photo):
+    old = Preprocess.from_dict({"size": 112, "mean": [0.5] * 3, "std": [0.25] * 3, "resize_rule": SQUASH})
+    assert torch.allclose(old.to_tensor(photo), _expected(photo.resize((112, 112), Image.BILINEAR)), atol=1e-5)
+    assert Preprocess.from_dict(PRE.as_dict()) == PRE
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"size": 0, "mean": [0.5] * 3, "std": [0.2] * 3}, "cannot take a 224x224"),
+    ({"size": 112, "mean": [0.5] * 3, "std": [0.2, 0.0, 0.2]}, "cannot take a 224x224"),
+    ({"size": 112, "mean": [0.5] * 3, "std": [0.2] * 3, "resize_rule": "pad"}, "unknown resize_rule 'pad'"),
+    ({"mean": [0.5] * 3, "std": [0.2] * 3}, "missing or invalid"),
+])
+def test_preprocess_that_cannot_take_validator_images_is_refused(raw, needle):
+    with pytest.raises(IntegrityError, match=needle):
+        Preprocess.from_dict(raw)
+
+
+def test_validator_augmentation_is_the_challenge_then_preprocessing(photo):
+    x = TrainTransform(PRE, "validator")(photo, np.random.default_rng(4))
+    expected = PRE.to_tensor(challenge(photo, np.random.default_rng(4))[0])
+    assert torch.equal(x, expected)
+    only_level0 = TrainTransform(PRE, "validator", (1.0, 0.0, 0.0, 0.0))(photo, np.random.default_rng(1))
+    assert torch.equal(only_level0, PRE.to_tensor(challenge(photo, np.random.default_rng(9), level=0)[0]))
+
+
+def test_unknown_augmentation_mode_is_refused():
+    with pytest.raises(ConfigError, match="Unknown augmentation mode 'mixup'"):
+        TrainTransform(PRE, "mixup")
+
+
+def test_multicrop_views_have_the_requested_sizes(photo):
+    views = MultiCropTransform(PRE, local_size=56)(photo, np.random.default_rng(0))
+    assert [tuple(v.shape) for v in views] == [(3, 112, 112)] * 2 + [(3, 56, 56)] * 2

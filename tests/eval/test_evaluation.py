@@ -46,24 +46,44 @@ def test_reward_equals_scikit_learn_on_rounded_scores(micro_bundle, evaluated):
     predictor = Predictor.from_bundle(micro_bundle)
     from PIL import Image
 
-    images = [Image.open(p).convert("RGB").resize((224, 224), Image.BILINEAR) for p, _ in samples]
-    scores = np.array([p.score for p in predictor.predict_batch(images)])
+    images = [Image.open(p).convert("RGB") for p, _ in samples]
+    scores = predictor.scores(images)
     y = np.array([label for _, label in samples])
     rounded = np.round(scores).astype(int)
-    expected = 0.5 * matthews_corrcoef(y, rounded) + 0.5 * accuracy_score(y, rounded)
+    expected = (0.5 * max(matthews_corrcoef(y, rounded), 0) + 0.5 * accuracy_score(y, rounded)) ** 3
     assert summary["clean"]["reward"] == pytest.approx(expected, abs=1e-12)
 
 
-def test_level_zero_equals_clean(evaluated):
-    _, summary, intervals, _ = evaluated
-    assert summary["level0"] == summary["clean"]
-    assert intervals["level0"] == intervals["clean"]
+def test_level_zero_is_what_the_validator_sends_at_level_zero(micro_bundle, evaluated):
+    samples, summary, _, _ = evaluated
+    from PIL import Image
+
+    from streetvision.validator.challenge import base, wire
+
+    predictor = Predictor.from_bundle(micro_bundle)
+    images = [Image.open(p).convert("RGB") for p, _ in samples]
+    scores = predictor.scores([wire(base(im)) for im in images])
+    y = np.array([label for _, label in samples])
+    assert summary["level0"]["accuracy"] == pytest.approx(float(np.mean((scores > 0.5) == y)), abs=1e-12)
+
+
+def test_stream_summary_is_recomputable_from_its_steps(evaluated):
+    _, summary, _, paths = evaluated
+    import csv
+
+    rows = list(csv.DictReader(open(next(p for p in paths if p.name == "stream_steps.csv"))))
+    stream = summary["stream"]
+    assert len(rows) == stream["steps"] == 1000
+    assert np.mean([float(r["reward"]) for r in rows]) == pytest.approx(stream["mean_reward"])
+    assert stream["mean_reward_ci"]["low"] <= stream["mean_reward"] <= stream["mean_reward_ci"]["high"]
+    labels = np.array([int(r["label"]) for r in rows])
+    assert 0.45 < labels.mean() < 0.55  # the validator's 50/50 draw
 
 
 def test_report_has_every_figure_and_no_network_references(evaluated):
     _, _, _, paths = evaluated
     names = {p.name for p in paths}
-    assert names == {"metrics_summary.json", "bootstrap_ci.json", "report.html"}
+    assert names == {"metrics_summary.json", "bootstrap_ci.json", "stream_steps.csv", "report.html"}
     page = next(p for p in paths if p.name == "report.html").read_text()
     for fig in FIGURES:
         assert re.search(rf'<figure id="{fig}"><img alt="{fig}" src="data:image/png;base64,[A-Za-z0-9+/=]{{100,}}"',

@@ -112,8 +112,8 @@ class Predictor:
 
     # -- inference -------------------------------------------------------------------------------------
     def tensor(self, image: Image.Image | str | Path) -> torch.Tensor:
-        """Decode (any mode, EXIF, large images) and preprocess one image."""
-        return self.preprocess.to_tensor(decode_image(image, min_size=self.preprocess.size))
+        """Decode (any mode, EXIF; files at full resolution, exactly as ``Image.open``) and preprocess one image."""
+        return self.preprocess.to_tensor(decode_image(image))
 
     def logits(self, batch: torch.Tensor) -> np.ndarray:
         """Raw logits [N, 2] for a preprocessed batch."""
@@ -139,6 +139,11 @@ class Predictor:
         if not images:
             return []
         return self.predict_tensor(torch.stack([self.tensor(img) for img in images]))
+
+    def scores(self, images: list[Image.Image | str | Path], batch_size: int = 64) -> np.ndarray:
+        """The validator floats of ``images`` (batched)."""
+        out = [p.score for i in range(0, len(images), batch_size) for p in self.predict_batch(images[i:i + batch_size])]
+        return np.asarray(out, dtype=np.float64)
 
     def __call__(self, image: Image.Image) -> float:
         """The validator score of one image (a NATIX miner detector's ``__call__``)."""

@@ -1,46 +1,51 @@
-"""Preprocessing and validator-style distortions.
+"""Model preprocessing and training augmentation.
 
-The NATIX validator resizes images to 224x224 and distorts about three quarters of them. This module
-re-implements those distortions from their description (no validator code is copied):
+Everything the validator does to an image lives in :mod:`streetvision.validator`; this module only turns images
+into model tensors:
 
-- geometric: rotation up to 20 degrees, random resized square crop of 20-100% of the area, horizontal and
-  vertical flips;
-- photometric, each at an intensity level 1-5: colour-saturation loss, contrast loss, JPEG-like down-and-up
-  sampling (with real JPEG re-encoding), colour Gaussian noise, Gaussian blur.
-
-:func:`validator_challenge` composes them by *challenge level* as the validator mixes them: 0 none (resize only),
-1 geometric, 2 geometric + mild colour/JPEG, 3 everything including noise and blur. Training augmentation samples
-the level uniformly, so it sees the validator's mix; evaluation replays each level with a fixed seed.
+- :class:`Preprocess`: the model's input rule, recorded in phase outputs and bundles. It mirrors the validator's
+  base transform (centre crop to the shorter side, bilinear resize), so a raw photo and the validator's
+  224 x 224 version of it are framed alike; on a square input the crop is a no-op.
+- :class:`TrainTransform`: ``validator`` trains on :func:`streetvision.validator.challenge` outputs (levels drawn
+  with ``level_probs``, the validator's mix by default), ``flip`` mirrors left-right, ``none`` does nothing.
+- :class:`MultiCropTransform`: DINO multi-crop views for self-supervision, photometrically jittered with the
+  validator's own colour and blur distortions.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image
 
-VALIDATOR_SIZE = 224
-CHALLENGE_LEVELS = (0, 1, 2, 3)
-MAX_ROTATION_DEG = 20.0
-CROP_AREA = (0.2, 1.0)
-FLIP_P = 0.5
+from streetvision.errors import ConfigError, IntegrityError
+from streetvision.validator.challenge import LEVEL_PROBS, challenge
+from streetvision.validator.distortions import distort
+
+CENTRE_CROP = "centre_crop_resize_bilinear"
+SQUASH = "resize_to_square_bilinear"  # bundles exported before the validator's base transform was matched
+RESIZE_RULES = (CENTRE_CROP, SQUASH)
+AUGMENT_MODES = ("none", "flip", "validator")
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Eval preprocessing: resize the whole image to ``size`` x ``size`` (no crop, so nothing at the edges is
-    lost), scale to [0, 1] and normalise with the backbone's mean and std. Recorded in phase outputs and bundles."""
+    """Eval preprocessing: centre crop to a square, bilinear resize to ``size`` x ``size``, scale to [0, 1] and
+    normalise with the backbone's mean and std."""
 
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    resize_rule: str = "resize_to_square_bilinear"
+    resize_rule: str = CENTRE_CROP
 
     def resize(self, img: Image.Image) -> Image.Image:
-        """Resize to the model's square input (bilinear)."""
+        """Centre-crop to the shorter side (``centre_crop`` rule) and resize to the model's square input."""
+        if self.resize_rule == CENTRE_CROP and img.width != img.height:
+            side = min(img.size)
+            left, top = int(round((img.width - side) / 2.0)), int(round((img.height - side) / 2.0))
+            img = img.crop((left, top, left + side, top + side))
         return img if img.size == (self.size, self.size) else img.resize((self.size, self.size), Image.BILINEAR)
 
     def normalise(self, img: Image.Image) -> torch.Tensor:
@@ -55,108 +60,42 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, raw: dict) -> Preprocess:
-        """Inverse of :meth:`as_dict`."""
-        return cls(int(raw["size"]), tuple(raw["mean"]), tuple(raw["std"]), raw.get("resize_rule", cls.resize_rule))
+        """Inverse of :meth:`as_dict`; refuses values no 224 x 224 validator image could be fed through."""
+        try:
+            pre = cls(int(raw["size"]), tuple(float(v) for v in raw["mean"]), tuple(float(v) for v in raw["std"]),
+                      str(raw.get("resize_rule", SQUASH)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"preprocess: field {exc} is missing or invalid.", "re-export the bundle.") from exc
+        if pre.size <= 0 or len(pre.mean) != 3 or len(pre.std) != 3 or min(pre.std) <= 0:
+            raise IntegrityError(f"preprocess: size {pre.size}, mean {pre.mean}, std {pre.std} cannot take a "
+                                 f"224x224 RGB image (size must be > 0, three means and three positive stds).",
+                                 "re-export the bundle.")
+        if pre.resize_rule not in RESIZE_RULES:
+            raise IntegrityError(f"preprocess: unknown resize_rule '{pre.resize_rule}'. Valid choices: "
+                                 f"{', '.join(RESIZE_RULES)}.", "re-export the bundle with this version.")
+        return pre
 
     def as_dict(self) -> dict:
         """JSON form (preprocess.json)."""
         return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "resize_rule": self.resize_rule}
 
 
-# ------------------------------------------------------------------------------------------- distortions
-def random_geometric(img: Image.Image, rng: np.random.Generator, size: int = VALIDATOR_SIZE,
-                     area: tuple[float, float] = CROP_AREA, rotate: bool = True) -> Image.Image:
-    """Rotation (up to 20 degrees), random resized square crop (``area`` of the largest square, 20-100% by
-    default), random horizontal and vertical flips; -> size x size."""
-    if rotate:
-        img = img.rotate(float(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)), resample=Image.BILINEAR)
-    w, h = img.size
-    side = max(1, min(w, h, int(round(min(w, h) * np.sqrt(rng.uniform(*area))))))
-    x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-    img = img.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
-    if rng.random() < FLIP_P:
-        img = img.transpose(Image.FLIP_LEFT_RIGHT)
-    if rng.random() < FLIP_P:
-        img = img.transpose(Image.FLIP_TOP_BOTTOM)
-    return img
-
-
-def saturation_loss(img: Image.Image, level: int) -> Image.Image:
-    """Reduce colour saturation: level 1 keeps 85%, level 5 keeps 25%."""
-    return ImageEnhance.Color(img).enhance(1.0 - 0.15 * level)
-
-
-def contrast_loss(img: Image.Image, level: int) -> Image.Image:
-    """Reduce contrast: level 1 keeps 88%, level 5 keeps 40%."""
-    return ImageEnhance.Contrast(img).enhance(1.0 - 0.12 * level)
-
-
-def jpeg_degrade(img: Image.Image, level: int) -> Image.Image:
-    """Down-sample by 1 - 0.12*level, re-encode as JPEG at quality 95 - 15*level, up-sample back."""
-    w, h = img.size
-    scale = 1.0 - 0.12 * level
-    small = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.BILINEAR)
-    buf = io.BytesIO()
-    small.save(buf, format="JPEG", quality=max(10, 95 - 15 * level))
-    buf.seek(0)
-    return Image.open(buf).convert("RGB").resize((w, h), Image.BILINEAR)
-
-
-def colour_noise(img: Image.Image, level: int, rng: np.random.Generator) -> Image.Image:
-    """Add per-channel Gaussian noise with sigma 4*level (on the 0-255 scale)."""
-    arr = np.asarray(img, dtype=np.float32)
-    arr = arr + (4.0 * level) * rng.standard_normal(arr.shape, dtype=np.float32)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-
-
-def gaussian_blur(img: Image.Image, level: int) -> Image.Image:
-    """Gaussian blur with radius 0.4*level pixels."""
-    return img.filter(ImageFilter.GaussianBlur(radius=0.4 * level))
-
-
-def validator_challenge(image: Image.Image, level: int, rng: np.random.Generator,
-                        size: int = VALIDATOR_SIZE) -> Image.Image:
-    """The image as the validator might send it at challenge ``level`` (0-3), as an RGB ``size`` x ``size`` image."""
-    if level not in CHALLENGE_LEVELS:
-        raise ValueError(f"challenge level must be one of {CHALLENGE_LEVELS}, got {level}")
-    img = image.convert("RGB")
-    if level == 0:
-        return img if img.size == (size, size) else img.resize((size, size), Image.BILINEAR)
-    img = random_geometric(img, rng, size)
-    if level >= 2:
-        if rng.random() < 0.5:
-            img = saturation_loss(img, int(rng.integers(1, 4)))
-        if rng.random() < 0.5:
-            img = contrast_loss(img, int(rng.integers(1, 4)))
-        if rng.random() < 0.5:
-            img = jpeg_degrade(img, int(rng.integers(1, 4)))
-    if level >= 3:
-        if rng.random() < 0.5:
-            img = colour_noise(img, int(rng.integers(1, 6)), rng)
-        if rng.random() < 0.5:
-            img = gaussian_blur(img, int(rng.integers(1, 6)))
-    return img
-
-
-def sample_challenge_level(rng: np.random.Generator) -> int:
-    """The validator's mix: each challenge level a quarter of the time (about 3/4 of images distorted)."""
-    return int(rng.integers(0, len(CHALLENGE_LEVELS)))
-
-
-AUGMENT_MODES = ("none", "flip", "validator")
-
-
 @dataclass(frozen=True)
 class TrainTransform:
-    """Training augmentation, then eval preprocessing. ``mode``: ``validator`` applies a validator challenge at a
-    uniformly sampled level (the validator's mix); ``flip`` only mirrors left-right; ``none`` does nothing."""
+    """Training augmentation, then eval preprocessing (see module docstring for ``mode``)."""
 
     preprocess: Preprocess
     mode: str = "validator"
+    level_probs: tuple[float, ...] = LEVEL_PROBS
+
+    def __post_init__(self) -> None:
+        if self.mode not in AUGMENT_MODES:
+            raise ConfigError(f"Unknown augmentation mode '{self.mode}'. Valid choices: {', '.join(AUGMENT_MODES)}.",
+                              "set training.augment=none|flip|validator.")
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
         if self.mode == "validator":
-            img = validator_challenge(img, sample_challenge_level(rng), rng)
+            img = challenge(img, rng, level_probs=self.level_probs)[0]
         elif self.mode == "flip" and rng.random() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return self.preprocess.to_tensor(img)
@@ -172,10 +111,21 @@ class EvalTransform:
         return self.preprocess.to_tensor(img)
 
 
+def random_crop_flip(img: Image.Image, rng: np.random.Generator, size: int, area: tuple[float, float]
+                     ) -> Image.Image:
+    """A random square crop covering ``area`` of the largest square, resized to ``size``, mirrored half the time."""
+    w, h = img.size
+    side = max(1, min(w, h, int(round(min(w, h) * np.sqrt(rng.uniform(*area))))))
+    x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+    img = img.resize((size, size), Image.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
+    return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
+
+
 @dataclass(frozen=True)
 class MultiCropTransform:
     """Self-supervised views (DINO multi-crop): ``n_global`` large crops at the model's size and ``n_local``
-    small crops at ``local_size``, each with flips and random photometric distortion. Returns a list of tensors."""
+    small crops at ``local_size``, each flipped at random and jittered with the validator's colour-saturation,
+    contrast and blur distortions at random levels. Returns a list of tensors."""
 
     preprocess: Preprocess
     local_size: int
@@ -186,14 +136,11 @@ class MultiCropTransform:
 
     def _view(self, img: Image.Image, rng: np.random.Generator, size: int, area: tuple[float, float]
               ) -> torch.Tensor:
-        view = random_geometric(img, rng, size, area=area, rotate=False)
-        if rng.random() < 0.5:
-            view = saturation_loss(view, int(rng.integers(1, 5)))
-        if rng.random() < 0.5:
-            view = contrast_loss(view, int(rng.integers(1, 4)))
-        if rng.random() < 0.3:
-            view = gaussian_blur(view, int(rng.integers(1, 4)))
-        return self.preprocess.normalise(view)
+        arr = np.asarray(random_crop_flip(img, rng, size, area))
+        for kind, p, top in (("CS", 0.5, 4), ("CC", 0.5, 3), ("GB", 0.3, 2)):
+            if rng.random() < p:
+                arr = distort(arr, kind, int(rng.integers(1, top + 1)))
+        return self.preprocess.normalise(Image.fromarray(arr))
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> list[torch.Tensor]:
         views = [self._view(img, rng, self.preprocess.size, self.global_area) for _ in range(self.n_global)]

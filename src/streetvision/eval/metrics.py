@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from streetvision.validator.reward import reward_from_metrics
+
 VALIDATOR_ROUNDING = 0.5
 
 
@@ -21,10 +23,13 @@ def softmax_probs(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e[:, 1] / e.sum(axis=1)
 
 
-def confusion(labels: np.ndarray, preds: np.ndarray) -> tuple[int, int, int, int]:
-    """(tp, tn, fp, fn) for binary labels and predictions."""
+def confusion(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, ...]:
+    """(tp, tn, fp, fn) for binary labels and predictions: counts, or sums of per-sample ``weights``."""
     y, p = np.asarray(labels).astype(bool), np.asarray(preds).astype(bool)
-    return int((y & p).sum()), int((~y & ~p).sum()), int((~y & p).sum()), int((y & ~p).sum())
+    if weights is None:
+        return int((y & p).sum()), int((~y & ~p).sum()), int((~y & p).sum()), int((y & ~p).sum())
+    w = np.asarray(weights, dtype=np.float64)
+    return float(w[y & p].sum()), float(w[~y & ~p].sum()), float(w[~y & p].sum()), float(w[y & ~p].sum())
 
 
 def mcc_from_counts(tp: int, tn: int, fp: int, fn: int) -> float:
@@ -51,14 +56,10 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def validator_reward(mcc: float, accuracy: float) -> float:
-    """What the NATIX validator pays: 0.5 * MCC + 0.5 * accuracy."""
-    return 0.5 * mcc + 0.5 * accuracy
-
-
-def metrics_from_decisions(labels: np.ndarray, preds: np.ndarray) -> dict[str, float | int]:
-    """Threshold metrics from hard decisions."""
-    tp, tn, fp, fn = confusion(labels, preds)
+def metrics_from_decisions(labels: np.ndarray, preds: np.ndarray,
+                           weights: np.ndarray | None = None) -> dict[str, float | int]:
+    """Threshold metrics from hard decisions (``weights``: per sample, e.g. to a deployment prior)."""
+    tp, tn, fp, fn = confusion(labels, preds, weights)
     n = tp + tn + fp + fn
     acc = (tp + tn) / n if n else 0.0
     precision = tp / (tp + fp) if tp + fp else 0.0
@@ -68,14 +69,15 @@ def metrics_from_decisions(labels: np.ndarray, preds: np.ndarray) -> dict[str, f
     return {
         "mcc": mcc, "accuracy": acc, "precision": precision, "recall": recall, "f1": f1,
         "fnr": fn / (tp + fn) if tp + fn else 0.0, "fpr": fp / (fp + tn) if fp + tn else 0.0,
-        "reward": validator_reward(mcc, acc), "tp": tp, "tn": tn, "fp": fp, "fn": fn, "n": n,
+        "reward": float(reward_from_metrics(mcc, acc)), "tp": tp, "tn": tn, "fp": fp, "fn": fn, "n": n,
     }
 
 
-def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float | int | None]:
+def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5,
+                   weights: np.ndarray | None = None) -> dict[str, float | int | None]:
     """MCC, accuracy, precision, recall, F1, FNR, FPR, validator reward and AUROC at ``prob >= threshold``."""
     probs = np.asarray(probs, dtype=np.float64)
-    out: dict[str, float | int | None] = dict(metrics_from_decisions(labels, probs >= threshold))
+    out: dict[str, float | int | None] = dict(metrics_from_decisions(labels, probs >= threshold, weights))
     out["auroc"] = auroc(labels, probs)
     out["threshold"] = float(threshold)
     return out

@@ -22,10 +22,10 @@ from streetvision.eval.metrics import softmax_probs, validator_decisions  # noqa
 from streetvision.eval.score import validator_score  # noqa: E402
 from streetvision.eval.selective import decided_confidence, risk_coverage_curve  # noqa: E402
 from streetvision.eval.thresholds import sweep  # noqa: E402
-from streetvision.io import atomic_write_json, atomic_write_text  # noqa: E402
+from streetvision.io import atomic_write_csv, atomic_write_json, atomic_write_text  # noqa: E402
 
 FIGURES = ("reliability", "roc_pr", "threshold_curves", "risk_coverage", "confusion", "reward_by_level",
-           "confident_mistakes")
+           "confident_mistakes", "stream")
 
 
 def _png(fig) -> str:
@@ -105,8 +105,25 @@ def _reward_by_level(summary: dict, intervals: dict) -> str:
     hi = [intervals[c]["reward"]["high"] - est[i] for i, c in enumerate(names)]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.bar(names, est, yerr=[lo, hi], capsize=4, color=["C0"] + ["C1"] * 4 + ["C2"])
-    ax.set(ylabel="0.5 MCC + 0.5 accuracy", title="validator reward by condition (95% bootstrap CI)")
+    ax.set(ylabel="(0.5 MCC + 0.5 accuracy) ^ 3", title="validator reward by condition (95% bootstrap CI)")
     ax.tick_params(axis="x", rotation=30)
+    return _png(fig)
+
+
+def _stream(stream: dict) -> str:
+    rewards = np.array([row["reward"] for row in stream["steps"]])
+    s = stream["summary"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes[0].hist(rewards, bins=40, color="C0")
+    for q, style in (("p5", ":"), ("p50", "--"), ("p95", ":")):
+        axes[0].axvline(s[q], color="k", linestyle=style, label=f"{q} {s[q]:.3f}")
+    axes[0].set(xlabel="reward of one challenge", ylabel="challenges", title="per-step reward")
+    axes[0].legend(fontsize=8)
+    steps = np.arange(1, len(rewards) + 1)
+    axes[1].plot(steps, rewards, ".", ms=2, alpha=0.4, label="per step")
+    axes[1].plot(steps, np.cumsum(rewards) / steps, "C3", label="running mean")
+    axes[1].set(xlabel="challenge", ylabel="reward", ylim=(0, 1), title=f"stream of {len(rewards)} challenges")
+    axes[1].legend(fontsize=8)
     return _png(fig)
 
 
@@ -141,9 +158,22 @@ def _table(summary: dict, intervals: dict) -> str:
     return f"<table><tr><th>condition</th>{head}</tr>{''.join(body)}</table>"
 
 
+def _stream_table(stream: dict | None) -> str:
+    if not stream:
+        return ""
+    s = stream["summary"]
+    ci = s["mean_reward_ci"]
+    cells = {"steps": s["steps"], "mean reward": f"{s['mean_reward']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]",
+             "p5 / p50 / p95": f"{s['p5']:.3f} / {s['p50']:.3f} / {s['p95']:.3f}",
+             "MCC / accuracy": f"{s['mcc']:.3f} / {s['accuracy']:.3f}", "interval": ci["method"]}
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in cells.items())
+    return f"<h2>Simulated validator stream</h2><table>{rows}</table>"
+
+
 def write_report(out_dir: Path, predictor: Predictor, outputs: dict[str, ConditionOutputs], summary: dict,
-                 intervals: dict, meta: dict) -> list[Path]:
-    """Write metrics_summary.json, bootstrap_ci.json and report.html into ``out_dir``; return the paths."""
+                 intervals: dict, meta: dict, stream: dict | None = None) -> list[Path]:
+    """Write metrics_summary.json, bootstrap_ci.json, stream_steps.csv (when a stream ran) and report.html into
+    ``out_dir``; return the paths."""
     policy = predictor.policy
     clean = outputs["clean"]
     p_clean = softmax_probs(clean.logits, policy.temperature)
@@ -157,11 +187,15 @@ def write_report(out_dir: Path, predictor: Predictor, outputs: dict[str, Conditi
         "reward_by_level": _reward_by_level(summary, intervals),
         "confident_mistakes": _mistakes(clean, validator_score(p_clean, policy.decision_threshold)),
     }
+    if stream:
+        figures["stream"] = _stream(stream)
     captions = {
         "reliability": "Reliability diagram before and after temperature scaling",
         "roc_pr": "ROC and precision-recall curves", "threshold_curves": "MCC and reward against threshold",
         "risk_coverage": "Risk-coverage curve of the accept/defer policy", "confusion": "Confusion matrices",
         "reward_by_level": "Validator reward per challenge level", "confident_mistakes": "Most confident mistakes",
+        "stream": "Simulated validator stream: labels 50/50 (deploy prior), levels as published, reward "
+                  "(0.5 MCC(last 100) + 0.5 accuracy(last 10))^3 per challenge",
     }
     sections = "".join(f'<figure id="{k}"><img alt="{k}" src="data:image/png;base64,{v}"><figcaption>'
                        f"{captions[k]}</figcaption></figure>" for k, v in figures.items())
@@ -171,9 +205,15 @@ def write_report(out_dir: Path, predictor: Predictor, outputs: dict[str, Conditi
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px}"
         "td,th{border:1px solid #ccc;padding:4px 6px;text-align:right}figure{margin:1.5em 0}img{max-width:100%}"
         "</style></head><body><h1>StreetVision evaluation</h1><ul>" + facts + "</ul><h2>Metrics (95% bootstrap "
-        "intervals)</h2>" + _table(summary, intervals) + "<h2>Figures</h2>" + sections + "</body></html>")
+        "intervals)</h2>" + _table(summary, intervals) + _stream_table(stream) + "<h2>Figures</h2>" + sections + "</body></html>")
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "metrics_summary.json", {"meta": meta, "conditions": summary})
+    conditions = {name: summary[name] for name in CONDITIONS}
+    atomic_write_json(out_dir / "metrics_summary.json",
+                      {"meta": meta, "conditions": conditions, "stream": stream["summary"] if stream else None})
     atomic_write_json(out_dir / "bootstrap_ci.json", intervals)
+    paths = [out_dir / "metrics_summary.json", out_dir / "bootstrap_ci.json"]
+    if stream:
+        paths.append(out_dir / "stream_steps.csv")
+        atomic_write_csv(paths[-1], list(stream["steps"][0]), [list(r.values()) for r in stream["steps"]])
     atomic_write_text(out_dir / "report.html", page)
-    return [out_dir / "metrics_summary.json", out_dir / "bootstrap_ci.json", out_dir / "report.html"]
+    return [*paths, out_dir / "report.html"]

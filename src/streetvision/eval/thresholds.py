@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streetvision.errors import ConfigError
+from streetvision.validator.reward import reward_from_metrics
 
 SELECTION_METRICS = ("mcc", "validator_reward", "fnr_constrained")
 
@@ -27,22 +28,28 @@ class Sweep:
     reward: np.ndarray
 
 
-def sweep(labels: np.ndarray, probs: np.ndarray, n_thresholds: int) -> Sweep:
-    """Vectorised sweep over ``n_thresholds`` evenly spaced thresholds in [0, 1]."""
+def _weighted_above(values: np.ndarray, weights: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Sum of ``weights`` of ``values >= t`` for each threshold."""
+    order = np.argsort(values, kind="mergesort")
+    tail = np.concatenate([np.cumsum(weights[order][::-1])[::-1], [0.0]])
+    return tail[np.searchsorted(values[order], t, side="left")]
+
+
+def sweep(labels: np.ndarray, probs: np.ndarray, n_thresholds: int, weights: np.ndarray | None = None) -> Sweep:
+    """Vectorised sweep over ``n_thresholds`` evenly spaced thresholds in [0, 1]; ``weights`` (per sample, e.g.
+    :func:`streetvision.validator.prior_weights`) give the confusion counts at another class prior."""
     y = np.asarray(labels).astype(bool)
     p = np.asarray(probs, dtype=np.float64)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=np.float64)
     t = np.linspace(0.0, 1.0, int(n_thresholds))
-    pos, neg = np.sort(p[y]), np.sort(p[~y])
-    tp = (len(pos) - np.searchsorted(pos, t, side="left")).astype(np.float64)
-    fp = (len(neg) - np.searchsorted(neg, t, side="left")).astype(np.float64)
-    fn, tn = len(pos) - tp, len(neg) - fp
-    n = len(p)
+    tp, fp = _weighted_above(p[y], w[y], t), _weighted_above(p[~y], w[~y], t)
+    fn, tn = w[y].sum() - tp, w[~y].sum() - fp
     denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
     mcc = np.divide(tp * tn - fp * fn, denom, out=np.zeros_like(denom), where=denom > 0)
-    acc = (tp + tn) / n
+    acc = (tp + tn) / w.sum() if len(p) else np.zeros_like(t)
     fnr = np.divide(fn, tp + fn, out=np.zeros_like(fn), where=(tp + fn) > 0)
     fpr = np.divide(fp, fp + tn, out=np.zeros_like(fp), where=(fp + tn) > 0)
-    return Sweep(t, mcc, acc, fnr, fpr, 0.5 * mcc + 0.5 * acc)
+    return Sweep(t, mcc, acc, fnr, fpr, reward_from_metrics(mcc, acc))
 
 
 def objective(s: Sweep, metric: str, max_fnr: float = 0.05) -> np.ndarray:
@@ -72,7 +79,7 @@ def best_index(values: np.ndarray, atol: float = 1e-12) -> int:
 
 
 def select_threshold(labels: np.ndarray, probs: np.ndarray, metric: str, n_thresholds: int,
-                     max_fnr: float = 0.05) -> tuple[float, Sweep]:
-    """Best threshold by ``metric`` and the full sweep."""
-    s = sweep(labels, probs, n_thresholds)
+                     max_fnr: float = 0.05, weights: np.ndarray | None = None) -> tuple[float, Sweep]:
+    """Best threshold by ``metric`` (at the class prior ``weights`` give) and the full sweep."""
+    s = sweep(labels, probs, n_thresholds, weights)
     return float(s.thresholds[best_index(objective(s, metric, max_fnr))]), s

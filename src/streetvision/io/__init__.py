@@ -2,6 +2,7 @@
 
 from streetvision.io.atomic import (
     atomic_path,
+    atomic_write_csv,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_safetensors,
@@ -18,6 +19,7 @@ __all__ = [
     "FileRecord",
     "StepManifest",
     "atomic_path",
+    "atomic_write_csv",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_safetensors",

@@ -7,14 +7,16 @@ process is killed between the write and the replace. Every writer returns the SH
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import math
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> str:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> str:
     """Write UTF-8 ``text`` atomically; return its SHA-256."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_csv(path: str | os.PathLike[str], header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """Write a CSV (header + rows) atomically; return its SHA-256."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
 
 
 def _json_safe(value: Any) -> Any:

@@ -9,7 +9,7 @@ from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
 
 @phase("evaluation", "bundle on the test split: clean + validator conditions, bootstrap CIs, HTML report",
-       needs=("phase6", "splits"), config_keys=("evaluation",))
+       needs=("phase6", "splits"), config_keys=("evaluation", "deploy"))
 def run_evaluation(ctx: PhaseContext) -> PhaseResult:
     """Write evaluation/metrics_summary.json, bootstrap_ci.json and report.html."""
     cfg, art = ctx.cfg, ctx.artifacts
@@ -18,13 +18,20 @@ def run_evaluation(ctx: PhaseContext) -> PhaseResult:
     samples = list(zip(splits.paths("test"), splits.labels("test")))
     summary, intervals, paths = evaluate_to_dir(art.bundle_dir, samples,
                                                 art.evaluation_dir, ev.seed, ev.n_resamples,
-                                                "test split of this run", ev.backend)
+                                                "test split of this run", ev.backend,
+                                                float(cfg.deploy.prior_roadwork), int(ev.stream_steps))
     print_table(summary, intervals, ctx.console, paths[-1])
     clean, mix = summary["clean"], summary["validator_mix"]
     ci_c, ci_m = intervals["clean"]["reward"], intervals["validator_mix"]["reward"]
+    stream = summary.get("stream")
+    shown = {"reward clean": f"{clean['reward']:.3f} [{ci_c['low']:.3f}, {ci_c['high']:.3f}]",
+             "reward validator mix": f"{mix['reward']:.3f} [{ci_m['low']:.3f}, {ci_m['high']:.3f}]"}
+    if stream:
+        ci = stream["mean_reward_ci"]
+        shown["simulated stream reward"] = (f"{stream['mean_reward']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}] "
+                                            f"over {stream['steps']} steps")
     return PhaseResult(
         outputs=paths,
-        metrics={"clean": clean, "validator_mix": mix, "reward_ci": {"clean": ci_c, "validator_mix": ci_m}},
-        summary={"reward clean": f"{clean['reward']:.3f} [{ci_c['low']:.3f}, {ci_c['high']:.3f}]",
-                 "reward validator mix": f"{mix['reward']:.3f} [{ci_m['low']:.3f}, {ci_m['high']:.3f}]",
-                 "report": art.rel(paths[-1])})
+        metrics={"clean": clean, "validator_mix": mix, "reward_ci": {"clean": ci_c, "validator_mix": ci_m},
+                 "stream": stream},
+        summary={**shown, "report": art.rel(paths[-1])})

@@ -60,7 +60,7 @@ def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> Roadwor
 
 def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> LabeledDataModule:
     pre = spec_preprocess(model.spec)
-    train_tf = TrainTransform(pre, cfg.training.augment)
+    train_tf = TrainTransform(pre, cfg.training.augment, tuple(cfg.training.augment_level_probs))
     return LabeledDataModule(splits, train_tf, EvalTransform(pre), cfg.training.batch_size,
                              LoaderOptions.from_hardware(cfg.hardware, pre.size))
 

@@ -10,37 +10,45 @@ from streetvision.eval.metrics import binary_metrics, softmax_probs
 from streetvision.eval.thresholds import select_threshold
 from streetvision.io import atomic_write_json, atomic_write_text
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
+from streetvision.validator.prior import prior_weights
 
 
-@phase("phase2", "decision-threshold sweep on val_select", needs=("phase1",), config_keys=("phase2",))
+@phase("phase2", "decision-threshold sweep on val_select", needs=("phase1",), config_keys=("phase2", "deploy"))
 def run_phase2(ctx: PhaseContext) -> PhaseResult:
     """Write threshold_sweep.csv and thresholds.json."""
     cfg, art = ctx.cfg, ctx.artifacts
     p2 = cfg.phase2
     val = read_logits(art.logits_csv("val_select"))
     probs = softmax_probs(val.logits)
-    best, s = select_threshold(val.labels, probs, p2.metric, p2.n_thresholds, p2.max_fnr)
+    prior = float(cfg.deploy.prior_roadwork)
+    weights = prior_weights(val.labels, prior)  # the sweep counts images as if P(roadwork) were the deploy prior
+    best, s = select_threshold(val.labels, probs, p2.metric, p2.n_thresholds, p2.max_fnr, weights)
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["threshold", "mcc", "accuracy", "fnr", "fpr", "reward"])
     for row in zip(s.thresholds, s.mcc, s.accuracy, s.fnr, s.fpr, s.reward):
         writer.writerow([f"{v:.6f}" for v in row])
     atomic_write_text(art.threshold_sweep_csv, buf.getvalue())
-    at_best, at_half = binary_metrics(val.labels, probs, best), binary_metrics(val.labels, probs, 0.5)
+    at_best, at_half = binary_metrics(val.labels, probs, best, weights), binary_metrics(val.labels, probs, 0.5, weights)
+    at_best_data_prior = binary_metrics(val.labels, probs, best)
     class_names = val.class_names
     atomic_write_json(art.thresholds_json, {
         "policy_type": "threshold", "class_names": class_names, "probability_of": class_names[1],
         "thresholds": {"best": best, "n_thresholds": int(p2.n_thresholds), "metric": str(p2.metric),
                        "max_fnr": float(p2.max_fnr) if p2.metric == "fnr_constrained" else None},
         "tie_rule": "middle of the widest run of thresholds attaining the best value",
-        "split": "val_select", "metrics_at_best": at_best, "metrics_at_0.5": at_half,
+        "split": "val_select", "deploy_prior_roadwork": prior, "data_prior_roadwork": float(val.labels.mean()),
+        "prior_method": "importance weights per class (streetvision.validator.prior)",
+        "metrics_at_best": at_best, "metrics_at_0.5": at_half, "metrics_at_best_data_prior": at_best_data_prior,
         "sweep_csv": art.rel(art.threshold_sweep_csv),
     })
     return PhaseResult(
         outputs=[art.threshold_sweep_csv, art.thresholds_json],
-        metrics={"threshold": best, "metric": str(p2.metric), "val_select_at_best": at_best,
-                 "val_select_at_0.5": at_half},
-        summary={"threshold": f"{best:.4f} ({p2.metric})",
-                 "val_select MCC": f"{at_best['mcc']:.3f} (at 0.5: {at_half['mcc']:.3f})"},
+        metrics={"threshold": best, "metric": str(p2.metric), "deploy_prior_roadwork": prior,
+                 "val_select_at_best": at_best, "val_select_at_0.5": at_half,
+                 "val_select_at_best_data_prior": at_best_data_prior},
+        summary={"threshold": f"{best:.4f} ({p2.metric}, prior {prior:g})",
+                 "val_select MCC": f"{at_best['mcc']:.3f} (at 0.5: {at_half['mcc']:.3f}; data prior "
+                                   f"{at_best_data_prior['mcc']:.3f})"},
     )
 

@@ -68,8 +68,8 @@ def _datamodule(cfg: DictConfig, art: ArtifactSchema, pre: Preprocess, patch: in
     p4, options = cfg.phase4, LoaderOptions.from_hardware(cfg.hardware, pre.size)
     if cfg.model.explora.use_labeled_data:
         splits = load_splits(require_splits(art))
-        dm = LabeledDataModule(splits, TrainTransform(pre, cfg.training.augment), EvalTransform(pre),
-                               p4.batch_size, options)
+        train_tf = TrainTransform(pre, cfg.training.augment, tuple(cfg.training.augment_level_probs))
+        dm = LabeledDataModule(splits, train_tf, EvalTransform(pre), p4.batch_size, options)
         return dm.train_dataloader(), splits.paths("train")
     paths = unlabeled_images(cfg, art)
     if cfg.model.explora.objective == "dino":
@@ -88,7 +88,8 @@ def validation_batch(paths: list[Path], pre: Preprocess, n: int) -> torch.Tensor
 
 
 @phase("phase4", "ExPLoRA extended pre-training (PEFT LoRA + unfrozen last block), merge and prove the merge",
-       config_keys=("seed", "model.backbone", "model.explora", "phase4", "data.unlabeled", "hardware.precision"))
+       config_keys=("seed", "model.backbone", "model.explora", "phase4", "data.unlabeled", "hardware.precision",
+                    "training.augment", "training.augment_level_probs"))
 def run_phase4(ctx: PhaseContext) -> PhaseResult:
     """Train, save the adapter, merge, validate on real images, then write metrics (manifest follows)."""
     cfg, art = ctx.cfg, ctx.artifacts

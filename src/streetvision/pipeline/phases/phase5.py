@@ -19,6 +19,7 @@ from streetvision.eval.thresholds import select_threshold
 from streetvision.io import atomic_write_json, atomic_write_text, read_json
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 from streetvision.pipeline.runner import committed
+from streetvision.validator.prior import prior_weights
 
 
 def _improvement(pre: dict, post: dict) -> dict:
@@ -28,11 +29,12 @@ def _improvement(pre: dict, post: dict) -> dict:
 
 
 @phase("phase5", "temperature scaling + certified selective policy on val_calib", needs=("phase1",),
-       uses=("phase2",), config_keys=("phase5", "phase2"))
+       uses=("phase2",), config_keys=("phase5", "phase2", "deploy"))
 def run_phase5(ctx: PhaseContext) -> PhaseResult:
     """Write calibration_metrics.json, risk_coverage.csv and scrcparams.json."""
     cfg, art = ctx.cfg, ctx.artifacts
     p5 = cfg.phase5
+    prior = float(cfg.deploy.prior_roadwork)
     calib = read_logits(art.logits_csv("val_calib"))
     temperature = fit_temperature(calib.logits, calib.labels)  # fitted on val_calib ONLY
     calib_probs = calibrated_probs(calib.logits, temperature)
@@ -43,7 +45,7 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
         source = "phase2 (val_select), re-expressed on calibrated probabilities"
     else:
         threshold, _ = select_threshold(calib.labels, calib_probs, cfg.phase2.metric, cfg.phase2.n_thresholds,
-                                        cfg.phase2.max_fnr)
+                                        cfg.phase2.max_fnr, prior_weights(calib.labels, prior))
         raw_threshold, source = None, f"val_calib (phase2 did not run; best {cfg.phase2.metric})"
 
     decisions, confidence = decided_confidence(calib_probs, threshold)
@@ -79,19 +81,22 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
         "no threshold meets the target: every image is deferred",
     }
     test_metrics = binary_metrics(test.labels, test_probs, threshold)
+    test_metrics_deploy = binary_metrics(test.labels, test_probs, threshold, prior_weights(test.labels, prior))
     atomic_write_json(art.scrcparams_json, {
         "policy_type": "scrc", "class_names": calib.class_names, "probability_of": calib.class_names[1],
         "scrc_params": {"method": "temperature_scaling", "temperature": temperature,
                         "decision_threshold": threshold, "decision_threshold_uncalibrated": raw_threshold,
                         "threshold_source": source, "selective": selective},
-        "metrics": {"test_at_threshold": test_metrics},
+        "metrics": {"test_at_threshold": test_metrics, "test_at_threshold_deploy_prior": test_metrics_deploy,
+                    "deploy_prior_roadwork": prior, "prior_method": "importance weights per class"},
         "calibration_metrics": art.rel(art.calibration_metrics_json),
     })
     pre, post = report["val_calib"]["pre_calibration"], report["val_calib"]["post_calibration"]
     return PhaseResult(
         outputs=[art.calibration_metrics_json, art.risk_coverage_csv, art.scrcparams_json],
         metrics={"temperature": temperature, "decision_threshold": threshold, "ece_pre": pre["ece"],
-                 "ece_post": post["ece"], "selective": selective, "test_at_threshold": test_metrics},
+                 "ece_post": post["ece"], "selective": selective, "test_at_threshold": test_metrics,
+                 "test_at_threshold_deploy_prior": test_metrics_deploy},
         summary={"T": f"{temperature:.3f}", "ECE val_calib": f"{pre['ece']:.3f} -> {post['ece']:.3f}",
                  "threshold": f"{threshold:.4f}",
                  "coverage at risk<=" + f"{p5.target_risk}": f"{policy.coverage:.1%} (test {test_policy['coverage']:.1%}"
