@@ -17,6 +17,8 @@ def cli(*args, cwd=None):
     (["run", "data.synthetic.n=abc"], "Invalid value 'abc' for 'data.synthetic.n': expected Integer"),
     (["run", "data=nosuch"], "Unknown option 'nosuch' for config group 'data'. Valid choices: csv, folder"),
     (["run", "data.source=ftp"], "Invalid value 'ftp' for 'data.source'. Valid choices: folder, csv, hf"),
+    (["run", "deploy.prior_roadwork=1.5"], "deploy.prior_roadwork must be strictly between 0 and 1, got 1.5"),
+    (["run", "training.augment_level_probs=[1,1,0,0]"], "Level probabilities must be 4 non-negative numbers"),
 ])
 def test_bad_config_is_one_paragraph_without_traceback(args, expected, tmp_path):
     proc = cli(*args, cwd=tmp_path)

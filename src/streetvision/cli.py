@@ -7,6 +7,7 @@
     streetvision predict BUNDLE PATH...        score images, CSV or JSONL
     streetvision export RUN_DIR                rebuild a run's bundle (phase 6 alone)
     streetvision evaluate BUNDLE --run DIR     clean + validator-condition metrics with CIs, HTML report
+    streetvision simulate BUNDLE --folder DIR  replay a validator stream, report the reward distribution
 """
 
 from __future__ import annotations
@@ -146,6 +147,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Replay a validator stream over a labelled folder and print the per-step reward distribution."""
+    _quiet_hf()
+    from streetvision.bundle.predictor import Predictor
+    from streetvision.bundle.schema import load_index
+    from streetvision.data.sources import list_folder
+    from streetvision.eval.evaluate import load_labelled_images
+    from streetvision.io import atomic_write_csv, atomic_write_json
+    from streetvision.validator.stream import simulate
+
+    bundle = Path(args.bundle)
+    listing = list_folder(Path(args.folder), load_index(bundle)["class_names"])
+    predictor = Predictor.from_bundle(bundle, backend=args.backend)
+    images, labels, skipped = load_labelled_images([(s.path, s.label) for s in listing.samples])
+    for row in skipped:
+        err_console.print(f"skipped {row['path']}: {row['reason']}", markup=False, highlight=False)
+    result = simulate(predictor.scores, images, labels, args.n, args.seed, args.prior)
+    s = result["summary"]
+    ci = s["mean_reward_ci"]
+    console.print(f"{s['steps']} challenges over {len(images)} images (P(roadwork) {s['prior_roadwork']:g}, levels "
+                  f"0-3 at {s['level_probs']}): mean reward {s['mean_reward']:.3f} [{ci['low']:.3f}, "
+                  f"{ci['high']:.3f}] ({ci['method']}); p5 {s['p5']:.3f}, p50 {s['p50']:.3f}, p95 {s['p95']:.3f}; "
+                  f"MCC {s['mcc']:.3f}, accuracy {s['accuracy']:.3f}", markup=False, highlight=False)
+    console.print("mean reward by level: " + ", ".join(
+        f"{lv}: {v:.3f}" if v is not None else f"{lv}: -" for lv, v in s["mean_reward_by_level"].items()),
+        markup=False, highlight=False)
+    if args.out:
+        out = Path(args.out)
+        atomic_write_json(out / "stream_summary.json", {"bundle": str(bundle), "folder": args.folder, **s})
+        atomic_write_csv(out / "stream_steps.csv", list(result["steps"][0]), [list(r.values()) for r in result["steps"]])
+        console.print(f"wrote {out / 'stream_summary.json'} and {out / 'stream_steps.csv'}", markup=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="streetvision", description=__doc__,
@@ -187,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    simulate = sub.add_parser("simulate", help="replay a validator stream over a labelled folder: per-step reward "
+                                               "distribution (labels 50/50, challenge levels as published)")
+    simulate.add_argument("bundle")
+    simulate.add_argument("--folder", required=True, help="one sub-folder per class")
+    simulate.add_argument("--n", type=int, default=1000, help="challenges to replay (default 1000)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--prior", type=float, default=0.5, help="P(roadwork) of the stream (validator: 0.5)")
+    simulate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    simulate.add_argument("--out", help="folder for stream_summary.json and stream_steps.csv")
+    simulate.set_defaults(func=cmd_simulate)
 
     export = sub.add_parser("export", help="rerun phase 6 (the bundle) for RUN_DIR")
     export.add_argument("run_dir")
