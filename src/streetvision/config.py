@@ -108,7 +108,8 @@ class ExploraConfig:
 class ModelConfig:
     """Backbone (built-in name, hub id or save_pretrained directory), head and fine-tuning mode."""
 
-    backbone: str = "dinov2-tiny"  # dinov2-tiny | dinov2-micro | facebook/dinov2-small | /path/to/dir
+    backbone: str = "dinov2-tiny"  # dinov2-tiny | dinov2-micro | dinov2-small-random | dinov2-base-random (random
+    # weights, models.backbones.BUILTIN) | facebook/dinov2-small (hub id or local cache) | /path/to/save_pretrained
     finetune: str = "full"  # frozen | lora | full
     head: str = "linear"  # linear | mlp
     pooling: str = "cls"  # cls | mean | max | cls_mean | cls_max (backbones.pooled_embedding)
