@@ -40,6 +40,7 @@ bench: install
 	$(PY) benchmarks/phase1_recipe.py
 	$(PY) benchmarks/predictor_latency.py
 	$(PY) benchmarks/explora_domain_shift.py
+	$(PY) benchmarks/compile_cpu.py
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -3,8 +3,10 @@ whether the data loader keeps up. Run it on the GPU machine from the repository 
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src && python3 benchmarks/gpu_check.py
 
-(``.whl/`` holds wheels for what that machine lacks: hydra-core, omegaconf, antlr4-python3-runtime, imagehash,
-PyWavelets, onnx, ml_dtypes; the package itself is not installed, ``PYTHONPATH=src`` is enough; no git, no network.)
+(``.whl/`` holds cp312 wheels for what that machine lacks: hydra-core, omegaconf, antlr4-python3-runtime, imagehash,
+PyWavelets and onnx 1.17, which needs only numpy and protobuf >= 3.20; when ``import onnx`` fails anyway, the bundle
+is exported without ONNX and the JSON says so. The package is not installed: ``PYTHONPATH=src`` is enough; no git,
+no network.)
 CPU smoke run with tiny sizes, no CUDA needed, about a minute: ``python benchmarks/gpu_check.py --quick``.
 
 Sections run one after another, each in its own child process with a time limit (the whole run stays within
@@ -27,6 +29,7 @@ and the sections' logs to ``$OUT`` when that variable is set, and prints a table
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import importlib.metadata
 import json
@@ -70,7 +73,7 @@ class Mode:
         self.budget_s = 150.0 if quick else 330.0
         # section -> time cap in seconds (unused time rolls over to later sections)
         self.caps = ({"pipeline": 60, "train_vit_s": 25, "train_vit_b": 25, "dataloader": 25} if quick else
-                     {"pipeline": 120, "train_vit_s": 75, "train_vit_b": 90, "dataloader": 45})
+                     {"pipeline": 110, "train_vit_s": 80, "train_vit_b": 100, "dataloader": 40})
         self.train_backbones = ({"train_vit_s": "dinov2-micro", "train_vit_b": "dinov2-micro"} if quick else
                                 {"train_vit_s": "dinov2-small-random", "train_vit_b": "dinov2-base-random"})
         self.train_batch = 8 if quick else 256
@@ -198,18 +201,23 @@ def section_train(rec: Recorder, mode: Mode, backbone: str, deadline: float) -> 
             continue
         batch = mode.train_batch
         while True:
+            out_of_memory = False
             try:
                 rec.update(**{key: _measure_training(mode, backbone, compiled, batch, deadline)})
                 break
             except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
                 if batch <= 16:
                     raise
-                batch //= 2  # the next try records the smaller batch
+                out_of_memory = True
             except Exception as exc:  # noqa: BLE001  (a compile failure must not lose the eager numbers)
                 rec.update(**{key: {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:1500],
                                     "traceback": traceback.format_exc()[-3000:]}})
                 break
+            if out_of_memory:  # outside the except block, so the failed try's tensors are released
+                gc.collect()
+                torch.cuda.empty_cache()
+                batch //= 2  # the next try records the smaller batch
+        gc.collect()
         if mode.device == "cuda":
             torch.cuda.empty_cache()
 
@@ -443,13 +451,14 @@ def run_parent(args: argparse.Namespace) -> int:
                 results["sections"][name] = {"status": f"skipped: {remaining:.0f} s of the budget left"}
             else:
                 print(f"[gpu_check] {name}: up to {limit:.0f} s ...", flush=True)
-                results["sections"][name] = run_section(name, mode, limit, workdir)
-                print(f"[gpu_check] {name}: {results['sections'][name]['status']} "
-                      f"({results['sections'][name]['seconds']:.0f} s)", flush=True)
+                section = results["sections"][name] = run_section(name, mode, limit, workdir)
+                print(f"[gpu_check] {name}: {section['status']} ({section['seconds']:.0f} s)", flush=True)
+                if section["status"] != "ok":
+                    print("\n".join(section.get("log_tail", "").splitlines()[-12:]), flush=True)
             results["summary"] = summarise(results["sections"])
             results["total_seconds"] = time.monotonic() - started
             atomic_write_json(out_path, results)
-        copy_to_out(out_path, workdir)
+            copy_to_out(out_path, workdir)  # after every section: a run cut short still returns what it measured
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_table(results, out_path)
