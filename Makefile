@@ -41,6 +41,7 @@ bench: install
 	$(PY) benchmarks/predictor_latency.py
 	$(PY) benchmarks/explora_domain_shift.py
 	$(PY) benchmarks/validator_fidelity.py
+	$(PY) benchmarks/compile_cpu.py
 
 clean:
 	rm -rf outputs .pytest_cache

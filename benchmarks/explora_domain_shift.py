@@ -39,6 +39,7 @@ from streetvision.eval.metrics import metrics_from_decisions  # noqa: E402
 from streetvision.models.backbones import build_builtin, load_backbone, preprocess_for  # noqa: E402
 from streetvision.models.embedding_cache import compute_embeddings  # noqa: E402
 from streetvision.models.explora import ExploraModule  # noqa: E402
+from streetvision.models.devices import resolve_devices  # noqa: E402
 from streetvision.models.training import make_trainer  # noqa: E402
 from streetvision.pipeline.artifacts import ArtifactSchema  # noqa: E402
 from streetvision.pipeline.runner import run_pipeline  # noqa: E402
@@ -52,7 +53,7 @@ def pretrain_source(out: Path, images: list[Path], epochs: int, cfg) -> None:
     dm = UnlabeledDataModule(images, MultiCropTransform(pre, 56), batch_size=32)
     loader = dm.train_dataloader()
     module = ExploraModule(backbone, "dino", cfg.phase4, total_steps=epochs * len(loader))
-    trainer = make_trainer(cfg.hardware, cfg.training, [], epochs, out.parent, validate=False)
+    trainer = make_trainer(resolve_devices(cfg.hardware), cfg.training, [], epochs, out.parent, validate=False)
     trainer.fit(module, train_dataloaders=loader)
     module.student.save_pretrained(out, safe_serialization=True)
 

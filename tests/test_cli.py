@@ -19,6 +19,8 @@ def cli(*args, cwd=None):
     (["run", "data.source=ftp"], "Invalid value 'ftp' for 'data.source'. Valid choices: folder, csv, hf"),
     (["run", "deploy.prior_roadwork=1.5"], "deploy.prior_roadwork must be strictly between 0 and 1, got 1.5"),
     (["run", "training.augment_level_probs=[1,1,0,0]"], "Level probabilities must be 4 non-negative numbers"),
+    (["run", "hardware.precision=fp8"], "Invalid value 'fp8' for 'hardware.precision'. Valid choices: 32, bf16"),
+    (["run", "hardware.accelerator=cpu", "hardware.precision=16-mixed"], "16-mixed needs a CUDA GPU"),
 ])
 def test_bad_config_is_one_paragraph_without_traceback(args, expected, tmp_path):
     proc = cli(*args, cwd=tmp_path)
@@ -26,6 +28,16 @@ def test_bad_config_is_one_paragraph_without_traceback(args, expected, tmp_path)
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "outputs").exists()  # failed before any work
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_gpus_on_a_cpu_machine_are_one_paragraph_before_any_work(tmp_path):
+    proc = cli("run", "hardware.num_gpus=2", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "config error: hardware.num_gpus=2 asks for 2 GPU(s) per node, but this machine has no CUDA GPU" in (
+        " ".join(proc.stderr.split()))
+    assert "Traceback" not in proc.stderr + proc.stdout and "Misconfiguration" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_debug_flag_shows_traceback(tmp_path):

@@ -101,14 +101,15 @@ class ExploraConfig:
     alpha: int = 32
     dropout: float = 0.0
     gather_embeddings: bool = False  # dino: centre the teacher over all devices (all_reduce)
-    merge_tolerance: float = 1e-4  # max abs output difference, float32; reduced precision uses 1e-2
+    merge_tolerance: float = 1e-4  # max abs output difference, compared in float32 at any training precision
 
 
 @dataclass
 class ModelConfig:
     """Backbone (built-in name, hub id or save_pretrained directory), head and fine-tuning mode."""
 
-    backbone: str = "dinov2-tiny"  # dinov2-tiny | dinov2-micro | facebook/dinov2-small | /path/to/dir
+    backbone: str = "dinov2-tiny"  # dinov2-tiny | dinov2-micro | dinov2-small-random | dinov2-base-random (random
+    # weights, models.backbones.BUILTIN) | facebook/dinov2-small (hub id or local cache) | /path/to/save_pretrained
     finetune: str = "full"  # frozen | lora | full
     head: str = "linear"  # linear | mlp
     pooling: str = "cls"  # cls | mean | max | cls_mean | cls_max (backbones.pooled_embedding)
@@ -238,14 +239,15 @@ class PipelineConfig:
 
 @dataclass
 class HardwareConfig:
-    """Devices and loader workers."""
+    """Devices, precision, compilation and loader workers (resolved and checked in models/devices.py)."""
 
     accelerator: str = "auto"  # auto | cpu | gpu
     num_gpus: int = 0  # seed-compatible alias: >0 means accelerator=gpu, devices=num_gpus
     devices: int = 1
     num_nodes: int = 1
-    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
-    compile: bool = False
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed (16-mixed and GPU bf16 are checked before any phase runs)
+    compile: bool = False  # torch.compile the backbone for phase1 / phase4 training (not the LightningModule)
+    compile_backend: str = "inductor"  # torch.compile backend; aot_eager traces without code generation (tests)
     num_workers: int = 0
     pin_memory: bool = False
     decode_cache_mb: float = 1024.0  # decoded images kept in memory per dataset and process (0 = decode every time)

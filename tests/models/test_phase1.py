@@ -84,3 +84,11 @@ def test_two_process_cpu_ddp(make_cfg, mode):  # ~10 s each: process spawn + glo
     metrics = json.loads(art.metrics_json("phase1").read_text())
     assert metrics["world_size"] == 2 and metrics["strategy"] == "DDPStrategy"
     assert StepManifest.load(art.manifest("phase1")).verify(art.run_dir) == []
+
+
+@pytest.mark.slow
+def test_inductor_compiled_full_finetuning(make_cfg):  # ~60-90 s: inductor generates C++ for the micro model
+    _, art, _ = run(make_cfg, "hardware.compile=true", "training.epochs=1")
+    metrics = json.loads(art.metrics_json("phase1").read_text())
+    assert metrics["compiled"] is True and metrics["compile_backend"] == "inductor"
+    assert StepManifest.load(art.manifest("phase1")).verify(art.run_dir) == []

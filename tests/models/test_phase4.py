@@ -129,3 +129,28 @@ def test_external_launcher_two_ranks_phase4_then_phase1(tmp_path):  # ~20 s: tor
     for phase_dir in ("phase4_explora", "phase1"):
         manifest = StepManifest.load(run_dir / phase_dir / "manifest.json")
         assert manifest.verify(run_dir) == []
+
+
+def test_reduced_precision_trains_and_the_merge_is_still_proven_at_float32(make_cfg):
+    art = run(make_cfg, "pipeline.phases=[phase4,phase1]", "phase4.epochs=1", "training.epochs=1",
+              "hardware.precision=bf16-mixed")
+    phase4_metrics = json.loads(art.metrics_json("phase4").read_text())
+    assert phase4_metrics["precision"] == "bf16-mixed"
+    assert phase4_metrics["merge_tolerance"] == 1e-4  # not loosened for reduced precision
+    assert phase4_metrics["peft_validation_status"] == "PASS" and phase4_metrics["max_output_diff"] <= 1e-4
+    phase1_metrics = json.loads(art.metrics_json("phase1").read_text())
+    assert phase1_metrics["precision"] == "bf16-mixed" and phase1_metrics["compiled"] is False
+
+
+def test_compiled_backbone_trains_in_phase4_and_phase1(make_cfg):
+    from torch._dynamo.utils import counters
+
+    before = counters["stats"]["unique_graphs"]
+    art = run(make_cfg, "pipeline.phases=[phase4,phase1]", "phase4.epochs=1", "training.epochs=1",
+              "model.finetune=lora", "hardware.compile=true", "hardware.compile_backend=aot_eager")
+    assert counters["stats"]["unique_graphs"] > before  # dynamo captured the backbone's graphs
+    for name in ("phase4", "phase1"):
+        metrics = json.loads(art.metrics_json(name).read_text())
+        assert metrics["compiled"] is True and metrics["compile_backend"] == "aot_eager"
+    assert json.loads(art.metrics_json("phase4").read_text())["peft_validation_status"] == "PASS"
+    assert StepManifest.load(art.manifest("phase1")).verify(art.run_dir) == []

@@ -1,6 +1,7 @@
 """Backbones by name through one factory, with their preprocessing attached (timm-style).
 
-``model.backbone`` is either a built-in name (random-weight DINOv2 configs sized for CPU work) or anything
+``model.backbone`` is either a built-in name (random-weight DINOv2 configs: micro and tiny for CPU work, small-random
+and base-random with the ViT-S/14 and ViT-B/14 shapes for GPU checks) or anything
 ``AutoModel.from_pretrained`` accepts: a Hugging Face hub id (``facebook/dinov2-small``) or a local directory in
 ``save_pretrained`` form. Input size, mean and std come from the checkpoint's image processor when it ships one,
 otherwise from the model config (``image_size``) and ImageNet statistics (what DINOv2 was trained with).
@@ -30,6 +31,12 @@ BUILTIN: dict[str, dict] = {
     # CPU demos: 2.8 M parameters, 112 px (about 250 img/s inference on 2 cores)
     "dinov2-tiny": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768,
                         patch_size=14, image_size=112),
+    # GPU checks and throughput benchmarks without downloading weights: the shapes (and so the FLOPs) of
+    # DINOv2 ViT-S/14 (22 M parameters) and ViT-B/14 (86 M) at 224 px, with random weights
+    "dinov2-small-random": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                                intermediate_size=1536, patch_size=14, image_size=224),
+    "dinov2-base-random": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                               intermediate_size=3072, patch_size=14, image_size=224),
 }
 
 

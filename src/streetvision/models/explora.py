@@ -28,7 +28,7 @@ from streetvision.errors import ConfigError, ValidationFailure
 from streetvision.io import replace_dir
 from streetvision.models.backbones import embedding_dim, pooled_embedding
 from streetvision.models.classifier import attention_targets
-from streetvision.models.training import warmup_cosine
+from streetvision.models.training import CompiledSubmodules, warmup_cosine
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -108,7 +108,7 @@ class ExploraModule(L.LightningModule):
     """Self-supervised (or labelled) extended pre-training of a PEFT-parameterised backbone."""
 
     def __init__(self, student: PeftModel, objective: str, phase4: DictConfig, total_steps: int,
-                 gather_embeddings: bool = False, num_classes: int = 2) -> None:
+                 gather_embeddings: bool = False, num_classes: int = 2, compile_backend: str | None = None) -> None:
         super().__init__()
         if objective not in (*OBJECTIVES, "supervised"):
             raise ConfigError(f"Unknown model.explora.objective '{objective}'. Valid choices: "
@@ -133,6 +133,14 @@ class ExploraModule(L.LightningModule):
         else:
             self.head = nn.Linear(dim, num_classes)
         self.losses: list[float] = []
+        paths = ("student", "teacher") if objective == "dino" else ("student",)
+        self.compile_spec = CompiledSubmodules(paths, compile_backend)
+
+    def configure_model(self) -> None:
+        self.compile_spec.compile(self)  # in every (spawned) training process
+
+    def on_fit_end(self) -> None:
+        self.compile_spec.uncompile(self)  # merge validation and saving run eagerly
 
     # -- objectives -----------------------------------------------------------------------------------
     def _dino_step(self, views: list[torch.Tensor]) -> torch.Tensor:
@@ -202,9 +210,11 @@ class ExploraModule(L.LightningModule):
 
 @torch.inference_mode()
 def backbone_outputs(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
-    """Last hidden state (every token) of a backbone, in eval mode."""
-    model.eval()
-    return model(pixel_values=batch).last_hidden_state.float()
+    """Last hidden state (every token) of a backbone in eval mode, computed in float32 on the CPU whatever the
+    training precision and device were, so merge tolerances mean the same everywhere (no autocast, no TF32)."""
+    model.eval().float().cpu()
+    with torch.autocast("cpu", enabled=False):
+        return model(pixel_values=batch.float().cpu()).last_hidden_state.float()
 
 
 def save_merged(student: PeftModel, out_dir: Path) -> PreTrainedModel:

@@ -1,5 +1,6 @@
 """Supervised training with Lightning: the LightningModule, best-state tracking, the learning-curve writer, the
-trainer factory (devices, precision, multi-device strategy) and batched prediction."""
+trainer factory (for a models.devices plan: devices, precision, strategy), in-place backbone compilation and
+batched prediction."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -18,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from streetvision.config import CHOICES
+from streetvision.models.devices import DevicePlan, compile_in_place, uncompile
 from streetvision.eval.metrics import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
 
@@ -43,14 +46,35 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+@dataclass(frozen=True)
+class CompiledSubmodules:
+    """Which submodules of a LightningModule to ``torch.compile`` in place (the backbone, never the
+    LightningModule itself), with which backend; ``backend=None`` compiles nothing."""
+
+    paths: tuple[str, ...]
+    backend: str | None
+
+    def compile(self, module: nn.Module) -> None:
+        """Compile each submodule (idempotent)."""
+        for path in self.paths if self.backend else ():
+            compile_in_place(module.get_submodule(path), self.backend)
+
+    def uncompile(self, module: nn.Module) -> None:
+        """Back to eager forwards (after fitting)."""
+        for path in self.paths if self.backend else ():
+            uncompile(module.get_submodule(path))
+
+
 class ClassifierModule(L.LightningModule):
     """Trains any ``inputs -> logits`` module; selects on ``val_score`` = val_select MCC - 1e-3 * val loss
     (the loss term only breaks MCC ties, which are common on small validation sets)."""
 
     def __init__(self, model: nn.Module, training: DictConfig, total_steps: int,
-                 class_weights: torch.Tensor | None = None, head_prefix: str = "head.") -> None:
+                 class_weights: torch.Tensor | None = None, head_prefix: str = "head.",
+                 compile_backend: str | None = None, compile_path: str = "model.backbone") -> None:
         super().__init__()
         self.model = model
+        self.compile_spec = CompiledSubmodules((compile_path,), compile_backend)
         self.lr = float(training.lr)
         self.backbone_lr = float(training.backbone_lr)
         self.weight_decay = float(training.weight_decay)
@@ -62,6 +86,12 @@ class ClassifierModule(L.LightningModule):
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(2))
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._train_losses: list[float] = []
+
+    def configure_model(self) -> None:
+        self.compile_spec.compile(self)  # here, not in __init__: runs in every (spawned) training process
+
+    def on_fit_end(self) -> None:
+        self.compile_spec.uncompile(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -164,58 +194,36 @@ class CurveWriter(Callback):
             atomic_write_text(self.path, buf.getvalue())
 
 
-def resolve_devices(hardware: DictConfig) -> tuple[str, int, str]:
-    """(accelerator, devices, strategy) from the hardware config.
-
-    ``hardware.num_gpus > 0`` (the seed's key) means that many GPUs. With more than one process in total the
-    strategy is DDP: ``ddp`` when an external launcher (torchrun, SLURM) started every rank, otherwise
-    ``ddp_spawn`` so that this process alone writes artifacts. Plain DDP (no find_unused_parameters) is enough
-    for every finetune mode because the only parameter without a gradient, DINOv2's mask_token, is frozen.
-    """
-    if hardware.num_gpus > 0:
-        accelerator, devices = "gpu", int(hardware.num_gpus)
-    else:
-        accelerator = hardware.accelerator
-        if accelerator == "auto":
-            accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-        devices = int(hardware.devices)
-    world = devices * int(hardware.num_nodes)
-    launched = any(k in os.environ for k in ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS"))
-    strategy = "auto" if world == 1 else ("ddp" if launched or hardware.num_nodes > 1 else "ddp_spawn")
-    return accelerator, devices, strategy
-
-
-def make_trainer(hardware: DictConfig, training: DictConfig, callbacks: list[Callback], max_epochs: int,
+def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callback], max_epochs: int,
                  root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1) -> L.Trainer:
-    """A Lightning Trainer configured from ``hardware`` and ``training``; no logger, no pickled checkpoints."""
-    accelerator, devices, strategy = resolve_devices(hardware)
+    """A Lightning Trainer for ``plan`` (see models.devices) and ``training``; no logger, no pickled checkpoints."""
     return L.Trainer(
-        accelerator=accelerator, devices=devices, num_nodes=int(hardware.num_nodes), strategy=strategy,
-        precision=str(hardware.precision), max_epochs=max_epochs, max_steps=max_steps,
+        accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes, strategy=plan.strategy,
+        precision=plan.precision, max_epochs=max_epochs, max_steps=max_steps,
         accumulate_grad_batches=int(training.grad_accum), gradient_clip_val=float(training.gradient_clip),
         callbacks=callbacks, logger=False, enable_checkpointing=False, enable_model_summary=False,
         default_root_dir=str(root_dir), log_every_n_steps=1, num_sanity_val_steps=0,
-        limit_val_batches=1.0 if validate else 0, deterministic="warn" if accelerator == "gpu" else True,
+        limit_val_batches=1.0 if validate else 0, deterministic="warn" if plan.accelerator == "gpu" else True,
         enable_progress_bar=training.progress_bar,
     )
 
 
-def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, hardware: DictConfig,
+def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, plan: DevicePlan,
                    training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str]) -> dict:
     """Fit with early stopping on ``val_score``; the module ends with the best weights. Returns the best epoch
-    (read from the learning curve, which spawned DDP workers write too), world size and strategy."""
+    (read from the learning curve, which spawned DDP workers write too), world size, strategy, accelerator,
+    precision and whether the backbone was compiled."""
     best = BestState("val_score")
     callbacks: list[Callback] = [best, CurveWriter(curve_path)]
     if training.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
-    trainer = make_trainer(hardware, training, callbacks, int(training.epochs), root_dir)
-    fit_module = torch.compile(module) if hardware.compile else module
-    trainer.fit(fit_module, train_dataloaders=train, val_dataloaders=val)
+    trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir)
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
     with open(curve_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     best_epoch = max(rows, key=lambda r: float(r["val_score"]))["epoch"] if rows else -1
     return {"best_epoch": int(best_epoch), "world_size": trainer.world_size,
-            "strategy": type(trainer.strategy).__name__}
+            "strategy": type(trainer.strategy).__name__, **plan.describe()}
 
 
 @torch.inference_mode()

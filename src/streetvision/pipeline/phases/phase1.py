@@ -4,6 +4,7 @@ when it is committed; writes the model (safetensors), per-split logits, metrics 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -27,6 +28,7 @@ from streetvision.models.classifier import (
     spec_preprocess,
     trainable_parameters,
 )
+from streetvision.models.devices import DevicePlan, resolve_devices
 from streetvision.models.embedding_cache import cached_embeddings
 from streetvision.models.training import ClassifierModule, class_weights, fit_classifier, predict_logits
 from streetvision.pipeline.artifacts import ArtifactSchema
@@ -66,7 +68,7 @@ def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> Labe
 
 
 def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
-                 splits: Splits) -> dict:
+                 splits: Splits, plan: DevicePlan) -> dict:
     """Linear probe: cached embeddings per split, then the head trains on them with the same Lightning loop."""
     pre = spec_preprocess(model.spec)
     cache = art.cache_dir / "embeddings"
@@ -84,18 +86,20 @@ def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier
                               head_prefix="")
     training = cfg.training.copy()
     training.epochs = epochs
-    info = fit_classifier(module, train, val, cfg.hardware, training, art.training_curve_csv, art.phase_dir("phase1"))
+    info = fit_classifier(module, train, val, replace(plan, compile=False), training, art.training_curve_csv,
+                          art.phase_dir("phase1"))  # nothing to compile: the head trains on cached embeddings
     return {**info, "embedding_cache_hits": hits}
 
 
 def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
-                     splits: Splits) -> dict:
-    """LoRA or full fine-tuning with validator-style augmentation."""
+                     splits: Splits, plan: DevicePlan) -> dict:
+    """LoRA or full fine-tuning with validator-style augmentation (the backbone compiled when requested)."""
     train = dm.train_dataloader()
     steps = int(cfg.training.epochs) * max(1, len(train) // int(cfg.training.grad_accum))
     module = ClassifierModule(model, cfg.training, total_steps=steps,
-                              class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted))
-    return fit_classifier(module, train, dm.val_dataloader(), cfg.hardware, cfg.training, art.training_curve_csv,
+                              class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
+                              compile_backend=plan.compile_backend if plan.compile else None)
+    return fit_classifier(module, train, dm.val_dataloader(), plan, cfg.training, art.training_curve_csv,
                           art.phase_dir("phase1"))
 
 
@@ -112,8 +116,10 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     ctx.console.print(f"backbone: {source}  finetune: {cfg.model.finetune}  trainable: {trainable:,} / {total:,} "
                       f"({100 * trainable / total:.2f}%)")
     dm = _loaders(cfg, splits, model)
+    plan = resolve_devices(cfg.hardware)
     start = time.perf_counter()
-    train_info = (train_frozen if cfg.model.finetune == "frozen" else train_end_to_end)(cfg, art, model, dm, splits)
+    train = train_frozen if cfg.model.finetune == "frozen" else train_end_to_end
+    train_info = train(cfg, art, model, dm, splits, plan)
     train_seconds = time.perf_counter() - start
     if global_rank() > 0:
         return PhaseResult(outputs=[])  # externally launched DDP: rank 0 writes everything
@@ -122,7 +128,7 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     outputs = save_classifier(model, out_dir)
     per_split = {}
     for split in cfg.phase1.score_splits:
-        logits, labels = predict_logits(model, dm.loader(split))
+        logits, labels = predict_logits(model, dm.loader(split), plan.torch_device)
         ids = [r["path"] for r in splits.rows(split)]
         write_logits(art.logits_csv(split), ids, labels, logits, splits.class_names)
         outputs.append(art.logits_csv(split))

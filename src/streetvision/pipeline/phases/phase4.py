@@ -26,6 +26,7 @@ from streetvision.models.explora import (
     trainable_report,
     validate_peft_merge,
 )
+from streetvision.models.devices import resolve_devices
 from streetvision.models.training import make_trainer
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
@@ -107,10 +108,12 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     steps_per_epoch = max(1, len(loader) // int(p4.grad_accum))
     total = p4.max_steps if p4.max_steps > 0 else int(p4.epochs) * steps_per_epoch
     objective = "supervised" if ex.use_labeled_data else str(ex.objective)
-    module = ExploraModule(student, objective, p4, total, ex.gather_embeddings)
+    plan = resolve_devices(cfg.hardware)
+    module = ExploraModule(student, objective, p4, total, ex.gather_embeddings,
+                           compile_backend=plan.compile_backend if plan.compile else None)
     training = cfg.training.copy()
     training.grad_accum = p4.grad_accum
-    trainer = make_trainer(cfg.hardware, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
+    trainer = make_trainer(plan, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
                            max_steps=int(p4.max_steps))
     trainer.fit(module, train_dataloaders=loader)
     if global_rank() > 0:
@@ -123,7 +126,7 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     batch = validation_batch(paths, pre, int(p4.validation_images))
     reference = backbone_outputs(student, batch)
     save_merged(student, art.explora_backbone_dir)
-    tolerance = float(ex.merge_tolerance) if str(cfg.hardware.precision) == "32" else 1e-2
+    tolerance = float(ex.merge_tolerance)  # both sides run in float32 whatever trained (backbone_outputs)
     validation = validate_peft_merge(reference, art.explora_backbone_dir, batch, tolerance)
     ctx.console.print(f"merge validation {validation['status']}: max output diff {validation['max_output_diff']:.2e}")
 
@@ -132,7 +135,7 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                "num_images": len(paths), "labeled": bool(ex.use_labeled_data),
                "max_output_diff": validation["max_output_diff"], "merge_tolerance": tolerance,
-               "peft_validation_status": validation["status"], "preprocess": pre.as_dict()}
+               "peft_validation_status": validation["status"], "preprocess": pre.as_dict(), **plan.describe()}
     atomic_write_json(art.metrics_json("phase4"), metrics)
     return PhaseResult(
         outputs=[adapter_dir, art.explora_backbone_dir, art.metrics_json("phase4")],
