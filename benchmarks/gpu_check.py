@@ -255,7 +255,10 @@ def section_dataloader(rec: Recorder, mode: Mode, workdir: Path, deadline: float
         first_batch_s = time.perf_counter() - t0
         images, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < mode.loader_seconds:
-            images += len(next(batches)[0])
+            try:
+                images += len(next(batches)[0])
+            except StopIteration:  # a fast loader can finish the long epoch before the time is up
+                break
         elapsed = time.perf_counter() - t0
         del batches, loader
         runs.append({"workers": workers, "augment": augment, "status": "ok", "first_batch_s": first_batch_s,

@@ -55,7 +55,8 @@ def explora_parameterise(backbone: PreTrainedModel, unfrozen_blocks: int, r: int
     lora_blocks = "|".join(str(i) for i in range(n - unfrozen_blocks))
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-        target_modules=rf".*encoder\.layer\.({lora_blocks})\.attention\.({projections})",
+        # transformers 5.x: layer.N.attention.q_proj; 4.x: layer.N.attention.attention.query
+        target_modules=rf".*encoder\.layer\.({lora_blocks})\.attention\.(?:attention\.)?({projections})",
         modules_to_save=[f"encoder.layer.{i}" for i in range(n - unfrozen_blocks, n)] + ["layernorm"],
     )
     return get_peft_model(backbone, config)
