@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streetvision.config import to_plain
-from streetvision.errors import IntegrityError, MissingArtifactError
+from streetvision.errors import ConfigError, IntegrityError, MissingArtifactError
 from streetvision.io import StepManifest, atomic_write_text, config_hash
 from streetvision.io.manifest import FileRecord, utc_now
 from streetvision.pipeline.artifacts import ArtifactSchema
@@ -102,11 +102,26 @@ def phases_to_run(cfg: DictConfig, artifacts: ArtifactSchema, ordered: list[Phas
     return [s for s in ordered if s.name in names]
 
 
+def prepare_run_dir(cfg: DictConfig, artifacts: ArtifactSchema) -> None:
+    """Create the run directory and its lock file; raise ConfigError naming output_root when that fails."""
+    try:
+        artifacts.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(artifacts.lock_file, "a"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"Cannot create or write the run directory '{artifacts.run_dir}' (output_root='{cfg.output_root}', "
+            f"run_id='{cfg.run_id}'): {reason}.",
+            "set output_root= to a folder you can write (with a short path), or choose a shorter run_id=.",
+        ) from exc
+
+
 def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseOutcome]:
     """Run the configured phases in order; return what each did (see pipeline.distributed for ranks > 0)."""
     console = console or Console()
     artifacts = ArtifactSchema.from_config(cfg)
-    artifacts.run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(cfg, artifacts)
     if global_rank() > 0:
         return _run_as_worker_rank(cfg, artifacts)
     outcomes: list[PhaseOutcome] = []
