@@ -151,3 +151,11 @@ def test_export_command_rebuilds_the_bundle(bundle):
                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert failures(bundle) == []
+
+
+def test_bundle_directories_get_the_umask_mode_so_others_can_serve_it(bundle):
+    from streetvision.io.atomic import default_dir_mode
+
+    directories = [bundle, *(p for p in bundle.rglob("*") if p.is_dir())]
+    assert {oct(d.stat().st_mode & 0o777) for d in directories} == {oct(default_dir_mode())}
+    assert (bundle / "model" / "backbone") in directories
