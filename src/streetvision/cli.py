@@ -35,6 +35,17 @@ def _quiet_hf() -> None:
     hf_logging.disable_progress_bar()
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is an argument error, exit 2, before any work)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Compose the config and run the pipeline."""
     from omegaconf import OmegaConf
@@ -207,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="output file (default: stdout)")
     predict.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     predict.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a bundle: clean + validator conditions, CIs, HTML report")
@@ -215,10 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", help="use this run directory's test split")
     evaluate.add_argument("--folder", help="one sub-folder per class")
     evaluate.add_argument("--csv", help="path,label manifest")
-    evaluate.add_argument("--synthetic", type=int, help="generate N synthetic scenes")
+    evaluate.add_argument("--synthetic", type=positive_int, help="generate N synthetic scenes")
     evaluate.add_argument("--domain", default="source")
     evaluate.add_argument("--out", default="evaluation")
-    evaluate.add_argument("--resamples", type=int, default=1000)
+    evaluate.add_argument("--resamples", type=positive_int, default=1000)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -243,10 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     synth = data_sub.add_parser("synth", help="write synthetic street scenes as a folder dataset + manifest.csv")
     synth.add_argument("--out", required=True)
-    synth.add_argument("--n", type=int, default=400)
+    synth.add_argument("--n", type=positive_int, default=400)
     synth.add_argument("--domain", default="source")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=int, default=224)
+    synth.add_argument("--size", type=positive_int, default=224)
     synth.add_argument("--unlabeled", action="store_true", help="flat folder, no class sub-folders")
     synth.set_defaults(func=cmd_data_synth)
     return parser
@@ -271,6 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; committed phases are intact (a phase is committed by its manifest).")
         return 130
+    except OSError as exc:  # the file system refused (full disk, read-only, permissions): one paragraph too
+        if debug:
+            raise
+        where = f" '{exc.filename}'" if exc.filename else ""
+        err_console.print(Text(f"streetvision file system error:{where}: {exc.strerror or exc}\nFix: check that the "
+                               f"path exists, is writable and has free space (--debug shows the traceback).",
+                               style="bold red"), soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

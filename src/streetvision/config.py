@@ -294,6 +294,123 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Numeric keys and the interval each must lie in ("[" / "]" inclusive, "(" / ")" exclusive): checked after
+# composition, so a value that would train with lr 0 or a negative epoch count stops before any work.
+RANGES: dict[str, str] = {
+    "seed": "[0, inf)",
+    "data.synthetic.n": "[1, inf)",
+    "data.synthetic.image_size": "[1, inf)",
+    "data.unlabeled.n": "[1, inf)",
+    "data.max_bad_fraction": "[0, 1]",
+    "data.max_image_pixels": "[1, inf)",
+    "model.head_hidden": "[1, inf)",
+    "model.head_dropout": "[0, 1)",
+    "model.lora.r": "[1, inf)",
+    "model.lora.alpha": "(0, inf)",
+    "model.lora.dropout": "[0, 1)",
+    "model.explora.unfrozen_blocks": "[0, inf)",
+    "model.explora.r": "[1, inf)",
+    "model.explora.alpha": "(0, inf)",
+    "model.explora.dropout": "[0, 1)",
+    "model.explora.merge_tolerance": "(0, inf)",
+    "training.epochs": "[1, inf)",
+    "training.batch_size": "[1, inf)",
+    "training.lr": "(0, inf)",
+    "training.backbone_lr": "(0, inf)",
+    "training.weight_decay": "[0, inf)",
+    "training.warmup_fraction": "[0, 1)",
+    "training.gradient_clip": "[0, inf)",
+    "training.grad_accum": "[1, inf)",
+    "training.focal_gamma": "[0, inf)",
+    "training.early_stopping_patience": "[0, inf)",
+    "phase1.frozen_epochs": "[1, inf)",
+    "phase2.n_thresholds": "[2, inf)",
+    "phase2.max_fnr": "[0, 1]",
+    "phase4.epochs": "[1, inf)",
+    "phase4.batch_size": "[1, inf)",
+    "phase4.lr": "(0, inf)",
+    "phase4.weight_decay": "[0, inf)",
+    "phase4.warmup_fraction": "[0, 1)",
+    "phase4.grad_accum": "[1, inf)",
+    "phase4.n_global_crops": "[1, inf)",
+    "phase4.n_local_crops": "[0, inf)",
+    "phase4.local_crop_size": "[0, inf)",
+    "phase4.dino_out_dim": "[1, inf)",
+    "phase4.teacher_temp": "(0, inf)",
+    "phase4.student_temp": "(0, inf)",
+    "phase4.center_momentum": "[0, 1]",
+    "phase4.ema_momentum": "[0, 1]",
+    "phase4.mask_ratio": "(0, 1)",
+    "phase4.validation_images": "[1, inf)",
+    "phase5.n_bins": "[1, inf)",
+    "phase5.target_risk": "(0, 1)",
+    "phase5.delta": "(0, 1)",
+    "phase6.onnx_tolerance": "(0, inf)",
+    "phase6.n_probes": "[1, inf)",
+    "phase6.probe_tolerance": "(0, inf)",
+    "evaluation.n_resamples": "[1, inf)",
+    "hardware.num_gpus": "[0, inf)",
+    "hardware.devices": "[1, inf)",
+    "hardware.num_nodes": "[1, inf)",
+    "hardware.num_workers": "[0, inf)",
+    "hardware.decode_cache_mb": "[0, inf)",
+}
+# Keys that become one directory name under output_root (``<experiment_name>/runs/<run_id>``).
+PATH_COMPONENT_KEYS = ("experiment_name", "run_id")
+MAX_COMPONENT_BYTES = 200  # below the usual 255-byte NAME_MAX, leaving room for hidden temp names beside it
+
+
+def _interval(spec: str) -> tuple[float, float, bool, bool]:
+    """``"[0, 1)"`` -> (low, high, low inclusive, high inclusive)."""
+    low, high = (float(x) for x in spec[1:-1].split(","))
+    return low, high, spec[0] == "[", spec[-1] == "]"
+
+
+def describe_interval(spec: str) -> str:
+    """``"(0, inf)"`` -> ``"> 0"``; ``"[0, 1)"`` -> ``"in [0, 1)"``."""
+    low, high, low_in, _ = _interval(spec)
+    if high == float("inf"):
+        return f"{'>=' if low_in else '>'} {low:g}"
+    return f"in {spec}"
+
+
+def in_interval(value: float, spec: str) -> bool:
+    """Whether ``value`` lies in the interval ``spec``."""
+    low, high, low_in, high_in = _interval(spec)
+    return (value >= low if low_in else value > low) and (value <= high if high_in else value < high)
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Reject numeric values outside their interval (RANGES), naming the key and what it must be."""
+    for key, spec in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and not in_interval(float(value), spec):
+            default = OmegaConf.select(OmegaConf.structured(StreetVisionConfig), key)
+            hint = " (model.finetune=frozen keeps the backbone fixed)" if key == "training.backbone_lr" else ""
+            raise ConfigError(f"Invalid value {value} for '{key}': it must be {describe_interval(spec)}{hint}.",
+                              f"set {key} to a value {describe_interval(spec)} (the default is {default}).")
+
+
+def check_path_components(cfg: DictConfig) -> None:
+    """``experiment_name`` and ``run_id`` each name exactly one directory inside ``output_root``."""
+    for key in PATH_COMPONENT_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        text = str(value)
+        bad = ("it is empty" if not text.strip() else
+               "it contains a path separator" if "/" in text or "\\" in text else
+               f"'{text}' names no new directory" if text in (".", "..") else
+               "it contains a NUL byte" if "\0" in text else
+               f"it is {len(text.encode())} bytes long (at most {MAX_COMPONENT_BYTES})"
+               if len(text.encode()) > MAX_COMPONENT_BYTES else None)
+        if bad:
+            raise ConfigError(f"Invalid value for '{key}': it must be one directory name (one path component), "
+                              f"but {bad}: '{text[:80]}{'...' if len(text) > 80 else ''}'.",
+                              f"set {key}= to a short name without '/', e.g. {key}=exp1; put the parent folder in "
+                              f"output_root=.")
+
+
 def _register_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
@@ -402,10 +519,7 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
         cfg = _compose(overrides)
     except (HydraException, OmegaConfBaseException) as exc:
         raise _explain_override_error(exc, overrides) from exc
-    check_choices(cfg)
-    from streetvision.pipeline.registry import check_phase_names
-
-    check_phase_names(list(cfg.pipeline.phases))
+    check_config(cfg)
     return cfg
 
 
@@ -413,8 +527,6 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> DictCo
     """The saved config of an existing run directory (``config.yaml``), re-rooted where the directory is now,
     with Hydra-style dotted overrides applied and validated against the schema."""
     from omegaconf.errors import OmegaConfBaseException
-
-    from streetvision.pipeline.registry import check_phase_names
 
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -429,9 +541,18 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> DictCo
     cfg.output_root = str(run_dir.resolve().parents[2])
     cfg.experiment_name = run_dir.resolve().parents[1].name
     cfg.run_id = run_dir.resolve().name
-    check_choices(cfg)
-    check_phase_names(list(cfg.pipeline.phases))
+    check_config(cfg)
     return cfg
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check on a composed config: choices, numeric ranges, directory names and phase names."""
+    from streetvision.pipeline.registry import check_phase_names
+
+    check_choices(cfg)
+    check_ranges(cfg)
+    check_path_components(cfg)
+    check_phase_names(list(cfg.pipeline.phases))
 
 
 def to_plain(cfg: Any) -> Any:

@@ -54,3 +54,10 @@ class LockError(StreetVisionError):
     """Another process holds the run directory."""
 
     kind = "run locked"
+
+
+class UsageError(StreetVisionError):
+    """A command-line argument is invalid: a bad value, or an output path that cannot be written."""
+
+    exit_code = 2
+    kind = "argument error"

@@ -161,3 +161,11 @@ def test_a_file_path_and_the_opened_image_score_identically(bundle, tmp_path):
     from_image = predictor.predict_batch([Image.open(path)])[0]
     assert from_path == from_image
     assert predictor(Image.open(path)) == predictor.scores([path])[0]
+
+
+def test_bundle_directories_get_the_umask_mode_so_others_can_serve_it(bundle):
+    from streetvision.io.atomic import default_dir_mode
+
+    directories = [bundle, *(p for p in bundle.rglob("*") if p.is_dir())]
+    assert {oct(d.stat().st_mode & 0o777) for d in directories} == {oct(default_dir_mode())}
+    assert (bundle / "model" / "backbone") in directories

@@ -16,6 +16,7 @@ from streetvision.io import (
     atomic_write_safetensors,
     read_json,
     read_verified,
+    remove_stale_temps,
     replace_dir,
     sha256_file,
 )
@@ -95,3 +96,28 @@ def test_read_verified_rejects_changed_file(tmp_path):
     (tmp_path / "f").write_bytes(b"abd")
     with pytest.raises(IntegrityError, match="f"):
         read_verified(tmp_path / "f", digest)
+
+
+def test_replace_dir_gives_the_umask_mode_not_mkdtemps_0700(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        with replace_dir(tmp_path / "bundle") as d:
+            (d / "model").mkdir()
+            (d / "model" / "w.json").write_text("{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "bundle" / "model" / "w.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_remove_stale_temps_takes_only_writer_leftovers(tmp_path):
+    (tmp_path / "a" / ".backbone.tmp-x1_y2" / "sub").mkdir(parents=True)
+    (tmp_path / "a" / ".model.json.tmp-0123456789ab").write_text("{")
+    (tmp_path / "a" / ".backbone.old-0123456789ab").mkdir()
+    for keep in ("a/.lock", "a/.hash_memo.json", "a/model.json", "a/notes.tmp-1", "a/.tmp-1"):
+        (tmp_path / keep).write_text("")
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == [".backbone.old-0123456789ab", ".backbone.tmp-x1_y2",
+                                               ".model.json.tmp-0123456789ab"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".hash_memo.json", ".lock", ".tmp-1",
+                                                                  "model.json", "notes.tmp-1"]

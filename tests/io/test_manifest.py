@@ -1,7 +1,11 @@
+import os
+import time
 from pathlib import Path
 
-from streetvision.io import StepManifest, atomic_write_bytes
-from streetvision.io.manifest import utc_now
+import pytest
+
+from streetvision.io import StepManifest, atomic_write_bytes, sha256_bytes
+from streetvision.io.manifest import load_hash_memo, save_hash_memo, sha256_stat_cached, utc_now
 
 
 def make(tmp_path: Path) -> StepManifest:
@@ -39,3 +43,23 @@ def test_verify_catches_missing_output_and_changed_input(tmp_path):
         "output missing: out/sub/m.json",
         "input changed: in/data.bin (size 5 -> 11)",
     ]
+
+
+def test_hash_memo_round_trip_skips_recent_and_changed_files(tmp_path, monkeypatch):
+    from streetvision.io import manifest as manifest_mod
+
+    old, recent = tmp_path / "old.bin", tmp_path / "recent.bin"
+    atomic_write_bytes(old, b"old")
+    atomic_write_bytes(recent, b"recent")
+    os.utime(old, ns=(time.time_ns() - 10**10,) * 2)  # ten seconds ago
+    monkeypatch.setattr(manifest_mod, "_HASH_CACHE", {})
+    for path in (old, recent):
+        sha256_stat_cached(path)
+    memo = tmp_path / ".hash_memo.json"
+    assert save_hash_memo(memo, tmp_path) == 1  # the file modified within RACY_NS is not persisted
+    monkeypatch.setattr(manifest_mod, "_HASH_CACHE", {})
+    assert load_hash_memo(memo, tmp_path) == 1
+    monkeypatch.setattr(manifest_mod, "sha256_file", lambda p: pytest.fail(f"re-hashed {p}"))
+    assert sha256_stat_cached(old) == sha256_bytes(b"old")
+    memo.write_text("{not json")
+    assert load_hash_memo(memo, tmp_path) == 0  # only a cache: a broken memo is ignored

@@ -50,10 +50,15 @@ def test_labeled_mode_trains_on_train_split_and_loss_goes_down(make_cfg):
     assert np.mean(curve[-3:]) < np.mean(curve[:3]), curve
 
 
-def test_labeled_mode_without_splits_names_the_command_that_creates_them(make_cfg):
-    with pytest.raises(MissingArtifactError, match="splits.json does not exist") as exc:
-        run(make_cfg, "pipeline.phases=[phase4]", "model.explora.use_labeled_data=true")
-    assert "streetvision run pipeline.phases=[splits]" in exc.value.fix
+def test_labeled_mode_records_splits_and_a_changed_split_makes_it_stale(make_cfg):
+    labeled = ("pipeline.phases=[phase4]", "model.explora.use_labeled_data=true", "phase4.max_steps=2")
+    art = run(make_cfg, *labeled)  # the splits phase is added: labelled phase4 needs it
+    manifest = StepManifest.load(art.manifest("phase4"))
+    assert "splits.json" in {r.path for r in manifest.inputs}
+    run(make_cfg, "pipeline.phases=[splits]", "data.split_seed=7")  # a different split of the same images
+    assert [p.split(" (")[0] for p in manifest.verify(art.run_dir)] == ["input changed: splits.json"]
+    cfg = make_cfg(*MICRO, *labeled, "data.split_seed=7")
+    assert [(o.name, o.status) for o in run_pipeline(cfg, QUIET)] == [("phase4", "ran")]
 
 
 def test_unsupervised_mode_never_reads_labels(make_cfg, tmp_path, monkeypatch):

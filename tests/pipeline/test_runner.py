@@ -158,3 +158,36 @@ def test_phase_order_names_exactly_the_registered_phases():
     from streetvision.pipeline.registry import load_phases as real_load_phases
 
     assert set(real_load_phases()) == set(ORDER) == set(PHASE_DIRS)
+
+
+def test_temp_leftovers_of_killed_writers_are_removed_on_the_next_run(toy, make_cfg, monkeypatch):
+    cfg = cfg_for(make_cfg, monkeypatch, ["up"])
+    run(cfg)
+    art = ArtifactSchema.from_config(cfg)
+    export = art.run_dir / "export"
+    (export / ".bundle.tmp-k3x_9q" / "model").mkdir(parents=True)  # replace_dir's temp, 11 MB in the demo
+    (export / ".bundle.tmp-k3x_9q" / "model" / "head.safetensors").write_bytes(b"partial")
+    (export / ".bundle.old-0123456789ab").mkdir()
+    (art.run_dir / ".splits.json.tmp-0123456789ab").write_text("{")  # atomic_path's temp
+    (art.run_dir / ".keep").write_text("not a temp")
+    assert run(cfg) == [("up", "up to date")]
+    hidden = sorted(p.relative_to(art.run_dir).as_posix() for p in art.run_dir.rglob(".*"))
+    assert hidden == [".hash_memo.json", ".keep", ".lock"]
+    assert (art.phase_dir("up") / "out.txt").read_text() == "up0"
+
+
+def test_a_noop_rerun_verifies_by_stat_from_the_persisted_hash_memo(toy, make_cfg, monkeypatch):
+    from streetvision.io import manifest as manifest_mod
+
+    monkeypatch.setattr(manifest_mod, "RACY_NS", 0)  # the files here are seconds old; see the racy test below
+    cfg = cfg_for(make_cfg, monkeypatch, ["up", "mid", "down"])
+    run(cfg)
+    monkeypatch.setattr(manifest_mod, "_HASH_CACHE", {})  # a new process: only the memo on disk remains
+    hashed: list[str] = []
+    real = manifest_mod.sha256_file
+    monkeypatch.setattr(manifest_mod, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
+    assert run(cfg) == [("up", "up to date"), ("mid", "up to date"), ("down", "up to date")]
+    assert hashed == []
+    out = ArtifactSchema.from_config(cfg).phase_dir("up") / "out.txt"
+    out.write_text("edit")  # a changed file changes its key: re-hashed, and the phase reruns
+    assert run(cfg)[0] == ("up", "ran") and str(out.resolve()) in hashed

@@ -122,7 +122,8 @@ def build_bundle(cfg: DictConfig, art: ArtifactSchema, committed_phases: set[str
         }
         _write_index(tmp, index_extra)  # provisional, to compute the expected probe outputs from the bundle itself
         torch_pred = Predictor.from_bundle(tmp, backend="torch", verify_files=False)
-        expected = torch_pred.predict_batch([tmp / p for p in probe_names])
+        probe_batch = torch.stack([torch_pred.tensor(tmp / p) for p in probe_names])
+        expected, probe_logits = torch_pred.predict_tensor(probe_batch), torch_pred.logits(probe_batch)
         parity = None
         if onnx_rel:
             onnx_out = Predictor.from_bundle(tmp, backend="onnx", verify_files=False).predict_batch(
@@ -133,7 +134,8 @@ def build_bundle(cfg: DictConfig, art: ArtifactSchema, committed_phases: set[str
                                         f"{p6.onnx_tolerance}.", "export with phase6.onnx=false, or report it.")
         atomic_write_json(probe_dir / "probes.json", {
             "tolerance": float(p6.probe_tolerance),
-            "probes": [{"path": name, **pred.as_dict()} for name, pred in zip(probe_names, expected)],
+            "probes": [{"path": name, **pred.as_dict(), "logits": [float(v) for v in logits]}
+                       for name, pred, logits in zip(probe_names, expected, probe_logits)],
         })
         _write_index(tmp, index_extra)
     pointer = {"bundle_dir": "bundle", "index": f"bundle/{BUNDLE_INDEX}", "policy_type": policy_type}

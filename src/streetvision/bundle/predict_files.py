@@ -1,12 +1,17 @@
 """Batch prediction over files and folders for the ``predict`` command: CSV or JSONL rows of path, probability,
-decision, score, accepted; unreadable files are reported (and kept as rows with an error) instead of stopping."""
+decision, score, accepted, error, one row per input file in input order (folders expand to their image files,
+sorted). A missing or unreadable file gets a row with its error instead of stopping the batch; when nothing at all
+can be scored, nothing is written and the command fails (exit 1)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,63 +21,114 @@ from rich.progress import Progress
 from streetvision.bundle.predictor import Predictor
 from streetvision.data.decode import DecodeError
 from streetvision.data.sources import list_images
-from streetvision.errors import DataError
+from streetvision.errors import DataError, UsageError
 from streetvision.io import atomic_write_text
 
 FIELDS = ("path", "probability", "decision", "score", "accepted", "error")
 
 
-def collect(paths: list[str]) -> list[Path]:
-    """Files as given, and image files under folders (recursive)."""
-    out: list[Path] = []
+@dataclass(frozen=True)
+class Entry:
+    """One input file, or an input that could not be expanded to one (``error`` says why)."""
+
+    path: Path
+    error: str | None = None
+
+
+def collect(paths: list[str]) -> list[Entry]:
+    """Files as given and image files under folders (recursive, sorted), in input order; a missing path or a
+    folder without images becomes an entry carrying the error."""
+    out: list[Entry] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            out.extend(list_images(p)[0])
+            images = list_images(p)[0]
+            out.extend([Entry(f) for f in images] or [Entry(p, "folder has no image files")])
         elif p.exists():
-            out.append(p)
+            out.append(Entry(p))
         else:
-            raise DataError(f"'{raw}' does not exist.", "pass image files or folders.")
+            out.append(Entry(p, "does not exist"))
     return out
+
+
+def check_output_path(out: str) -> Path:
+    """Fail before any scoring when ``--out`` cannot be written (a directory, a missing or read-only folder)."""
+    target = Path(out)
+    if target.is_dir():
+        raise UsageError(f"--out '{out}' is a directory.", "pass a file path, e.g. --out preds.csv.")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.probe-", dir=target.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"--out '{out}' cannot be written: {exc.strerror or exc}.",
+                         "pass a path in an existing folder you can write.") from exc
+    return target
+
+
+def _error_row(path: Path, reason: str) -> dict:
+    return {"path": str(path), "probability": None, "decision": None, "score": None, "accepted": None,
+            "error": reason}
+
+
+def score_entries(predictor: Predictor, entries: list[Entry], batch_size: int, err_console: Console) -> list[dict]:
+    """One row per entry, in entry order: the prediction, or the reason it could not be scored."""
+    rows: list[dict | None] = [None] * len(entries)
+    with Progress(console=err_console, disable=len(entries) < 64, transient=True) as progress:
+        task = progress.add_task("scoring", total=len(entries))
+        for start in range(0, len(entries), batch_size):
+            tensors, kept = [], []
+            for i in range(start, min(start + batch_size, len(entries))):
+                entry = entries[i]
+                if entry.error:
+                    rows[i] = _error_row(entry.path, entry.error)
+                    continue
+                try:
+                    tensors.append(predictor.tensor(entry.path))
+                    kept.append(i)
+                except DecodeError as exc:
+                    rows[i] = _error_row(entry.path, exc.reason)
+            if tensors:
+                for i, pred in zip(kept, predictor.predict_tensor(torch.stack(tensors))):
+                    rows[i] = {"path": str(entries[i].path), **pred.as_dict(), "error": None}
+            progress.advance(task, min(batch_size, len(entries) - start))
+    return [r for r in rows if r is not None]
+
+
+def format_rows(rows: list[dict], fmt: str) -> str:
+    """CSV (header + rows, empty cells for None) or JSONL."""
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in rows)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
 
 
 def predict_files(bundle: str, paths: list[str], out: str | None, fmt: str, backend: str, batch_size: int,
                   console: Console, err_console: Console) -> int:
-    """Score every file; return 0 (unreadable files are reported, not fatal)."""
+    """Score every file; return 0 when at least one was scored (the others are reported), else raise DataError."""
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}.", "pass e.g. --batch-size 32.")
+    target = check_output_path(out) if out else None
     predictor = Predictor.from_bundle(bundle, backend=backend)
-    files = collect(paths)
-    rows: list[dict] = []
-    errors: list[tuple[str, str]] = []
-    with Progress(console=err_console, disable=len(files) < 64, transient=True) as progress:
-        task = progress.add_task("scoring", total=len(files))
-        for start in range(0, len(files), batch_size):
-            chunk = files[start:start + batch_size]
-            tensors, kept = [], []
-            for f in chunk:
-                try:
-                    tensors.append(predictor.tensor(f))
-                    kept.append(f)
-                except DecodeError as exc:
-                    errors.append((str(f), exc.reason))
-                    rows.append({"path": str(f), "probability": None, "decision": None, "score": None,
-                                 "accepted": None, "error": exc.reason})
-            if tensors:
-                for f, pred in zip(kept, predictor.predict_tensor(torch.stack(tensors))):
-                    rows.append({"path": str(f), **pred.as_dict(), "error": None})
-            progress.advance(task, len(chunk))
-    if fmt == "jsonl":
-        text = "".join(json.dumps(r) + "\n" for r in rows)
-    else:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-        text = buf.getvalue()
-    if out:
-        atomic_write_text(out, text)
-    else:
+    rows = score_entries(predictor, collect(paths), batch_size, err_console)
+    failed = [r for r in rows if r["error"]]
+    for r in failed:
+        err_console.print(f"unreadable: {r['path']}: {r['error']}", markup=False, highlight=False)
+    if len(failed) == len(rows):  # every input yields a row, so ``failed`` is not empty here
+        raise DataError(f"None of the {len(rows)} input file(s) could be scored (first: '{failed[0]['path']}': "
+                        f"{failed[0]['error']}); nothing was written.",
+                        "pass readable image files (JPEG, PNG, ...) or folders of them.")
+    text = format_rows(rows, fmt)
+    if target is None:
         sys.stdout.write(text)
-    for path, reason in errors:
-        err_console.print(f"unreadable: {path}: {reason}", markup=False, highlight=False)
-    err_console.print(f"scored {len(rows) - len(errors)} image(s), {len(errors)} unreadable", markup=False)
+    else:
+        try:
+            atomic_write_text(target, text)
+        except OSError as exc:
+            raise UsageError(f"--out '{out}' cannot be written: {exc.strerror or exc}.",
+                             "pass a path in an existing folder you can write.") from exc
+    err_console.print(f"scored {len(rows) - len(failed)} image(s), {len(failed)} unreadable", markup=False)
     return 0

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from streetvision.bundle.probes import check_probes
 from streetvision.bundle.schema import check_files, load_index, safe_member
 from streetvision.data.decode import decode_image
 from streetvision.data.transforms import Preprocess
@@ -54,7 +55,11 @@ class Policy:
 
     @classmethod
     def from_file(cls, path: Path, policy_type: str) -> Policy:
-        raw = json.loads(path.read_text())
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"policy file '{path.name}' is missing or not valid JSON ({exc}).",
+                                 "re-export the bundle.") from exc
         try:
             if policy_type == "scrc":
                 p = raw["scrc_params"]
@@ -68,6 +73,25 @@ class Policy:
                                  "re-export the bundle.") from exc
         raise IntegrityError(f"bundle.json: field 'policy.policy_type' is '{policy_type}'; expected scrc or "
                              f"threshold.", "re-export the bundle.")
+
+
+def _onnx_session(bundle_dir: Path, index: dict) -> Any:
+    """An ONNX Runtime CPU session for the bundle's ONNX file; IntegrityError naming it when it does not load."""
+    import onnxruntime as ort
+
+    onnx_rel = index["model"].get("onnx")
+    if not onnx_rel:
+        raise ConfigError("This bundle has no ONNX model.", "re-export with phase6.onnx=true, or use "
+                                                           "backend='torch'.")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(safe_member(bundle_dir, onnx_rel)), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's errors (InvalidProtobuf, Fail, ...) share no narrower base class
+        raise IntegrityError(f"'{onnx_rel}' is not a loadable ONNX model ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}).",
+                             "restore the original file or re-export the bundle.") from exc
 
 
 class Predictor:
@@ -85,7 +109,9 @@ class Predictor:
     @classmethod
     def from_bundle(cls, path: str | Path, device: str = "cpu", backend: str = "torch",
                     verify_files: bool = True) -> Predictor:
-        """Check the bundle (schema, paths, formats, checksums) and load it; never unpickles."""
+        """Check the bundle (schema, paths, formats, checksums), load it (never unpickles), then recompute the
+        probe outputs (``streetvision.bundle.probes``). ``verify_files=False`` skips the checksums and probes
+        (export, while the bundle is being built, and ``verify``, which reports each check on its own line)."""
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Valid choices: {', '.join(BACKENDS)}.",
                               "use backend='torch' or backend='onnx'.")
@@ -96,19 +122,17 @@ class Predictor:
         policy = Policy.from_file(safe_member(bundle_dir, index["policy"]["policy_path"]),
                                   index["policy"]["policy_type"])
         if backend == "onnx":
-            import onnxruntime as ort
-
-            onnx_rel = index["model"].get("onnx")
-            if not onnx_rel:
-                raise ConfigError("This bundle has no ONNX model.", "re-export with phase6.onnx=true, or use "
-                                                                   "backend='torch'.")
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            model = ort.InferenceSession(str(safe_member(bundle_dir, onnx_rel)), options,
-                                         providers=["CPUExecutionProvider"])
+            model = _onnx_session(bundle_dir, index)
         else:
             model = load_classifier(safe_member(bundle_dir, index["model"]["dir"])).to(device).eval()
-        return cls(bundle_dir, index, policy, model, backend, device)
+        try:
+            predictor = cls(bundle_dir, index, policy, model, backend, device)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"'{index['preprocess']}' is missing or malformed ({exc}).",
+                                 "re-export the bundle.") from exc
+        if verify_files:
+            check_probes(predictor)
+        return predictor
 
     # -- inference -------------------------------------------------------------------------------------
     def tensor(self, image: Image.Image | str | Path) -> torch.Tensor:

@@ -79,6 +79,24 @@ def check_format(path: Path, rel: str) -> None:
         head = handle.read(4)
     if path.suffix.lower() != ".onnx" and any(head.startswith(m) for m in PICKLE_MAGIC):
         raise IntegrityError(f"'{rel}' looks like a pickle / torch.save payload.", "remove it; never unpickle.")
+    if path.suffix.lower() == ".safetensors":
+        check_safetensors_header(path, rel)
+
+
+def check_safetensors_header(path: Path, rel: str) -> None:
+    """A safetensors file starts with an 8-byte little-endian header length, then that many bytes of a JSON
+    object; anything else (a pickle under a .safetensors name, random bytes) is refused, naming the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little") if size >= 8 else -1
+        header = handle.read(length) if 0 < length <= size - 8 else b""
+    try:
+        ok = isinstance(json.loads(header), dict) if header else False
+    except ValueError:
+        ok = False
+    if not ok:
+        raise IntegrityError(f"'{rel}' is not a safetensors file (its header is not a length-prefixed JSON object).",
+                             "restore the original file or re-export the bundle; weights must be safetensors.")
 
 
 def check_files(bundle_dir: Path, index: dict[str, Any]) -> int:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from streetvision.bundle.schema import check_files, load_index, safe_member
-from streetvision.errors import StreetVisionError, ValidationFailure
+from streetvision.bundle.probes import check_probes
+from streetvision.bundle.schema import check_files, load_index
+from streetvision.errors import StreetVisionError
 
 
 @dataclass(frozen=True)
@@ -19,21 +17,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-
-
-def _probe_check(predictor, bundle_dir: Path, index: dict) -> str:
-    probes = json.loads(safe_member(bundle_dir, index["probes"]).read_text())
-    paths = [safe_member(bundle_dir, p["path"]) for p in probes["probes"]]
-    got = predictor.predict_batch(paths)
-    diffs = [max(abs(g.probability - p["probability"]), abs(g.score - p["score"])) for g, p in
-             zip(got, probes["probes"])]
-    same_decisions = all(g.decision == p["decision"] for g, p in zip(got, probes["probes"]))
-    worst = float(np.max(diffs)) if diffs else 0.0
-    detail = (f"{len(paths)} probe images, max |diff| {worst:.2e} (tolerance {probes['tolerance']:g})"
-              f"{'' if same_decisions else ', decisions differ'}")
-    if worst > float(probes["tolerance"]) or not same_decisions:
-        raise ValidationFailure(f"probe outputs differ from probes.json: {detail}", "re-export the bundle.")
-    return detail
 
 
 def verify_bundle(path: str | Path) -> list[Check]:
@@ -70,5 +53,5 @@ def verify_bundle(path: str | Path) -> list[Check]:
                    f"{holder[b].policy.decision_threshold:.4f})"
 
         if attempt(f"load ({backend})", load):
-            attempt(f"probes ({backend})", lambda b=backend: _probe_check(holder[b], bundle_dir, index))
+            attempt(f"probes ({backend})", lambda b=backend: check_probes(holder[b]))
     return checks

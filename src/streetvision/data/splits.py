@@ -40,10 +40,11 @@ class ScannedFile:
 
 @dataclass
 class ScanResult:
-    """Usable files and quarantined ones (with reasons)."""
+    """Usable files, files that failed to decode and files whose content carries conflicting labels (with reasons)."""
 
     ok: list[ScannedFile] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def scan(samples: list[Sample], root: Path, max_pixels: int) -> ScanResult:
@@ -63,6 +64,26 @@ def scan(samples: list[Sample], root: Path, max_pixels: int) -> ScanResult:
     return result
 
 
+def quarantine_label_conflicts(result: ScanResult, root: Path, class_names: list[str]) -> list[dict[str, Any]]:
+    """Move every copy of an image (same SHA-256) that appears under more than one label from ``ok`` to
+    ``conflicts``, with the reason naming the other copies; return the conflicts. Training on both labels of one
+    image teaches nothing but noise, and no split can hold it without contradicting itself."""
+    by_sha: dict[str, list[ScannedFile]] = {}
+    for f in result.ok:
+        by_sha.setdefault(f.sha256, []).append(f)
+    bad = {sha for sha, copies in by_sha.items() if len({c.sample.label for c in copies}) > 1}
+    if not bad:
+        return []
+    rel = {id(f): Path(os.path.relpath(f.sample.path, root)).as_posix() for f in result.ok}
+    for f in result.ok:
+        if f.sha256 in bad:
+            others = [f"{rel[id(c)]} ({class_names[c.sample.label]})" for c in by_sha[f.sha256] if c is not f]
+            result.conflicts.append({"path": rel[id(f)], "label": f.sample.label,
+                                     "reason": f"conflicting labels: the same image is also {', '.join(others)}"})
+    result.ok = [f for f in result.ok if f.sha256 not in bad]
+    return result.conflicts
+
+
 def check_quality(n_found: int, result: ScanResult, class_names: list[str], max_bad_fraction: float) -> None:
     """Stop with a clear error when too many files are bad or a class is left empty."""
     bad = len(result.quarantined)
@@ -70,9 +91,10 @@ def check_quality(n_found: int, result: ScanResult, class_names: list[str], max_
         raise DataError("The data source contains no image files.", "check data.source and its path.")
     if bad / n_found > max_bad_fraction:
         reasons = sorted({q["reason"].split(":")[0] for q in result.quarantined})
+        examples = ", ".join(q["path"] for q in result.quarantined[:3])
         raise DataError(
             f"{bad} of {n_found} files ({bad / n_found:.0%}) could not be decoded, above data.max_bad_fraction="
-            f"{max_bad_fraction}. Reasons: {'; '.join(reasons)}.",
+            f"{max_bad_fraction}, e.g. {examples}. Reasons: {'; '.join(reasons)}.",
             "fix or remove the files listed in data/data_report.json, or raise data.max_bad_fraction.",
         )
     for label, name in enumerate(class_names):

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -23,6 +24,10 @@ from typing import Any
 from streetvision.errors import IntegrityError
 
 _CHUNK = 1 << 20
+# Names of the hidden siblings the writers below create: ``.NAME.tmp-XXXX`` (file or directory being written) and
+# ``.NAME.old-XXXX`` (a directory being swapped out). A process killed mid-write leaves them behind.
+_TMP, _OLD = ".tmp-", ".old-"
+_LEFTOVER = re.compile(rf"^\..+({re.escape(_TMP)}|{re.escape(_OLD)})[A-Za-z0-9_]+$")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -57,7 +62,7 @@ def atomic_path(path: str | os.PathLike[str], fsync: bool = True) -> Iterator[Pa
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp = target.parent / f".{target.name}{_TMP}{uuid.uuid4().hex[:12]}"
     try:
         yield tmp
         if fsync:
@@ -158,8 +163,9 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TMP}", dir=target.parent))
     try:
+        tmp.chmod(default_dir_mode())  # mkdtemp makes it 0700; a bundle is meant to be copied and served
         yield tmp
         for file in tmp.rglob("*"):
             if file.is_file():
@@ -167,7 +173,7 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
                     os.fsync(handle.fileno())
         old = None
         if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+            old = target.parent / f".{target.name}{_OLD}{uuid.uuid4().hex[:12]}"
             os.replace(target, old)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
@@ -176,3 +182,27 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_dir_mode() -> int:
+    """The mode ``mkdir`` gives a new directory under the current umask (0755 under the usual 022)."""
+    umask = os.umask(0o022)  # reading the umask means setting it; restored at once
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+def remove_stale_temps(root: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files and directories that writers killed mid-write left under ``root`` (see ``_LEFTOVER``);
+    return what was removed. Call it only while no writer can be active there (the runner holds the run lock)."""
+    removed: list[Path] = []
+    for directory, dirs, files in os.walk(root):
+        for name in [d for d in dirs if _LEFTOVER.match(d)]:
+            shutil.rmtree(Path(directory) / name, ignore_errors=True)
+            removed.append(Path(directory) / name)
+            dirs.remove(name)
+        for name in files:
+            if _LEFTOVER.match(name):
+                with contextlib.suppress(FileNotFoundError):
+                    (Path(directory) / name).unlink()
+                removed.append(Path(directory) / name)
+    return removed

@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,9 +39,9 @@ class FileRecord:
 
     @classmethod
     def of(cls, file: Path, root: Path) -> FileRecord:
-        """Hash ``file`` and record it relative to ``root``."""
+        """Hash ``file`` (through the memo) and record it relative to ``root``."""
         rel = os.path.relpath(file, root)
-        return cls(path=Path(rel).as_posix(), sha256=sha256_file(file), size=file.stat().st_size)
+        return cls(path=Path(rel).as_posix(), sha256=sha256_stat_cached(file), size=file.stat().st_size)
 
 
 def records_for(paths: list[Path], root: Path) -> list[FileRecord]:
@@ -58,16 +59,56 @@ def records_for(paths: list[Path], root: Path) -> list[FileRecord]:
 
 
 _HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+MEMO_VERSION = 1
+RACY_NS = 2_000_000_000  # files modified this close to a memo write are not persisted (git's "racily clean" rule)
+
+
+def _stat_key(path: Path) -> tuple[str, int, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def sha256_stat_cached(path: Path) -> str:
     """SHA-256 of a file, memoised on (path, size, mtime_ns, inode) as DVC does: re-verifying unchanged files
     (thousands of images per manifest) is a stat, while any rewrite changes the key and is re-hashed."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = _stat_key(path)
     if key not in _HASH_CACHE:
         _HASH_CACHE[key] = sha256_file(path)
     return _HASH_CACHE[key]
+
+
+def load_hash_memo(memo: Path, root: Path) -> int:
+    """Merge the memo persisted at ``memo`` (paths relative to ``root``) into the in-memory one; return how many
+    entries it held. It is only a cache: a missing or malformed file counts as empty."""
+    try:
+        raw = read_json(memo)
+        entries = raw["entries"] if raw.get("version") == MEMO_VERSION else []
+        base = root.resolve()
+        for rel, size, mtime_ns, inode, digest in entries:
+            _HASH_CACHE[(str(base / rel), int(size), int(mtime_ns), int(inode))] = str(digest)
+        return len(entries)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return 0
+
+
+def save_hash_memo(memo: Path, root: Path) -> int:
+    """Persist, atomically, the memo entries of files under ``root`` whose stat still matches (stale entries are
+    dropped, recently modified files skipped, see RACY_NS); return how many were written."""
+    base = root.resolve()
+    newest = time.time_ns() - RACY_NS
+    entries = []
+    for (path, size, mtime_ns, inode), digest in _HASH_CACHE.items():
+        file = Path(path)
+        if not file.is_relative_to(base) or mtime_ns > newest:
+            continue
+        try:
+            if _stat_key(file) != (path, size, mtime_ns, inode):
+                continue
+        except OSError:
+            continue
+        entries.append([file.relative_to(base).as_posix(), size, mtime_ns, inode, digest])
+    atomic_write_json(memo, {"version": MEMO_VERSION, "entries": sorted(entries)})
+    return len(entries)
 
 
 def config_hash(config_slice: Any) -> str:

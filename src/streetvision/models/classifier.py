@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers.utils import logging as hf_logging
 
 from streetvision.config import CHOICES
 from streetvision.data.transforms import Preprocess
@@ -136,6 +138,34 @@ def save_classifier(model: RoadworkClassifier, out_dir: Path) -> list[Path]:
     return [out_dir / "backbone", out_dir / "head.safetensors", out_dir / "model.json"]
 
 
+def load_backbone_dir(backbone_dir: Path) -> PreTrainedModel:
+    """A ``save_pretrained`` backbone from config.json and safetensors only; IntegrityError naming the file when
+    either is malformed or when they disagree (a weight missing, unexpected or of the wrong shape)."""
+    config_file, weights = backbone_dir / "config.json", backbone_dir / "model.safetensors"
+    try:
+        config = AutoConfig.from_pretrained(backbone_dir)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise IntegrityError(f"'{config_file}' is missing or malformed ({type(exc).__name__}: {exc}).",
+                             "restore the original file or re-export the model.") from exc
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a mismatch is reported below as one IntegrityError, not a load report
+    try:
+        backbone, info = AutoModel.from_pretrained(backbone_dir, config=config, use_safetensors=True,
+                                                   output_loading_info=True)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
+        raise IntegrityError(f"'{weights}' does not load with '{config_file}' ({type(exc).__name__}: {exc}).",
+                             "restore the original files or re-export the model.") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {sorted(map(str, v))[0]})"
+                           for k, v in problems.items())
+        raise IntegrityError(f"'{config_file}' and '{weights}' disagree: {detail}.",
+                             "restore the original files or re-export the model.")
+    return backbone
+
+
 def load_classifier(model_dir: Path) -> RoadworkClassifier:
     """Rebuild a saved classifier from safetensors and JSON only (nothing is unpickled)."""
     try:
@@ -143,10 +173,14 @@ def load_classifier(model_dir: Path) -> RoadworkClassifier:
     except (OSError, TypeError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"'{model_dir / 'model.json'}' is missing or malformed ({exc}).",
                              "re-export the model.") from exc
-    backbone = AutoModel.from_pretrained(model_dir / "backbone", use_safetensors=True)
-    model = RoadworkClassifier(backbone, spec)
+    model = RoadworkClassifier(load_backbone_dir(model_dir / "backbone"), spec)
     try:
-        model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+        head_state = load_file(model_dir / "head.safetensors")
+    except (OSError, SafetensorError) as exc:
+        raise IntegrityError(f"'{model_dir / 'head.safetensors'}' is not a readable safetensors file ({exc}).",
+                             "restore the original file or re-export the model.") from exc
+    try:
+        model.head.load_state_dict(head_state)
     except RuntimeError as exc:
         raise IntegrityError(f"'{model_dir / 'head.safetensors'}' does not fit the head described in model.json "
                              f"(pooling '{spec.pooling}', embedding width {model.spec.embedding_dim}): {exc}",

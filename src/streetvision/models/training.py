@@ -8,8 +8,11 @@ import csv
 import io
 import math
 import os
+import signal
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -208,6 +211,22 @@ def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callbac
     )
 
 
+def run_fit(trainer: L.Trainer, module: L.LightningModule, **loaders: Any) -> None:
+    """``trainer.fit``, with Ctrl-C surfacing as KeyboardInterrupt. Lightning answers it with a graceful
+    shutdown and ``sys.exit(1)`` (leaving SIGINT ignored), which would skip the CLI's "interrupted" message and
+    exit code 130; the phase is uncommitted either way, since its manifest is written only after training."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, **loaders)
+    except SystemExit as exc:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from exc
+        raise
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
+
+
 def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, plan: DevicePlan,
                    training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str]) -> dict:
     """Fit with early stopping on ``val_score``; the module ends with the best weights. Returns the best epoch
@@ -218,7 +237,7 @@ def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader,
     if training.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
     trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir)
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+    run_fit(trainer, module, train_dataloaders=train, val_dataloaders=val)
     with open(curve_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     best_epoch = max(rows, key=lambda r: float(r["val_score"]))["epoch"] if rows else -1

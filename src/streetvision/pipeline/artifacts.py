@@ -53,6 +53,11 @@ class ArtifactSchema:
     def lock_file(self) -> Path:
         return self.run_dir / ".lock"
 
+    @property
+    def hash_memo_json(self) -> Path:
+        """File hashes keyed on (path, size, mtime_ns, inode): a no-op rerun re-verifies by stat alone."""
+        return self.run_dir / ".hash_memo.json"
+
     def phase_dir(self, phase: str) -> Path:
         return self.run_dir / PHASE_DIRS[phase]
 

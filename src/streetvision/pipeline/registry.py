@@ -49,6 +49,11 @@ class PhaseSpec:
     config_keys: tuple[str, ...] = ()  # the config slice hashed for the up-to-date check
     auto: bool = False  # added to the plan automatically when a requested phase needs it
     fingerprint: Callable[[DictConfig], Any] | None = None  # extra state (e.g. a data folder listing)
+    needs_if: Callable[[DictConfig], tuple[str, ...]] | None = None  # needs that depend on the config
+
+    def needs_for(self, cfg: DictConfig) -> tuple[str, ...]:
+        """The phases whose committed outputs this phase requires under ``cfg``."""
+        return (*self.needs, *(self.needs_if(cfg) if self.needs_if else ()))
 
 
 REGISTRY: dict[str, PhaseSpec] = {}

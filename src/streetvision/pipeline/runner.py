@@ -4,6 +4,7 @@ each phase by writing its manifest last."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from streetvision.config import to_plain
-from streetvision.errors import IntegrityError, MissingArtifactError
-from streetvision.io import StepManifest, atomic_write_text, config_hash
-from streetvision.io.manifest import FileRecord, utc_now
+from streetvision.errors import ConfigError, IntegrityError, MissingArtifactError
+from streetvision.io import StepManifest, atomic_write_text, config_hash, remove_stale_temps
+from streetvision.io.manifest import FileRecord, load_hash_memo, save_hash_memo, utc_now
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import DISTRIBUTED_PHASES, global_rank, publish_plan, read_plan, wait_for
 from streetvision.pipeline.lock import run_lock
@@ -57,12 +58,12 @@ def plan(cfg: DictConfig, artifacts: ArtifactSchema) -> list[PhaseSpec]:
     registry = load_phases()
     wanted = set(cfg.pipeline.phases)
     for name in list(wanted):  # add auto phases (data preparation) that a requested phase needs
-        for dep in registry[name].needs:
+        for dep in registry[name].needs_for(cfg):
             if registry[dep].auto and not _up_to_date(cfg, artifacts, registry[dep]):
                 wanted.add(dep)
     ordered = [registry[n] for n in PHASE_ORDER if n in wanted]
     for spec in ordered:
-        for dep in spec.needs:
+        for dep in spec.needs_for(cfg):
             if dep in wanted or registry[dep].auto:
                 continue
             if committed(artifacts, dep) is None:
@@ -75,10 +76,10 @@ def plan(cfg: DictConfig, artifacts: ArtifactSchema) -> list[PhaseSpec]:
     return ordered
 
 
-def upstream_records(artifacts: ArtifactSchema, spec: PhaseSpec) -> list[FileRecord]:
+def upstream_records(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> list[FileRecord]:
     """Outputs of the committed upstream phases this phase reads (its recorded inputs)."""
     records: list[FileRecord] = []
-    for dep in (*spec.needs, *spec.uses):
+    for dep in (*spec.needs_for(cfg), *spec.uses):
         manifest = committed(artifacts, dep)
         if manifest is not None:
             records.extend(manifest.outputs)
@@ -90,14 +91,15 @@ def _up_to_date(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> 
     if manifest is None or manifest.config_hash != config_hash(config_slice(cfg, spec)):
         return False
     recorded = {(r.path, r.sha256) for r in manifest.inputs}
-    return {(r.path, r.sha256) for r in upstream_records(artifacts, spec)} <= recorded
+    return {(r.path, r.sha256) for r in upstream_records(cfg, artifacts, spec)} <= recorded
 
 
 def phases_to_run(cfg: DictConfig, artifacts: ArtifactSchema, ordered: list[PhaseSpec]) -> list[PhaseSpec]:
     """The planned phases that will run: forced, not up to date, or downstream of one that runs."""
     names: set[str] = set()
     for spec in ordered:
-        if cfg.pipeline.force or names & {*spec.needs, *spec.uses} or not _up_to_date(cfg, artifacts, spec):
+        upstream = {*spec.needs_for(cfg), *spec.uses}
+        if cfg.pipeline.force or names & upstream or not _up_to_date(cfg, artifacts, spec):
             names.add(spec.name)
     return [s for s in ordered if s.name in names]
 
@@ -111,24 +113,51 @@ def check_hardware(cfg: DictConfig) -> None:
         check_devices(resolve_devices(cfg.hardware))
 
 
+def prepare_run_dir(cfg: DictConfig, artifacts: ArtifactSchema) -> None:
+    """Create the run directory and its lock file; raise ConfigError naming output_root when that fails."""
+    try:
+        artifacts.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(artifacts.lock_file, "a"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"Cannot create or write the run directory '{artifacts.run_dir}' (output_root='{cfg.output_root}', "
+            f"run_id='{cfg.run_id}'): {reason}.",
+            "set output_root= to a folder you can write (with a short path), or choose a shorter run_id=.",
+        ) from exc
+
+
 def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseOutcome]:
     """Run the configured phases in order; return what each did (see pipeline.distributed for ranks > 0)."""
     console = console or Console()
     check_hardware(cfg)
     artifacts = ArtifactSchema.from_config(cfg)
-    artifacts.run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(cfg, artifacts)
     if global_rank() > 0:
         return _run_as_worker_rank(cfg, artifacts)
     outcomes: list[PhaseOutcome] = []
     with run_lock(artifacts.lock_file):
-        ordered = plan(cfg, artifacts)
-        to_run = phases_to_run(cfg, artifacts, ordered)
-        if "WORLD_SIZE" in os.environ or "SLURM_NTASKS" in os.environ:
-            publish_plan(artifacts.run_dir, [s.name for s in to_run])
-        atomic_write_text(artifacts.config_yaml, OmegaConf.to_yaml(cfg, resolve=True))
-        console.print(f"[bold]Run[/bold] {artifacts.run_dir}  phases: {', '.join(s.name for s in ordered)}")
-        for spec in ordered:
-            outcomes.append(_run_phase(cfg, artifacts, spec, console, skip=spec not in to_run))
+        stale = remove_stale_temps(artifacts.run_dir)  # the lock proves their writers are dead
+        if stale:
+            console.print(f"removed {len(stale)} temp file(s) left by an interrupted run: "
+                          f"{', '.join(artifacts.rel(p) for p in stale[:3])}{' ...' if len(stale) > 3 else ''}",
+                          highlight=False)
+        load_hash_memo(artifacts.hash_memo_json, artifacts.run_dir)
+        try:
+            ordered = plan(cfg, artifacts)
+            to_run = phases_to_run(cfg, artifacts, ordered)
+            if "WORLD_SIZE" in os.environ or "SLURM_NTASKS" in os.environ:
+                publish_plan(artifacts.run_dir, [s.name for s in to_run])
+            atomic_write_text(artifacts.config_yaml, OmegaConf.to_yaml(cfg, resolve=True))
+            console.print(f"[bold]Run[/bold] {artifacts.run_dir}  phases: {', '.join(s.name for s in ordered)}")
+            for spec in ordered:
+                outcomes.append(_run_phase(cfg, artifacts, spec, console, skip=spec not in to_run))
+                if spec in to_run:
+                    save_hash_memo(artifacts.hash_memo_json, artifacts.run_dir)
+        finally:
+            with contextlib.suppress(OSError):  # only a cache: never hide the error that ended the run
+                save_hash_memo(artifacts.hash_memo_json, artifacts.run_dir)
     print_summary(outcomes, artifacts, console)
     return outcomes
 
@@ -142,7 +171,7 @@ def _run_as_worker_rank(cfg: DictConfig, artifacts: ArtifactSchema) -> list[Phas
         if name not in DISTRIBUTED_PHASES:
             continue
         spec = registry[name]
-        for dep in (*spec.needs, *(u for u in spec.uses if u in planned)):
+        for dep in (*spec.needs_for(cfg), *(u for u in spec.uses if u in planned)):
             wait_for(lambda d=dep: committed(artifacts, d) is not None, f"phase '{dep}' to be committed", 3600)
         start = time.perf_counter()
         spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=Console(quiet=True)))
@@ -161,7 +190,7 @@ def _run_phase(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, cons
     manifest_path.unlink(missing_ok=True)  # uncommit first: a crash below leaves no manifest claiming old outputs
     started, start = utc_now(), time.perf_counter()
     result = spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=console))
-    upstream = [artifacts.run_dir / r.path for r in upstream_records(artifacts, spec)]
+    upstream = [artifacts.run_dir / r.path for r in upstream_records(cfg, artifacts, spec)]
     metrics = dict(result.metrics, _summary=result.summary)
     manifest = StepManifest.build(
         step=spec.name, root=artifacts.run_dir, inputs=upstream + list(result.inputs), outputs=result.outputs,

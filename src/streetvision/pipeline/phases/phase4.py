@@ -27,7 +27,7 @@ from streetvision.models.explora import (
     validate_peft_merge,
 )
 from streetvision.models.devices import resolve_devices
-from streetvision.models.training import make_trainer
+from streetvision.models.training import make_trainer, run_fit
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
@@ -88,9 +88,17 @@ def validation_batch(paths: list[Path], pre: Preprocess, n: int) -> torch.Tensor
     return torch.stack([ds[i] for i in range(min(n, len(ds)))])
 
 
+def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
+    """Labelled ExPLoRA and ``data.unlabeled.source=train_split`` read splits.json: then phase4 needs the splits
+    phase (added to the plan, recorded among phase4's inputs, so a changed split makes phase4 stale)."""
+    reads = cfg.model.explora.use_labeled_data or cfg.data.unlabeled.source == "train_split"
+    return ("splits",) if reads else ()
+
+
 @phase("phase4", "ExPLoRA extended pre-training (PEFT LoRA + unfrozen last block), merge and prove the merge",
        config_keys=("seed", "model.backbone", "model.explora", "phase4", "data.unlabeled", "hardware.precision",
-                    "training.augment", "training.augment_level_probs"))
+                    "training.augment", "training.augment_level_probs"),
+       needs_if=splits_needed)
 def run_phase4(ctx: PhaseContext) -> PhaseResult:
     """Train, save the adapter, merge, validate on real images, then write metrics (manifest follows)."""
     cfg, art = ctx.cfg, ctx.artifacts
@@ -115,7 +123,7 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     training.grad_accum = p4.grad_accum
     trainer = make_trainer(plan, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
                            max_steps=int(p4.max_steps))
-    trainer.fit(module, train_dataloaders=loader)
+    run_fit(trainer, module, train_dataloaders=loader)
     if global_rank() > 0:
         return PhaseResult(outputs=[])  # externally launched DDP: rank 0 merges, validates and writes
 

@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 from streetvision.config import SPLIT_NAMES
 from streetvision.data import synthetic
 from streetvision.data.sources import Listing, folder_fingerprint, list_csv, list_folder, list_hf
-from streetvision.data.splits import assign_splits, check_quality, group_duplicates, scan, write_splits
+from streetvision.data.splits import (assign_splits, check_quality, group_duplicates, quarantine_label_conflicts, scan,
+                                      write_splits)
 from streetvision.io import atomic_write_json
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
@@ -62,17 +63,22 @@ def run_splits(ctx: PhaseContext) -> PhaseResult:
     names = list(cfg.data.class_names) if cfg.data.source != "synthetic" else list(synthetic.CLASS_DIRS)
     listing = list_source(cfg, art)
     result = scan(listing.samples, listing.root, cfg.data.max_image_pixels)
+    conflicts = quarantine_label_conflicts(result, listing.root, names)
     report: dict[str, Any] = {
         "source": cfg.data.source, "data_root": art.rel(listing.root), "class_names": names,
         "found": {n: sum(s.label == k for s in listing.samples) for k, n in enumerate(names)},
         "usable": {n: sum(f.sample.label == k for f in result.ok) for k, n in enumerate(names)},
-        "quarantined": result.quarantined, "skipped": listing.skipped,
+        "quarantined": result.quarantined + conflicts, "label_conflicts": len(conflicts),
+        "skipped": listing.skipped,
         "image_width": _size_stats([f.width for f in result.ok]),
         "image_height": _size_stats([f.height for f in result.ok]),
     }
     atomic_write_json(art.data_report_json, report)  # written even when the checks below stop the run
-    for q in result.quarantined:
-        ctx.console.print(f"[yellow]quarantined[/yellow] {q['path']}: {q['reason']}")
+    for q in report["quarantined"]:
+        ctx.console.print(f"[yellow]quarantined[/yellow] {q['path']}: {q['reason']}", highlight=False)
+    if conflicts:
+        ctx.console.print(f"[yellow]warning[/yellow]: {len(conflicts)} file(s) hold the same image under different "
+                          f"labels and were quarantined (data/data_report.json, 'label_conflicts'); fix the labels.")
     check_quality(len(listing.samples), result, names, cfg.data.max_bad_fraction)
 
     groups = group_duplicates([f.sha256 for f in result.ok], [f.phash for f in result.ok],
@@ -92,8 +98,8 @@ def run_splits(ctx: PhaseContext) -> PhaseResult:
         outputs.append(art.synthetic_dir)
     return PhaseResult(
         outputs=outputs,
-        metrics={"n_usable": len(rows), "n_quarantined": len(result.quarantined), "split_counts": counts,
-                 "duplicates_merged": n_groups_merged},
-        summary={"images": f"{len(rows)} usable, {len(result.quarantined)} quarantined",
+        metrics={"n_usable": len(rows), "n_quarantined": len(report["quarantined"]), "split_counts": counts,
+                 "duplicates_merged": n_groups_merged, "label_conflicts": len(conflicts)},
+        summary={"images": f"{len(rows)} usable, {len(report['quarantined'])} quarantined",
                  "splits": " / ".join(f"{s} {n}" for s, n in counts.items())},
     )
