@@ -112,13 +112,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Rerun phase 6 alone for an existing run directory."""
+    """Rerun phase 6 alone for an existing run directory; ``--format hf --out DIR`` also writes the Hugging Face
+    folder there (parity-checked against the bundle)."""
     _quiet_hf()
     from streetvision.config import load_run_config
+    from streetvision.errors import ConfigError
+    from streetvision.pipeline.artifacts import ArtifactSchema
     from streetvision.pipeline.runner import run_pipeline
 
+    if args.format == "hf" and not args.out:
+        raise ConfigError("--format hf needs --out DIR.", "e.g. streetvision export RUN --format hf --out my_model")
     cfg = load_run_config(Path(args.run_dir), ["pipeline.phases=[phase6]", "pipeline.force=true", *args.overrides])
     run_pipeline(cfg, console)
+    if args.format == "hf":
+        from streetvision.bundle.hf_export import check_hf_parity, export_hf
+
+        bundle = ArtifactSchema.from_config(cfg).bundle_dir
+        out = export_hf(bundle, Path(args.out))
+        console.print(f"wrote {out}: {check_hf_parity(bundle, out)}", markup=False, highlight=False)
     return 0
 
 
@@ -248,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="rerun phase 6 (the bundle) for RUN_DIR")
     export.add_argument("run_dir")
     export.add_argument("overrides", nargs="*")
+    export.add_argument("--format", choices=["bundle", "hf"], default="bundle",
+                        help="hf: also write the Hugging Face folder the NATIX miner serves (needs --out)")
+    export.add_argument("--out", help="output folder for --format hf")
     export.set_defaults(func=cmd_export)
 
     data = sub.add_parser("data", help="data utilities")

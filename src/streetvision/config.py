@@ -503,6 +503,10 @@ def check_choices(cfg: DictConfig) -> None:
     from streetvision.validator.prior import check_prior
 
     check_level_probs(list(cfg.training.augment_level_probs))
+    version = str(cfg.phase6.model_card.version)
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise ConfigError(f"phase6.model_card.version '{version}' is not X.Y.Z.",
+                          "e.g. phase6.model_card.version=1.0.0.")
     check_prior(cfg.deploy.prior_roadwork)
     if len(cfg.data.class_names) != 2:
         raise ConfigError(f"data.class_names must name exactly 2 classes (negative, positive); got "

@@ -9,6 +9,8 @@ from streetvision.bundle.probes import check_probes
 from streetvision.bundle.schema import check_files, load_index
 from streetvision.errors import StreetVisionError
 
+HF_DIR_NAME = "hf"
+
 
 @dataclass(frozen=True)
 class Check:
@@ -54,4 +56,9 @@ def verify_bundle(path: str | Path) -> list[Check]:
 
         if attempt(f"load ({backend})", load):
             attempt(f"probes ({backend})", lambda b=backend: check_probes(holder[b]))
+    hf_dir = bundle_dir.parent / HF_DIR_NAME  # a run's export/hf beside export/bundle
+    if hf_dir.is_dir():
+        from streetvision.bundle.hf_export import check_hf_parity
+
+        attempt("hugging face export (miner pipeline)", lambda: check_hf_parity(bundle_dir, hf_dir))
     return checks

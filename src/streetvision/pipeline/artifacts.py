@@ -137,6 +137,11 @@ class ArtifactSchema:
         return self.phase_dir("phase6") / "bundle.json"
 
     @property
+    def hf_export_dir(self) -> Path:
+        """The Hugging Face folder (streetvision.bundle.hf_export), beside the bundle."""
+        return self.phase_dir("phase6") / "hf"
+
+    @property
     def evaluation_dir(self) -> Path:
         return self.phase_dir("evaluation")
 
