@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from streetvision.config import CHOICES
+from streetvision.models.checkpoints import Checkpointing, EpochCheckpoint, SafeCheckpointIO
 from streetvision.models.devices import DevicePlan, compile_in_place, uncompile
 from streetvision.eval.metrics import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
@@ -126,9 +128,14 @@ class ClassifierModule(L.LightningModule):
         self.log_dict({"val_mcc": float(m["mcc"]), "val_loss": val_loss,
                        "val_score": float(m["mcc"]) - 1e-3 * val_loss}, prog_bar=True, sync_dist=False)
 
+    def epoch_train_loss(self) -> float:
+        """Mean training loss of the current epoch so far (validation runs before the epoch ends, so the learning
+        curve's row for an epoch gets that epoch's training loss)."""
+        return float(np.mean(self._train_losses)) if self._train_losses else float("nan")
+
     def on_train_epoch_end(self) -> None:
-        losses, self._train_losses = self._train_losses, []
-        self.log("train_loss_epoch", float(np.mean(losses)) if losses else float("nan"))
+        self.log("train_loss_epoch", self.epoch_train_loss())
+        self._train_losses = []
 
     def configure_optimizers(self):
         head, body = [], []
@@ -166,6 +173,18 @@ class BestState(Callback):
         if self.state is not None:
             pl_module.load_state_dict(self.state)
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.best_epoch = float(state_dict["best"]), int(state_dict["best_epoch"])
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["best_state_dict"] = self.state  # weights: saved as safetensors (models.checkpoints)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.state = checkpoint.get("best_state_dict")
+
 
 class CurveWriter(Callback):
     """Writes the learning curve (one row per epoch) atomically to CSV on rank 0 after each validation."""
@@ -181,11 +200,21 @@ class CurveWriter(Callback):
             return
         m = trainer.callback_metrics
         self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
-                          "train_loss": float(m.get("train_loss_epoch", m.get("train_loss", float("nan")))),
+                          "train_loss": pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss")
+                          else float(m.get("train_loss", float("nan"))),
                           "val_loss": float(m.get("val_loss", float("nan"))),
                           "val_mcc": float(m.get("val_mcc", float("nan"))),
                           "val_score": float(m.get("val_score", float("nan"))),
                           "lr": float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0})
+        self._write(trainer)
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict["rows"])
+
+    def _write(self, trainer: L.Trainer) -> None:
         if trainer.is_global_zero:
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=self.FIELDS)
@@ -195,9 +224,15 @@ class CurveWriter(Callback):
 
 
 def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callback], max_epochs: int,
-                 root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1) -> L.Trainer:
-    """A Lightning Trainer for ``plan`` (see models.devices) and ``training``; no logger, no pickled checkpoints."""
-    return L.Trainer(
+                 root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1,
+                 checkpointing: Checkpointing | None = None) -> L.Trainer:
+    """A Lightning Trainer for ``plan`` (see models.devices) and ``training``; no logger; with ``checkpointing``,
+    a safetensors + weights-only checkpoint per epoch (models.checkpoints), never a pickled one."""
+    plugins = []
+    if checkpointing is not None:
+        callbacks = [*callbacks, EpochCheckpoint(checkpointing.directory)]
+        plugins.append(SafeCheckpointIO(checkpointing.fingerprint))
+    return L.Trainer(plugins=plugins,
         accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes, strategy=plan.strategy,
         precision=plan.precision, max_epochs=max_epochs, max_steps=max_steps,
         accumulate_grad_batches=int(training.grad_accum), gradient_clip_val=float(training.gradient_clip),
@@ -209,7 +244,8 @@ def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callbac
 
 
 def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, plan: DevicePlan,
-                   training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str]) -> dict:
+                   training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str],
+                   checkpointing: Checkpointing | None = None) -> dict:
     """Fit with early stopping on ``val_score``; the module ends with the best weights. Returns the best epoch
     (read from the learning curve, which spawned DDP workers write too), world size, strategy, accelerator,
     precision and whether the backbone was compiled."""
@@ -217,13 +253,15 @@ def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader,
     callbacks: list[Callback] = [best, CurveWriter(curve_path)]
     if training.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
-    trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir)
-    trainer.fit(module, train_dataloaders=train, val_dataloaders=val)
+    trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir, checkpointing=checkpointing)
+    resume = checkpointing.resume if checkpointing else None
+    trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
     with open(curve_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     best_epoch = max(rows, key=lambda r: float(r["val_score"]))["epoch"] if rows else -1
     return {"best_epoch": int(best_epoch), "world_size": trainer.world_size,
-            "strategy": type(trainer.strategy).__name__, **plan.describe()}
+            "strategy": type(trainer.strategy).__name__, **plan.describe(),
+            "resumed_from": Path(resume).name if resume else None}
 
 
 @torch.inference_mode()

@@ -56,6 +56,10 @@ class ArtifactSchema:
     def phase_dir(self, phase: str) -> Path:
         return self.run_dir / PHASE_DIRS[phase]
 
+    def checkpoint_dir(self, phase: str) -> Path:
+        """Per-epoch training checkpoints of an unfinished phase (deleted when the phase finishes)."""
+        return self.phase_dir(phase) / "checkpoints"
+
     def manifest(self, phase: str) -> Path:
         return self.phase_dir(phase) / "manifest.json"
 

@@ -85,6 +85,13 @@ def upstream_records(artifacts: ArtifactSchema, spec: PhaseSpec) -> list[FileRec
     return records
 
 
+def fingerprint(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> dict:
+    """What identifies one run of a phase: its config slice and the checksums of the upstream outputs it reads
+    (a training checkpoint resumes only under the same fingerprint)."""
+    return {"config": config_slice(cfg, spec),
+            "inputs": {r.path: r.sha256 for r in upstream_records(artifacts, spec)}}
+
+
 def _up_to_date(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> bool:
     manifest = committed(artifacts, spec.name)
     if manifest is None or manifest.config_hash != config_hash(config_slice(cfg, spec)):
@@ -145,7 +152,8 @@ def _run_as_worker_rank(cfg: DictConfig, artifacts: ArtifactSchema) -> list[Phas
         for dep in (*spec.needs, *(u for u in spec.uses if u in planned)):
             wait_for(lambda d=dep: committed(artifacts, d) is not None, f"phase '{dep}' to be committed", 3600)
         start = time.perf_counter()
-        spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=Console(quiet=True)))
+        spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=Console(quiet=True),
+                              fingerprint=fingerprint(cfg, artifacts, spec)))
         outcomes.append(PhaseOutcome(name, f"rank {global_rank()}", time.perf_counter() - start, {}))
     return outcomes
 
@@ -160,7 +168,8 @@ def _run_phase(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, cons
     manifest_path = artifacts.manifest(spec.name)
     manifest_path.unlink(missing_ok=True)  # uncommit first: a crash below leaves no manifest claiming old outputs
     started, start = utc_now(), time.perf_counter()
-    result = spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=console))
+    result = spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=console,
+                                   fingerprint=fingerprint(cfg, artifacts, spec)))
     upstream = [artifacts.run_dir / r.path for r in upstream_records(artifacts, spec)]
     metrics = dict(result.metrics, _summary=result.summary)
     manifest = StepManifest.build(
