@@ -25,7 +25,7 @@ from streetvision.eval.thresholds import sweep  # noqa: E402
 from streetvision.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 FIGURES = ("reliability", "roc_pr", "threshold_curves", "risk_coverage", "confusion", "reward_by_level",
-           "confident_mistakes")
+           "confident_mistakes")  # always present; "learning_curves" too when the run's curves are given
 
 
 def _png(fig) -> str:
@@ -126,6 +126,23 @@ def _mistakes(out: ConditionOutputs, scores: np.ndarray, k: int = 12) -> str:
     return _png(fig)
 
 
+def _learning_curves(curves: dict) -> str:
+    """phase1's per-epoch losses and val_select MCC (training_curve.csv rows), and phase4's per-step loss."""
+    rows, ssl = curves.get("phase1", []), curves.get("phase4", [])
+    fig, axes = plt.subplots(1, 3 if ssl else 2, figsize=(13 if ssl else 9, 3.6))
+    epochs = [int(r["epoch"]) for r in rows]
+    for key in ("train_loss", "val_loss"):
+        axes[0].plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
+    axes[0].set(xlabel="epoch", ylabel="loss", title="phase1 loss")
+    axes[0].legend()
+    axes[1].plot(epochs, [float(r["val_mcc"]) for r in rows], marker="o", color="tab:green")
+    axes[1].set(xlabel="epoch", ylabel="MCC", title="phase1 val_select MCC")
+    if ssl:
+        axes[2].plot(range(1, len(ssl) + 1), ssl, color="tab:purple")
+        axes[2].set(xlabel="step", ylabel="loss", title="phase4 self-supervised loss")
+    return _png(fig)
+
+
 def _table(summary: dict, intervals: dict) -> str:
     keys = ("mcc", "accuracy", "reward", "fnr", "fpr", "auroc", "ece", "brier", "coverage", "selective_risk")
     head = "".join(f"<th>{k}</th>" for k in keys)
@@ -142,8 +159,9 @@ def _table(summary: dict, intervals: dict) -> str:
 
 
 def write_report(out_dir: Path, predictor: Predictor, outputs: dict[str, ConditionOutputs], summary: dict,
-                 intervals: dict, meta: dict) -> list[Path]:
-    """Write metrics_summary.json, bootstrap_ci.json and report.html into ``out_dir``; return the paths."""
+                 intervals: dict, meta: dict, curves: dict | None = None) -> list[Path]:
+    """Write metrics_summary.json, bootstrap_ci.json and report.html into ``out_dir``; return the paths.
+    ``curves`` (the run's learning curves: ``phase1`` curve rows, ``phase4`` loss list) adds their plot."""
     policy = predictor.policy
     clean = outputs["clean"]
     p_clean = softmax_probs(clean.logits, policy.temperature)
@@ -157,11 +175,14 @@ def write_report(out_dir: Path, predictor: Predictor, outputs: dict[str, Conditi
         "reward_by_level": _reward_by_level(summary, intervals),
         "confident_mistakes": _mistakes(clean, validator_score(p_clean, policy.decision_threshold)),
     }
+    if curves and curves.get("phase1"):
+        figures["learning_curves"] = _learning_curves(curves)
     captions = {
         "reliability": "Reliability diagram before and after temperature scaling",
         "roc_pr": "ROC and precision-recall curves", "threshold_curves": "MCC and reward against threshold",
         "risk_coverage": "Risk-coverage curve of the accept/defer policy", "confusion": "Confusion matrices",
         "reward_by_level": "Validator reward per challenge level", "confident_mistakes": "Most confident mistakes",
+        "learning_curves": "Learning curves of this run's training phases",
     }
     sections = "".join(f'<figure id="{k}"><img alt="{k}" src="data:image/png;base64,{v}"><figcaption>'
                        f"{captions[k]}</figcaption></figure>" for k, v in figures.items())

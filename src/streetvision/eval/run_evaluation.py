@@ -14,8 +14,10 @@ from streetvision.eval.report import write_report
 
 
 def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: Path, seed: int,
-                    n_resamples: int, data_description: str, backend: str = "torch") -> tuple[dict, dict, list[Path]]:
-    """Score ``samples`` with the bundle under every condition and write the report into ``out_dir``."""
+                    n_resamples: int, data_description: str, backend: str = "torch",
+                    curves: dict | None = None) -> tuple[dict, dict, list[Path]]:
+    """Score ``samples`` with the bundle under every condition and write the report into ``out_dir`` (with the
+    run's learning ``curves`` when given)."""
     predictor = Predictor.from_bundle(bundle_dir, backend=backend)
     images, labels, skipped = load_labelled_images(samples)
     outputs, summary, intervals = evaluate(predictor, images, labels, seed, n_resamples)
@@ -27,7 +29,7 @@ def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: 
             "unreadable": len(skipped), "seed": seed, "bootstrap_resamples": n_resamples, "backend": backend,
             "policy": predictor.policy.policy_type, "decision_threshold": predictor.policy.decision_threshold,
             "temperature": predictor.policy.temperature, "target_risk": target}
-    paths = write_report(out_dir, predictor, outputs, summary, intervals, meta)
+    paths = write_report(out_dir, predictor, outputs, summary, intervals, meta, curves)
     return summary, intervals, paths
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
@@ -225,10 +226,13 @@ class CurveWriter(Callback):
 
 def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callback], max_epochs: int,
                  root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1,
-                 checkpointing: Checkpointing | None = None) -> L.Trainer:
-    """A Lightning Trainer for ``plan`` (see models.devices) and ``training``; no logger; with ``checkpointing``,
-    a safetensors + weights-only checkpoint per epoch (models.checkpoints), never a pickled one."""
+                 checkpointing: Checkpointing | None = None, loggers: list[Logger] | None = None) -> L.Trainer:
+    """A Lightning Trainer for ``plan`` (see models.devices) and ``training``, logging to ``loggers``
+    (models.tracking; with the learning rate); with ``checkpointing``, a safetensors + weights-only checkpoint per
+    epoch (models.checkpoints), never a pickled one."""
     plugins = []
+    if loggers:
+        callbacks = [*callbacks, LearningRateMonitor("step")]
     if checkpointing is not None:
         callbacks = [*callbacks, EpochCheckpoint(checkpointing.directory)]
         plugins.append(SafeCheckpointIO(checkpointing.fingerprint))
@@ -236,7 +240,7 @@ def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callbac
         accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes, strategy=plan.strategy,
         precision=plan.precision, max_epochs=max_epochs, max_steps=max_steps,
         accumulate_grad_batches=int(training.grad_accum), gradient_clip_val=float(training.gradient_clip),
-        callbacks=callbacks, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        callbacks=callbacks, logger=loggers or False, enable_checkpointing=False, enable_model_summary=False,
         default_root_dir=str(root_dir), log_every_n_steps=1, num_sanity_val_steps=0,
         limit_val_batches=1.0 if validate else 0, deterministic="warn" if plan.accelerator == "gpu" else True,
         enable_progress_bar=training.progress_bar,
@@ -245,7 +249,7 @@ def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callbac
 
 def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, plan: DevicePlan,
                    training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str],
-                   checkpointing: Checkpointing | None = None) -> dict:
+                   checkpointing: Checkpointing | None = None, loggers: list[Logger] | None = None) -> dict:
     """Fit with early stopping on ``val_score``; the module ends with the best weights. Returns the best epoch
     (read from the learning curve, which spawned DDP workers write too), world size, strategy, accelerator,
     precision and whether the backbone was compiled."""
@@ -253,7 +257,8 @@ def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader,
     callbacks: list[Callback] = [best, CurveWriter(curve_path)]
     if training.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
-    trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir, checkpointing=checkpointing)
+    trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir, checkpointing=checkpointing,
+                           loggers=loggers)
     resume = checkpointing.resume if checkpointing else None
     trainer.fit(module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
     with open(curve_path, newline="") as handle:

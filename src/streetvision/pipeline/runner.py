@@ -109,19 +109,21 @@ def phases_to_run(cfg: DictConfig, artifacts: ArtifactSchema, ordered: list[Phas
     return [s for s in ordered if s.name in names]
 
 
-def check_hardware(cfg: DictConfig) -> None:
+def check_machine(cfg: DictConfig) -> None:
     """Before any work: when a training phase is requested, its devices, precision and compile backend must exist
-    on this machine (ConfigError naming the key and what was found)."""
+    on this machine, and its loggers' packages must be installed (ConfigError naming the key and what was found)."""
     if set(cfg.pipeline.phases) & set(DISTRIBUTED_PHASES):
         from streetvision.models.devices import check_devices, resolve_devices  # imports torch
+        from streetvision.models.tracking import check_loggers
 
         check_devices(resolve_devices(cfg.hardware))
+        check_loggers(list(cfg.logging.loggers))
 
 
 def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseOutcome]:
     """Run the configured phases in order; return what each did (see pipeline.distributed for ranks > 0)."""
     console = console or Console()
-    check_hardware(cfg)
+    check_machine(cfg)
     artifacts = ArtifactSchema.from_config(cfg)
     artifacts.run_dir.mkdir(parents=True, exist_ok=True)
     if global_rank() > 0:

@@ -31,6 +31,7 @@ from streetvision.models.classifier import (
 from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import DevicePlan, resolve_devices
 from streetvision.models.embedding_cache import cached_embeddings
+from streetvision.models.tracking import make_loggers
 from streetvision.models.training import ClassifierModule, class_weights, fit_classifier, predict_logits
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
@@ -89,7 +90,8 @@ def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier
     training = cfg.training.copy()
     training.epochs = epochs
     info = fit_classifier(module, train, val, replace(plan, compile=False), training, art.training_curve_csv,
-                          art.phase_dir("phase1"))  # nothing to compile: the head trains on cached embeddings
+                          art.phase_dir("phase1"),  # nothing to compile: the head trains on cached embeddings
+                          loggers=phase1_loggers(cfg, art))
     return {**info, "embedding_cache_hits": hits}
 
 
@@ -102,7 +104,13 @@ def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassi
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               compile_backend=plan.compile_backend if plan.compile else None)
     return fit_classifier(module, train, dm.val_dataloader(), plan, cfg.training, art.training_curve_csv,
-                          art.phase_dir("phase1"), checkpointing)
+                          art.phase_dir("phase1"), checkpointing, phase1_loggers(cfg, art))
+
+
+def phase1_loggers(cfg: DictConfig, art: ArtifactSchema) -> list:
+    """The configured experiment trackers (logging.loggers) for this run's phase1."""
+    return make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase1", cfg.experiment_name, str(cfg.run_id),
+                        cfg.logging.wandb_project)
 
 
 @phase("phase1", "supervised training of backbone + head", needs=("splits",), uses=("phase4",),

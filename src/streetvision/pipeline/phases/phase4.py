@@ -28,6 +28,7 @@ from streetvision.models.explora import (
 )
 from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import resolve_devices
+from streetvision.models.tracking import make_loggers
 from streetvision.models.training import make_trainer
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
@@ -118,7 +119,9 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     if checkpointing.resume:
         ctx.console.print(f"resuming phase4 from {art.rel(checkpointing.resume)}")
     trainer = make_trainer(plan, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
-                           max_steps=int(p4.max_steps), checkpointing=checkpointing)
+                           max_steps=int(p4.max_steps), checkpointing=checkpointing,
+                           loggers=make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase4", cfg.experiment_name,
+                                                str(cfg.run_id), cfg.logging.wandb_project))
     resume = checkpointing.resume
     trainer.fit(module, train_dataloaders=loader, ckpt_path=str(resume) if resume else None)
     if global_rank() > 0:
