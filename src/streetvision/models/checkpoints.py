@@ -101,7 +101,7 @@ class EpochCheckpoint(Callback):
         self.directory = Path(directory)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.directory / f"epoch-{trainer.current_epoch:04d}")
+        trainer.save_checkpoint(self.directory / f"epoch-{trainer.current_epoch:04d}", weights_only=False)
         if trainer.is_global_zero:
             for old in sorted(self.directory.glob("epoch-*"))[:-KEEP]:
                 shutil.rmtree(old, ignore_errors=True)
