@@ -380,7 +380,7 @@ def summarise(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["vit_s_best_mfu"] = max(mfus, default=None)
     out["goal_vit_s_mfu_ge_40pct"] = (max(mfus) >= 0.40) if mfus else None
     pipe = sections.get("pipeline", {})
-    out["pipeline_ok"] = pipe.get("status") == "ok"
+    out["pipeline_ok"] = pipe.get("status") == "ok" if pipe else None
     out["pipeline_seconds"] = pipe.get("total_s")
     return out
 
