@@ -247,17 +247,16 @@ def section_dataloader(rec: Recorder, mode: Mode, workdir: Path, deadline: float
         options = LoaderOptions(num_workers=workers, pin_memory=mode.device == "cuda", decode_min_size=448,
                                 cache_mb=1024.0)
         dataset = options.dataset([p for p, _ in rows], [y for _, y in rows], TrainTransform(pre, augment))
-        long_epoch = Subset(dataset, list(range(len(dataset))) * 50)  # no epoch-boundary stalls while timing
+        long_epoch = Subset(dataset, list(range(len(dataset))) * 400)  # no epoch-boundary stalls while timing
         loader = options.loader(long_epoch, mode.loader_batch, shuffle=True, drop_last=True)
         t0 = time.perf_counter()
         batches = iter(loader)
         next(batches)
         first_batch_s = time.perf_counter() - t0
         images, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < mode.loader_seconds:
-            try:
-                images += len(next(batches)[0])
-            except StopIteration:  # a fast loader can finish the long epoch before the time is up
+        for batch in batches:
+            images += len(batch[0])
+            if time.perf_counter() - t0 >= mode.loader_seconds:
                 break
         elapsed = time.perf_counter() - t0
         del batches, loader
@@ -381,7 +380,7 @@ def summarise(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["vit_s_best_mfu"] = max(mfus, default=None)
     out["goal_vit_s_mfu_ge_40pct"] = (max(mfus) >= 0.40) if mfus else None
     pipe = sections.get("pipeline", {})
-    out["pipeline_ok"] = pipe.get("status") == "ok"
+    out["pipeline_ok"] = pipe.get("status") == "ok" if pipe else None
     out["pipeline_seconds"] = pipe.get("total_s")
     return out
 

@@ -52,3 +52,23 @@ def test_seed_entry_point_is_an_alias_of_run(tmp_path):
     proc = subprocess.run([sys.executable, str(script), "pipeline.phases=[nosuchphase]"], capture_output=True,
                           text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "Unknown phase(s)" in proc.stderr
+
+
+NOISE = ("GPU available", "TPU available", "Tip:", "litlogger", "Warning", "warnings.warn", "Trainer.fit` stopped",
+         "Loading weights")
+TINY_RUN = ("model=dinov2_micro", "data.synthetic.n=48", "data.unlabeled.n=32", "phase4.epochs=1", "training.epochs=1",
+            "run_id=q")
+
+
+def test_a_run_prints_no_third_party_noise(tmp_path):  # ~20 s: ExPLoRA, training and an ONNX export
+    proc = cli("run", *TINY_RUN, "pipeline.phases=[phase4,phase1,phase2,phase6]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = proc.stdout + proc.stderr
+    assert [n for n in NOISE if n in printed] == [], printed[-3000:]
+    assert (tmp_path / "outputs" / "stage1_ultimate" / "runs" / "q" / "export" / "bundle" / "model.onnx").is_file()
+
+
+def test_verbose_restores_third_party_output(tmp_path):
+    proc = cli("--verbose", "run", *TINY_RUN, "pipeline.phases=[phase1]", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GPU available" in proc.stdout + proc.stderr

@@ -28,13 +28,6 @@ console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def _quiet_hf() -> None:
-    """Weight-loading progress bars add nothing to a run log."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a bad value is an argument error, exit 2, before any work)."""
     try:
@@ -55,7 +48,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from streetvision.pipeline.runner import run_pipeline
 
     cfg = load_config(args.overrides)
-    _quiet_hf()
     if cfg.run_id is None:
         OmegaConf.update(cfg, "run_id", default_run_id())
     run_pipeline(cfg, console)
@@ -92,7 +84,6 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify a bundle: one line per check; exit 1 on any failure."""
-    _quiet_hf()
     from streetvision.bundle.verify import verify_bundle
 
     checks = verify_bundle(args.bundle)
@@ -104,7 +95,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score image files / folders with a bundle; write CSV or JSONL; report unreadable files."""
-    _quiet_hf()
     from streetvision.bundle.predict_files import predict_files
 
     return predict_files(args.bundle, args.paths, args.out, args.format, args.backend, args.batch_size, console,
@@ -114,7 +104,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Rerun phase 6 alone for an existing run directory; ``--format hf --out DIR`` also writes the Hugging Face
     folder there (parity-checked against the bundle)."""
-    _quiet_hf()
     from streetvision.config import load_run_config
     from streetvision.errors import ConfigError
     from streetvision.pipeline.artifacts import ArtifactSchema
@@ -135,7 +124,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a bundle on a run's test split, a folder, a CSV or synthetic scenes."""
-    _quiet_hf()
     from streetvision.bundle.schema import load_index
     from streetvision.data.sources import list_csv, list_folder
     from streetvision.data.splits import load_splits
@@ -171,7 +159,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Replay a validator stream over a labelled folder and print the per-step reward distribution."""
-    _quiet_hf()
     from streetvision.bundle.predictor import Predictor
     from streetvision.bundle.schema import load_index
     from streetvision.data.sources import list_folder
@@ -208,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streetvision", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show tracebacks (or set STREETVISION_DEBUG=1)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show third-party output (Lightning banners and tips, library warnings, progress bars)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run pipeline phases; overrides use Hydra syntax, e.g. "
@@ -282,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or os.environ.get("STREETVISION_DEBUG") == "1"
+    if not args.verbose:
+        from streetvision.console import quiet_third_party
+
+        quiet_third_party()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -254,6 +254,14 @@ class HardwareConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Experiment tracking of phase1 / phase4 training (models/tracking.py), under ``<run>/logs/``."""
+
+    loggers: List[str] = field(default_factory=lambda: ["csv"])  # csv | tensorboard | mlflow | wandb (offline)
+    wandb_project: str = "streetvision"
+
+
+@dataclass
 class StreetVisionConfig:
     """Top-level config; a run lives in ``<output_root>/<experiment_name>/runs/<run_id>/``."""
 
@@ -273,6 +281,7 @@ class StreetVisionConfig:
     phase6: Phase6Config = field(default_factory=Phase6Config)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 # Allowed values of string keys: checked after composition, reported with the valid choices.
@@ -291,6 +300,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "phase2.metric": ("mcc", "validator_reward", "fnr_constrained"),
     "evaluation.backend": ("torch", "onnx"),
     "hardware.precision": ("32", "bf16-mixed", "16-mixed"),
+    "logging.loggers": ("csv", "tensorboard", "mlflow", "wandb"),  # a list: each item is checked
 }
 
 
@@ -482,9 +492,10 @@ def check_choices(cfg: DictConfig) -> None:
     """Reject string values outside their allowed choices, naming the key and the choices."""
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
-        if value is not None and str(value) not in allowed:
-            raise ConfigError(f"Invalid value '{value}' for '{key}'. Valid choices: {', '.join(allowed)}.",
-                              f"set {key}=<one of the choices>.")
+        for item in (value if OmegaConf.is_list(value) else [value]):
+            if item is not None and str(item) not in allowed:
+                raise ConfigError(f"Invalid value '{item}' for '{key}'. Valid choices: {', '.join(allowed)}.",
+                                  f"set {key}=<one of the choices>.")
     required = {"folder": ("data.root", cfg.data.root), "csv": ("data.csv_path", cfg.data.csv_path),
                 "hf": ("data.hf.path", cfg.data.hf.path)}.get(str(cfg.data.source))
     if required and not required[1]:

@@ -92,3 +92,73 @@ def test_inductor_compiled_full_finetuning(make_cfg):  # ~60-90 s: inductor gene
     metrics = json.loads(art.metrics_json("phase1").read_text())
     assert metrics["compiled"] is True and metrics["compile_backend"] == "inductor"
     assert StepManifest.load(art.manifest("phase1")).verify(art.run_dir) == []
+
+
+class Interrupt(Exception):
+    """Stands in for a kill after an epoch's checkpoint was written."""
+
+
+def interrupt_after_epoch(monkeypatch, epoch):
+    from streetvision.models import checkpoints
+
+    real = checkpoints.EpochCheckpoint.on_train_epoch_end
+
+    def save_then_die(self, trainer, pl_module):
+        real(self, trainer, pl_module)
+        if trainer.current_epoch == epoch:
+            raise Interrupt(f"killed after epoch {epoch}")
+
+    monkeypatch.setattr(checkpoints.EpochCheckpoint, "on_train_epoch_end", save_then_die)
+
+
+def outputs_of(art):
+    metrics = json.loads(art.metrics_json("phase1").read_text())
+    return (metrics["splits"], metrics["best_epoch"], art.training_curve_csv.read_text(),
+            art.logits_csv("test").read_text())
+
+
+RESUME = ("training.epochs=4", "training.early_stopping_patience=0", "training.augment=flip",
+          "model.head_dropout=0.2")
+
+
+def test_interrupted_phase1_resumes_from_the_last_epoch_and_ends_like_an_uninterrupted_run(make_cfg, monkeypatch):
+    _, reference, _ = run(make_cfg, *RESUME, run_id="whole")
+    interrupt_after_epoch(monkeypatch, 1)
+    with pytest.raises(Interrupt):
+        run(make_cfg, *RESUME, run_id="cut")
+    monkeypatch.undo()
+    _, art, _ = run(make_cfg, *RESUME, run_id="cut")
+    metrics = json.loads(art.metrics_json("phase1").read_text())
+    assert metrics["resumed_from"] == "epoch-0001"
+    assert outputs_of(art) == outputs_of(reference)
+    assert not art.checkpoint_dir("phase1").exists()  # only an unfinished phase keeps checkpoints
+
+
+def test_a_corrupt_checkpoint_is_discarded_and_the_one_before_is_used(make_cfg, monkeypatch):
+    _, reference, _ = run(make_cfg, *RESUME, run_id="whole")
+    interrupt_after_epoch(monkeypatch, 2)
+    with pytest.raises(Interrupt):
+        run(make_cfg, *RESUME, run_id="cut")
+    monkeypatch.undo()
+    art = ArtifactSchema.from_config(make_cfg(*MICRO, run_id="cut"))
+    assert sorted(p.name for p in art.checkpoint_dir("phase1").iterdir()) == ["epoch-0001", "epoch-0002"]
+    weights = art.checkpoint_dir("phase1") / "epoch-0002" / "state_dict.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64] + b"\0" * 64)
+    _, art, _ = run(make_cfg, *RESUME, run_id="cut")
+    assert json.loads(art.metrics_json("phase1").read_text())["resumed_from"] == "epoch-0001"
+    assert outputs_of(art) == outputs_of(reference)
+
+
+def test_a_checkpoint_from_another_config_is_refused_until_forced(make_cfg, monkeypatch):
+    from streetvision.errors import ConfigError
+
+    interrupt_after_epoch(monkeypatch, 0)
+    with pytest.raises(Interrupt):
+        run(make_cfg, *RESUME, run_id="cut")
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"phase1 was interrupted after epoch 0 .* \(changed: config.training.lr\)"
+                                          r"; refusing to resume") as exc:
+        run(make_cfg, *RESUME, "training.lr=0.01", run_id="cut")
+    assert "pipeline.force=true" in exc.value.fix
+    _, art, _ = run(make_cfg, *RESUME, "training.lr=0.01", "pipeline.force=true", run_id="cut")
+    assert json.loads(art.metrics_json("phase1").read_text())["resumed_from"] is None

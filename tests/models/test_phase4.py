@@ -159,3 +159,29 @@ def test_compiled_backbone_trains_in_phase4_and_phase1(make_cfg):
         assert metrics["compiled"] is True and metrics["compile_backend"] == "aot_eager"
     assert json.loads(art.metrics_json("phase4").read_text())["peft_validation_status"] == "PASS"
     assert StepManifest.load(art.manifest("phase1")).verify(art.run_dir) == []
+
+
+def test_interrupted_phase4_resumes_and_ends_like_an_uninterrupted_run(make_cfg, monkeypatch):
+    from safetensors.torch import load_file
+
+    from streetvision.models import checkpoints
+
+    args = ("pipeline.phases=[phase4]", "phase4.epochs=2", "data.unlabeled.n=32")
+    whole = run(make_cfg, *args, run_id="whole")
+    real = checkpoints.EpochCheckpoint.on_train_epoch_end
+
+    def save_then_die(self, trainer, pl_module):
+        real(self, trainer, pl_module)
+        if trainer.current_epoch == 0:
+            raise KeyboardInterrupt  # what a Ctrl-C or a SLURM preemption signal looks like to Python
+
+    monkeypatch.setattr(checkpoints.EpochCheckpoint, "on_train_epoch_end", save_then_die)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run(make_cfg, *args, run_id="cut")
+    monkeypatch.undo()
+    cut = run(make_cfg, *args, run_id="cut")
+    metrics = json.loads(cut.metrics_json("phase4").read_text())
+    assert metrics["resumed_from"] == "epoch-0000"
+    assert metrics["loss_curve"] == loss_curve(whole)
+    merged = [load_file(art.explora_backbone_dir / "model.safetensors") for art in (whole, cut)]
+    assert all(torch.equal(merged[0][k], merged[1][k]) for k in merged[0])

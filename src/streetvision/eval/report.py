@@ -25,7 +25,7 @@ from streetvision.eval.thresholds import sweep  # noqa: E402
 from streetvision.io import atomic_write_csv, atomic_write_json, atomic_write_text  # noqa: E402
 
 FIGURES = ("reliability", "roc_pr", "threshold_curves", "risk_coverage", "confusion", "reward_by_level",
-           "confident_mistakes", "stream")
+           "confident_mistakes", "stream")  # "stream" when a stream ran; "learning_curves" when curves are given
 
 
 def _png(fig) -> str:
@@ -143,6 +143,23 @@ def _mistakes(out: ConditionOutputs, scores: np.ndarray, k: int = 12) -> str:
     return _png(fig)
 
 
+def _learning_curves(curves: dict) -> str:
+    """phase1's per-epoch losses and val_select MCC (training_curve.csv rows), and phase4's per-step loss."""
+    rows, ssl = curves.get("phase1", []), curves.get("phase4", [])
+    fig, axes = plt.subplots(1, 3 if ssl else 2, figsize=(13 if ssl else 9, 3.6))
+    epochs = [int(r["epoch"]) for r in rows]
+    for key in ("train_loss", "val_loss"):
+        axes[0].plot(epochs, [float(r[key]) for r in rows], marker="o", label=key)
+    axes[0].set(xlabel="epoch", ylabel="loss", title="phase1 loss")
+    axes[0].legend()
+    axes[1].plot(epochs, [float(r["val_mcc"]) for r in rows], marker="o", color="tab:green")
+    axes[1].set(xlabel="epoch", ylabel="MCC", title="phase1 val_select MCC")
+    if ssl:
+        axes[2].plot(range(1, len(ssl) + 1), ssl, color="tab:purple")
+        axes[2].set(xlabel="step", ylabel="loss", title="phase4 self-supervised loss")
+    return _png(fig)
+
+
 def _table(summary: dict, intervals: dict) -> str:
     keys = ("mcc", "accuracy", "reward", "fnr", "fpr", "auroc", "ece", "brier", "coverage", "selective_risk")
     head = "".join(f"<th>{k}</th>" for k in keys)
@@ -171,9 +188,10 @@ def _stream_table(stream: dict | None) -> str:
 
 
 def write_report(out_dir: Path, predictor: Predictor, outputs: dict[str, ConditionOutputs], summary: dict,
-                 intervals: dict, meta: dict, stream: dict | None = None) -> list[Path]:
+                 intervals: dict, meta: dict, stream: dict | None = None, curves: dict | None = None) -> list[Path]:
     """Write metrics_summary.json, bootstrap_ci.json, stream_steps.csv (when a stream ran) and report.html into
-    ``out_dir``; return the paths."""
+    ``out_dir``; return the paths. ``curves`` (the run's learning curves: ``phase1`` curve rows, ``phase4`` loss
+    list) adds their plot."""
     policy = predictor.policy
     clean = outputs["clean"]
     p_clean = softmax_probs(clean.logits, policy.temperature)
@@ -189,6 +207,8 @@ def write_report(out_dir: Path, predictor: Predictor, outputs: dict[str, Conditi
     }
     if stream:
         figures["stream"] = _stream(stream)
+    if curves and curves.get("phase1"):
+        figures["learning_curves"] = _learning_curves(curves)
     captions = {
         "reliability": "Reliability diagram before and after temperature scaling",
         "roc_pr": "ROC and precision-recall curves", "threshold_curves": "MCC and reward against threshold",
@@ -196,6 +216,7 @@ def write_report(out_dir: Path, predictor: Predictor, outputs: dict[str, Conditi
         "reward_by_level": "Validator reward per challenge level", "confident_mistakes": "Most confident mistakes",
         "stream": "Simulated validator stream: labels 50/50 (deploy prior), levels as published, reward "
                   "(0.5 MCC(last 100) + 0.5 accuracy(last 10))^3 per challenge",
+        "learning_curves": "Learning curves of this run's training phases",
     }
     sections = "".join(f'<figure id="{k}"><img alt="{k}" src="data:image/png;base64,{v}"><figcaption>'
                        f"{captions[k]}</figcaption></figure>" for k, v in figures.items())

@@ -17,10 +17,11 @@ from streetvision.validator.stream import DEFAULT_STEPS, simulate
 
 def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: Path, seed: int,
                     n_resamples: int, data_description: str, backend: str = "torch",
-                    prior: float = VALIDATOR_PRIOR, stream_steps: int = DEFAULT_STEPS
-                    ) -> tuple[dict, dict, list[Path]]:
+                    prior: float = VALIDATOR_PRIOR, stream_steps: int = DEFAULT_STEPS,
+                    curves: dict | None = None) -> tuple[dict, dict, list[Path]]:
     """Score ``samples`` with the bundle under every condition, replay a validator stream over them (when both
-    classes are present and ``stream_steps`` > 0) and write the report into ``out_dir``."""
+    classes are present and ``stream_steps`` > 0) and write the report into ``out_dir`` (with the run's
+    learning ``curves`` when given)."""
     predictor = Predictor.from_bundle(bundle_dir, backend=backend)
     images, labels, skipped = load_labelled_images(samples)
     outputs, summary, intervals = evaluate(predictor, images, labels, seed, n_resamples, prior)
@@ -36,7 +37,7 @@ def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: 
             "unreadable": len(skipped), "seed": seed, "bootstrap_resamples": n_resamples, "backend": backend,
             "policy": predictor.policy.policy_type, "decision_threshold": predictor.policy.decision_threshold,
             "temperature": predictor.policy.temperature, "target_risk": target, "deploy_prior_roadwork": prior}
-    paths = write_report(out_dir, predictor, outputs, summary, intervals, meta, stream)
+    paths = write_report(out_dir, predictor, outputs, summary, intervals, meta, stream, curves)
     return summary, intervals, paths
 
 

@@ -143,6 +143,12 @@ class ExploraModule(L.LightningModule):
     def on_fit_end(self) -> None:
         self.compile_spec.uncompile(self)  # merge validation and saving run eagerly
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["explora_losses"] = list(self.losses)  # the loss curve continues across a resume
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.losses = list(checkpoint.get("explora_losses", []))
+
     # -- objectives -----------------------------------------------------------------------------------
     def _dino_step(self, views: list[torch.Tensor]) -> torch.Tensor:
         n_global = int(self.cfg.n_global_crops)

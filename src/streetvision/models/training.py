@@ -13,16 +13,19 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
 from streetvision.config import CHOICES
+from streetvision.models.checkpoints import Checkpointing, EpochCheckpoint, SafeCheckpointIO
 from streetvision.models.devices import DevicePlan, compile_in_place, uncompile
 from streetvision.eval.metrics import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
@@ -129,9 +132,14 @@ class ClassifierModule(L.LightningModule):
         self.log_dict({"val_mcc": float(m["mcc"]), "val_loss": val_loss,
                        "val_score": float(m["mcc"]) - 1e-3 * val_loss}, prog_bar=True, sync_dist=False)
 
+    def epoch_train_loss(self) -> float:
+        """Mean training loss of the current epoch so far (validation runs before the epoch ends, so the learning
+        curve's row for an epoch gets that epoch's training loss)."""
+        return float(np.mean(self._train_losses)) if self._train_losses else float("nan")
+
     def on_train_epoch_end(self) -> None:
-        losses, self._train_losses = self._train_losses, []
-        self.log("train_loss_epoch", float(np.mean(losses)) if losses else float("nan"))
+        self.log("train_loss_epoch", self.epoch_train_loss())
+        self._train_losses = []
 
     def configure_optimizers(self):
         head, body = [], []
@@ -169,6 +177,18 @@ class BestState(Callback):
         if self.state is not None:
             pl_module.load_state_dict(self.state)
 
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best, self.best_epoch = float(state_dict["best"]), int(state_dict["best_epoch"])
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint["best_state_dict"] = self.state  # weights: saved as safetensors (models.checkpoints)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.state = checkpoint.get("best_state_dict")
+
 
 class CurveWriter(Callback):
     """Writes the learning curve (one row per epoch) atomically to CSV on rank 0 after each validation."""
@@ -184,11 +204,21 @@ class CurveWriter(Callback):
             return
         m = trainer.callback_metrics
         self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
-                          "train_loss": float(m.get("train_loss_epoch", m.get("train_loss", float("nan")))),
+                          "train_loss": pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss")
+                          else float(m.get("train_loss", float("nan"))),
                           "val_loss": float(m.get("val_loss", float("nan"))),
                           "val_mcc": float(m.get("val_mcc", float("nan"))),
                           "val_score": float(m.get("val_score", float("nan"))),
                           "lr": float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else 0.0})
+        self._write(trainer)
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict["rows"])
+
+    def _write(self, trainer: L.Trainer) -> None:
         if trainer.is_global_zero:
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=self.FIELDS)
@@ -198,13 +228,22 @@ class CurveWriter(Callback):
 
 
 def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callback], max_epochs: int,
-                 root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1) -> L.Trainer:
-    """A Lightning Trainer for ``plan`` (see models.devices) and ``training``; no logger, no pickled checkpoints."""
-    return L.Trainer(
+                 root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1,
+                 checkpointing: Checkpointing | None = None, loggers: list[Logger] | None = None) -> L.Trainer:
+    """A Lightning Trainer for ``plan`` (see models.devices) and ``training``, logging to ``loggers``
+    (models.tracking; with the learning rate); with ``checkpointing``, a safetensors + weights-only checkpoint per
+    epoch (models.checkpoints), never a pickled one."""
+    plugins = []
+    if loggers:
+        callbacks = [*callbacks, LearningRateMonitor("step")]
+    if checkpointing is not None:
+        callbacks = [*callbacks, EpochCheckpoint(checkpointing.directory)]
+        plugins.append(SafeCheckpointIO(checkpointing.fingerprint))
+    return L.Trainer(plugins=plugins,
         accelerator=plan.accelerator, devices=plan.devices, num_nodes=plan.num_nodes, strategy=plan.strategy,
         precision=plan.precision, max_epochs=max_epochs, max_steps=max_steps,
         accumulate_grad_batches=int(training.grad_accum), gradient_clip_val=float(training.gradient_clip),
-        callbacks=callbacks, logger=False, enable_checkpointing=False, enable_model_summary=False,
+        callbacks=callbacks, logger=loggers or False, enable_checkpointing=False, enable_model_summary=False,
         default_root_dir=str(root_dir), log_every_n_steps=1, num_sanity_val_steps=0,
         limit_val_batches=1.0 if validate else 0, deterministic="warn" if plan.accelerator == "gpu" else True,
         enable_progress_bar=training.progress_bar,
@@ -228,7 +267,8 @@ def run_fit(trainer: L.Trainer, module: L.LightningModule, **loaders: Any) -> No
 
 
 def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, plan: DevicePlan,
-                   training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str]) -> dict:
+                   training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str],
+                   checkpointing: Checkpointing | None = None, loggers: list[Logger] | None = None) -> dict:
     """Fit with early stopping on ``val_score``; the module ends with the best weights. Returns the best epoch
     (read from the learning curve, which spawned DDP workers write too), world size, strategy, accelerator,
     precision and whether the backbone was compiled."""
@@ -236,13 +276,16 @@ def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader,
     callbacks: list[Callback] = [best, CurveWriter(curve_path)]
     if training.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
-    trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir)
-    run_fit(trainer, module, train_dataloaders=train, val_dataloaders=val)
+    trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir, checkpointing=checkpointing,
+                           loggers=loggers)
+    resume = checkpointing.resume if checkpointing else None
+    run_fit(trainer, module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
     with open(curve_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     best_epoch = max(rows, key=lambda r: float(r["val_score"]))["epoch"] if rows else -1
     return {"best_epoch": int(best_epoch), "world_size": trainer.world_size,
-            "strategy": type(trainer.strategy).__name__, **plan.describe()}
+            "strategy": type(trainer.strategy).__name__, **plan.describe(),
+            "resumed_from": Path(resume).name if resume else None}
 
 
 @torch.inference_mode()

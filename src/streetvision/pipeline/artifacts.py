@@ -61,6 +61,15 @@ class ArtifactSchema:
     def phase_dir(self, phase: str) -> Path:
         return self.run_dir / PHASE_DIRS[phase]
 
+    @property
+    def logs_dir(self) -> Path:
+        """Experiment-tracking output of the training phases (logging.loggers): logs/<phase>/..., mlruns/, ..."""
+        return self.run_dir / "logs"
+
+    def checkpoint_dir(self, phase: str) -> Path:
+        """Per-epoch training checkpoints of an unfinished phase (deleted when the phase finishes)."""
+        return self.phase_dir(phase) / "checkpoints"
+
     def manifest(self, phase: str) -> Path:
         return self.phase_dir(phase) / "manifest.json"
 

@@ -20,11 +20,12 @@ PHASE_ORDER = tuple(PHASE_DIRS)
 
 @dataclass
 class PhaseContext:
-    """What a phase function gets: the config, the run's artifact paths and the console."""
+    """What a phase function gets: the config, the run's artifact paths, the console and the run's fingerprint."""
 
     cfg: DictConfig
     artifacts: ArtifactSchema
     console: Any
+    fingerprint: dict[str, Any] = field(default_factory=dict)  # config slice + input checksums (checkpoints)
 
 
 @dataclass

@@ -86,6 +86,13 @@ def upstream_records(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec
     return records
 
 
+def fingerprint(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> dict:
+    """What identifies one run of a phase: its config slice and the checksums of the upstream outputs it reads
+    (a training checkpoint resumes only under the same fingerprint)."""
+    return {"config": config_slice(cfg, spec),
+            "inputs": {r.path: r.sha256 for r in upstream_records(cfg, artifacts, spec)}}
+
+
 def _up_to_date(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> bool:
     manifest = committed(artifacts, spec.name)
     if manifest is None or manifest.config_hash != config_hash(config_slice(cfg, spec)):
@@ -104,13 +111,15 @@ def phases_to_run(cfg: DictConfig, artifacts: ArtifactSchema, ordered: list[Phas
     return [s for s in ordered if s.name in names]
 
 
-def check_hardware(cfg: DictConfig) -> None:
+def check_machine(cfg: DictConfig) -> None:
     """Before any work: when a training phase is requested, its devices, precision and compile backend must exist
-    on this machine (ConfigError naming the key and what was found)."""
+    on this machine, and its loggers' packages must be installed (ConfigError naming the key and what was found)."""
     if set(cfg.pipeline.phases) & set(DISTRIBUTED_PHASES):
         from streetvision.models.devices import check_devices, resolve_devices  # imports torch
+        from streetvision.models.tracking import check_loggers
 
         check_devices(resolve_devices(cfg.hardware))
+        check_loggers(list(cfg.logging.loggers))
 
 
 def prepare_run_dir(cfg: DictConfig, artifacts: ArtifactSchema) -> None:
@@ -131,7 +140,7 @@ def prepare_run_dir(cfg: DictConfig, artifacts: ArtifactSchema) -> None:
 def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseOutcome]:
     """Run the configured phases in order; return what each did (see pipeline.distributed for ranks > 0)."""
     console = console or Console()
-    check_hardware(cfg)
+    check_machine(cfg)
     artifacts = ArtifactSchema.from_config(cfg)
     prepare_run_dir(cfg, artifacts)
     if global_rank() > 0:
@@ -174,7 +183,8 @@ def _run_as_worker_rank(cfg: DictConfig, artifacts: ArtifactSchema) -> list[Phas
         for dep in (*spec.needs_for(cfg), *(u for u in spec.uses if u in planned)):
             wait_for(lambda d=dep: committed(artifacts, d) is not None, f"phase '{dep}' to be committed", 3600)
         start = time.perf_counter()
-        spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=Console(quiet=True)))
+        spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=Console(quiet=True),
+                              fingerprint=fingerprint(cfg, artifacts, spec)))
         outcomes.append(PhaseOutcome(name, f"rank {global_rank()}", time.perf_counter() - start, {}))
     return outcomes
 
@@ -189,7 +199,8 @@ def _run_phase(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, cons
     manifest_path = artifacts.manifest(spec.name)
     manifest_path.unlink(missing_ok=True)  # uncommit first: a crash below leaves no manifest claiming old outputs
     started, start = utc_now(), time.perf_counter()
-    result = spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=console))
+    result = spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=console,
+                                   fingerprint=fingerprint(cfg, artifacts, spec)))
     upstream = [artifacts.run_dir / r.path for r in upstream_records(cfg, artifacts, spec)]
     metrics = dict(result.metrics, _summary=result.summary)
     manifest = StepManifest.build(

@@ -3,13 +3,28 @@ validator conditions), with bootstrap intervals and the HTML report."""
 
 from __future__ import annotations
 
+import csv
+
 from streetvision.data.splits import load_splits
 from streetvision.eval.run_evaluation import evaluate_to_dir, print_table
+from streetvision.io import read_json
+from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
 
+def learning_curves(art: ArtifactSchema) -> dict:
+    """The run's learning curves when present: phase1's training_curve.csv rows, phase4's loss per step."""
+    curves: dict = {}
+    if art.training_curve_csv.is_file():
+        with open(art.training_curve_csv, newline="") as handle:
+            curves["phase1"] = list(csv.DictReader(handle))
+    if art.metrics_json("phase4").is_file():
+        curves["phase4"] = read_json(art.metrics_json("phase4")).get("loss_curve", [])
+    return curves
+
+
 @phase("evaluation", "bundle on the test split: clean + validator conditions, bootstrap CIs, HTML report",
-       needs=("phase6", "splits"), config_keys=("evaluation", "deploy"))
+       needs=("phase6", "splits"), uses=("phase1", "phase4"), config_keys=("evaluation", "deploy"))
 def run_evaluation(ctx: PhaseContext) -> PhaseResult:
     """Write evaluation/metrics_summary.json, bootstrap_ci.json and report.html."""
     cfg, art = ctx.cfg, ctx.artifacts
@@ -19,7 +34,8 @@ def run_evaluation(ctx: PhaseContext) -> PhaseResult:
     summary, intervals, paths = evaluate_to_dir(art.bundle_dir, samples,
                                                 art.evaluation_dir, ev.seed, ev.n_resamples,
                                                 "test split of this run", ev.backend,
-                                                float(cfg.deploy.prior_roadwork), int(ev.stream_steps))
+                                                float(cfg.deploy.prior_roadwork), int(ev.stream_steps),
+                                                learning_curves(art))
     print_table(summary, intervals, ctx.console, paths[-1])
     clean, mix = summary["clean"], summary["validator_mix"]
     ci_c, ci_m = intervals["clean"]["reward"], intervals["validator_mix"]["reward"]

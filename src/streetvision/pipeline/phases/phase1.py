@@ -28,8 +28,10 @@ from streetvision.models.classifier import (
     spec_preprocess,
     trainable_parameters,
 )
+from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import DevicePlan, resolve_devices
 from streetvision.models.embedding_cache import cached_embeddings
+from streetvision.models.tracking import make_loggers
 from streetvision.models.training import ClassifierModule, class_weights, fit_classifier, predict_logits
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
@@ -68,8 +70,9 @@ def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> Labe
 
 
 def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
-                 splits: Splits, plan: DevicePlan) -> dict:
-    """Linear probe: cached embeddings per split, then the head trains on them with the same Lightning loop."""
+                 splits: Splits, plan: DevicePlan, checkpointing: Checkpointing | None = None) -> dict:
+    """Linear probe: cached embeddings per split, then the head trains on them with the same Lightning loop (no
+    checkpoints: the embeddings are cached and the head's epochs take milliseconds)."""
     pre = spec_preprocess(model.spec)
     cache = art.cache_dir / "embeddings"
     data, hits = {}, {}
@@ -87,12 +90,13 @@ def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier
     training = cfg.training.copy()
     training.epochs = epochs
     info = fit_classifier(module, train, val, replace(plan, compile=False), training, art.training_curve_csv,
-                          art.phase_dir("phase1"))  # nothing to compile: the head trains on cached embeddings
+                          art.phase_dir("phase1"),  # nothing to compile: the head trains on cached embeddings
+                          loggers=phase1_loggers(cfg, art))
     return {**info, "embedding_cache_hits": hits}
 
 
 def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
-                     splits: Splits, plan: DevicePlan) -> dict:
+                     splits: Splits, plan: DevicePlan, checkpointing: Checkpointing | None = None) -> dict:
     """LoRA or full fine-tuning with validator-style augmentation (the backbone compiled when requested)."""
     train = dm.train_dataloader()
     steps = int(cfg.training.epochs) * max(1, len(train) // int(cfg.training.grad_accum))
@@ -100,7 +104,13 @@ def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassi
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               compile_backend=plan.compile_backend if plan.compile else None)
     return fit_classifier(module, train, dm.val_dataloader(), plan, cfg.training, art.training_curve_csv,
-                          art.phase_dir("phase1"))
+                          art.phase_dir("phase1"), checkpointing, phase1_loggers(cfg, art))
+
+
+def phase1_loggers(cfg: DictConfig, art: ArtifactSchema) -> list:
+    """The configured experiment trackers (logging.loggers) for this run's phase1."""
+    return make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase1", cfg.experiment_name, str(cfg.run_id),
+                        cfg.logging.wandb_project)
 
 
 @phase("phase1", "supervised training of backbone + head", needs=("splits",), uses=("phase4",),
@@ -119,7 +129,11 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     plan = resolve_devices(cfg.hardware)
     start = time.perf_counter()
     train = train_frozen if cfg.model.finetune == "frozen" else train_end_to_end
-    train_info = train(cfg, art, model, dm, splits, plan)
+    checkpointing = Checkpointing.prepare(art.checkpoint_dir("phase1"), ctx.fingerprint, "phase1",
+                                          bool(cfg.pipeline.force))
+    if checkpointing.resume:
+        ctx.console.print(f"resuming phase1 from {art.rel(checkpointing.resume)}")
+    train_info = train(cfg, art, model, dm, splits, plan, checkpointing)
     train_seconds = time.perf_counter() - start
     if global_rank() > 0:
         return PhaseResult(outputs=[])  # externally launched DDP: rank 0 writes everything
@@ -142,6 +156,7 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     atomic_write_json(art.metrics_json("phase1"), metrics)
     outputs += [art.metrics_json("phase1"), art.training_curve_csv]
     inputs = [art.explora_backbone_dir] if source == str(art.explora_backbone_dir) else []
+    checkpointing.discard()
     test = per_split.get("test", next(iter(per_split.values()), {}))
     return PhaseResult(outputs=outputs, inputs=inputs, metrics={k: v for k, v in metrics.items() if k != "config"},
                        summary={"test MCC": f"{test.get('mcc', float('nan')):.3f}",

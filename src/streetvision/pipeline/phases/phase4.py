@@ -26,7 +26,9 @@ from streetvision.models.explora import (
     trainable_report,
     validate_peft_merge,
 )
+from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import resolve_devices
+from streetvision.models.tracking import make_loggers
 from streetvision.models.training import make_trainer, run_fit
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
@@ -121,9 +123,16 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
                            compile_backend=plan.compile_backend if plan.compile else None)
     training = cfg.training.copy()
     training.grad_accum = p4.grad_accum
+    checkpointing = Checkpointing.prepare(art.checkpoint_dir("phase4"), ctx.fingerprint, "phase4",
+                                          bool(cfg.pipeline.force))
+    if checkpointing.resume:
+        ctx.console.print(f"resuming phase4 from {art.rel(checkpointing.resume)}")
     trainer = make_trainer(plan, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
-                           max_steps=int(p4.max_steps))
-    run_fit(trainer, module, train_dataloaders=loader)
+                           max_steps=int(p4.max_steps), checkpointing=checkpointing,
+                           loggers=make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase4", cfg.experiment_name,
+                                                str(cfg.run_id), cfg.logging.wandb_project))
+    resume = checkpointing.resume
+    run_fit(trainer, module, train_dataloaders=loader, ckpt_path=str(resume) if resume else None)
     if global_rank() > 0:
         return PhaseResult(outputs=[])  # externally launched DDP: rank 0 merges, validates and writes
 
@@ -143,8 +152,10 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
                "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                "num_images": len(paths), "labeled": bool(ex.use_labeled_data),
                "max_output_diff": validation["max_output_diff"], "merge_tolerance": tolerance,
-               "peft_validation_status": validation["status"], "preprocess": pre.as_dict(), **plan.describe()}
+               "peft_validation_status": validation["status"], "preprocess": pre.as_dict(), **plan.describe(),
+               "resumed_from": resume.name if resume else None}
     atomic_write_json(art.metrics_json("phase4"), metrics)
+    checkpointing.discard()
     return PhaseResult(
         outputs=[adapter_dir, art.explora_backbone_dir, art.metrics_json("phase4")],
         metrics={k: v for k, v in metrics.items() if k != "loss_curve"},
