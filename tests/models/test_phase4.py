@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 from safetensors.torch import load_file, save_file
 
-from streetvision.errors import MissingArtifactError, ValidationFailure
+from streetvision.errors import ValidationFailure
 from streetvision.io import StepManifest
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.phases import phase4 as phase4_mod

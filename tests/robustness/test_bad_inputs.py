@@ -179,7 +179,8 @@ def test_batch_size_zero_is_an_argument_error_row_7(world, unchanged, capfd):
     assert result.code == 2 and "--batch-size" in result.err and result.out == ""
 
 
-@pytest.mark.parametrize("out", ["/proc/streetvision/preds.csv", "{world}/preds.csv/inside.csv", "{world}/images"])
+@pytest.mark.parametrize("out", ["/sys/preds.csv", "/proc/streetvision/preds.csv", "{world}/preds.csv/inside.csv",
+                                 "{world}/images"])
 def test_unwritable_out_fails_before_scoring_row_8(out, world, unchanged, capfd):
     target = out.format(world=world)
     result = predict(capfd, world, world / "images" / "good_0.png", "--out", target)
@@ -212,6 +213,20 @@ def test_nothing_scorable_exits_1_and_keeps_the_earlier_output_row_10(world, unc
 def test_missing_bundle_is_named(world, unchanged, capfd):
     result = cli(capfd, "predict", world / "no_bundle", world / "images" / "good_0.png")
     assert result.code == 1 and "no_bundle" in result.error_lines[0], result.err
+
+
+# -- other commands -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("args", "code", "named"), [
+    (["data", "synth", "--out", "/proc/streetvision/synth", "--n", "2"], 1, "/proc/streetvision"),
+    (["data", "synth", "--out", "{tmp}/synth", "--n", "0"], 2, "--n"),
+    (["evaluate", "{world}/bundle", "--synthetic", "4", "--resamples", "-5", "--out", "{tmp}/e"], 2, "--resamples"),
+])
+def test_other_commands_answer_bad_arguments_and_file_system_errors_in_one_paragraph(args, code, named, world,
+                                                                                      unchanged, tmp_path, capfd):
+    result = cli(capfd, *(a.format(world=world, tmp=tmp_path) for a in args))
+    assert result.code == code and named in result.err, result.err
+    assert not (tmp_path / "synth").exists() and not (tmp_path / "e").exists()
 
 
 # -- bundle ---------------------------------------------------------------------------------------------------

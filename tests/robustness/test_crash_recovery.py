@@ -149,6 +149,7 @@ def test_the_next_run_removes_what_a_killed_export_left_row_16(micro_run, tmp_pa
     shutil.copytree(micro_run, run, symlinks=True)
     shutil.copytree(run / "export" / "bundle", run / "export" / ".bundle.tmp-killed1")  # 11 MB in the demo
     bundle_before = snapshot(run / "export" / "bundle")
-    outcomes = run_pipeline(load_run_config(run, ["pipeline.phases=[phase6]"]), Console(quiet=True))
+    cfg = load_run_config(run, ["pipeline.phases=[phase6]", "pipeline.force=false"])  # `export` saves force=true
+    outcomes = run_pipeline(cfg, Console(quiet=True))
     assert [(o.name, o.status) for o in outcomes] == [("phase6", "up to date")]
     assert leftovers(run) == [] and snapshot(run / "export" / "bundle") == bundle_before

@@ -59,13 +59,15 @@ def records_for(paths: list[Path], root: Path) -> list[FileRecord]:
 
 
 _HASH_CACHE: dict[tuple[str, int, int, int], str] = {}
+_HASHED_SINCE_SAVE = [0]  # hashes computed since the memo was last loaded or saved
 MEMO_VERSION = 1
 RACY_NS = 2_000_000_000  # files modified this close to a memo write are not persisted (git's "racily clean" rule)
 
 
-def _stat_key(path: Path) -> tuple[str, int, int, int]:
-    st = path.stat()
-    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino
+def _stat_key(path: str | os.PathLike[str]) -> tuple[str, int, int, int]:
+    absolute = os.path.abspath(path)  # no symlink resolution: another spelling of a path is only a cache miss
+    st = os.stat(absolute)
+    return absolute, st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def sha256_stat_cached(path: Path) -> str:
@@ -74,6 +76,7 @@ def sha256_stat_cached(path: Path) -> str:
     key = _stat_key(path)
     if key not in _HASH_CACHE:
         _HASH_CACHE[key] = sha256_file(path)
+        _HASHED_SINCE_SAVE[0] += 1
     return _HASH_CACHE[key]
 
 
@@ -83,31 +86,36 @@ def load_hash_memo(memo: Path, root: Path) -> int:
     try:
         raw = read_json(memo)
         entries = raw["entries"] if raw.get("version") == MEMO_VERSION else []
-        base = root.resolve()
+        base = os.path.abspath(root)
         for rel, size, mtime_ns, inode, digest in entries:
-            _HASH_CACHE[(str(base / rel), int(size), int(mtime_ns), int(inode))] = str(digest)
-        return len(entries)
+            _HASH_CACHE[(os.path.join(base, rel), int(size), int(mtime_ns), int(inode))] = str(digest)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return 0
+    _HASHED_SINCE_SAVE[0] = 0
+    return len(entries)
 
 
-def save_hash_memo(memo: Path, root: Path) -> int:
+def save_hash_memo(memo: Path, root: Path) -> int | None:
     """Persist, atomically, the memo entries of files under ``root`` whose stat still matches (stale entries are
-    dropped, recently modified files skipped, see RACY_NS); return how many were written."""
-    base = root.resolve()
+    dropped, recently modified files skipped, see RACY_NS); return how many were written, or None when nothing
+    was hashed since the memo was loaded or saved (a no-op rerun then writes nothing)."""
+    if not _HASHED_SINCE_SAVE[0] and memo.is_file():
+        return None
+    base = os.path.abspath(root) + os.sep
     newest = time.time_ns() - RACY_NS
     entries = []
-    for (path, size, mtime_ns, inode), digest in _HASH_CACHE.items():
-        file = Path(path)
-        if not file.is_relative_to(base) or mtime_ns > newest:
+    for key, digest in _HASH_CACHE.items():
+        path, _, mtime_ns, _ = key
+        if not path.startswith(base) or mtime_ns > newest:
             continue
         try:
-            if _stat_key(file) != (path, size, mtime_ns, inode):
+            if _stat_key(path) != key:
                 continue
         except OSError:
             continue
-        entries.append([file.relative_to(base).as_posix(), size, mtime_ns, inode, digest])
+        entries.append([Path(path[len(base):]).as_posix(), *key[1:], digest])
     atomic_write_json(memo, {"version": MEMO_VERSION, "entries": sorted(entries)})
+    _HASHED_SINCE_SAVE[0] = 0
     return len(entries)
 
 
