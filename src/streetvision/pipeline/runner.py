@@ -158,7 +158,9 @@ def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseO
             to_run = phases_to_run(cfg, artifacts, ordered)
             if "WORLD_SIZE" in os.environ or "SLURM_NTASKS" in os.environ:
                 publish_plan(artifacts.run_dir, [s.name for s in to_run])
-            atomic_write_text(artifacts.config_yaml, OmegaConf.to_yaml(cfg, resolve=True))
+            saved = OmegaConf.to_container(cfg, resolve=True)
+            saved["pipeline"]["force"] = False  # "rerun everything" belongs to this command, not to the run
+            atomic_write_text(artifacts.config_yaml, OmegaConf.to_yaml(saved))
             console.print(f"[bold]Run[/bold] {artifacts.run_dir}  phases: {', '.join(s.name for s in ordered)}")
             for spec in ordered:
                 outcomes.append(_run_phase(cfg, artifacts, spec, console, skip=spec not in to_run))
