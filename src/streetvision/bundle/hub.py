@@ -9,6 +9,7 @@ writes the exact tree that would be uploaded. Every check runs before anything i
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -132,8 +133,6 @@ def publish(run_or_bundle: Path, repo_id: str, hotkey: str, version: str | None 
             dry_run: Path | None = None, model_name: str | None = None) -> Published:
     """Verify the bundle, export and parity-check the Hugging Face folder with a filled card, then upload it in one
     commit (``dry_run``: write it to that folder instead). Nothing is sent unless every check passed."""
-    import json
-
     from streetvision.bundle.hf_export import check_hf_parity, export_hf
     from streetvision.bundle.verify import verify_bundle
     from streetvision.io import replace_dir, sha256_file

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from streetvision.bundle.probes import check_probes
-from streetvision.bundle.schema import check_files, load_index, safe_member
+from streetvision.bundle.schema import BUNDLE_INDEX, check_files, load_index, safe_member
 from streetvision.data.decode import decode_image
 from streetvision.data.transforms import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
@@ -145,7 +145,6 @@ class Predictor:
         format of ``streetvision export --format hf`` (config.json + preprocessor_config.json)."""
         from streetvision.bundle.hf_export import load_hf_predictor
         from streetvision.bundle.hub import materialise, resolve_pretrained
-        from streetvision.bundle.schema import BUNDLE_INDEX
 
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Valid choices: {', '.join(BACKENDS)}.",
