@@ -6,6 +6,7 @@
     streetvision verify BUNDLE                 check a bundle (one line per check)
     streetvision predict BUNDLE PATH...        score images, CSV or JSONL
     streetvision export RUN_DIR                rebuild a run's bundle (phase 6 alone)
+    streetvision publish RUN --repo-id O/N --hotkey KEY   upload the Hugging Face export (--dry-run DIR first)
     streetvision evaluate BUNDLE --run DIR     clean + validator-condition metrics with CIs, HTML report
     streetvision simulate BUNDLE --folder DIR  replay a validator stream, report the reward distribution
 """
@@ -119,6 +120,29 @@ def cmd_export(args: argparse.Namespace) -> int:
         bundle = ArtifactSchema.from_config(cfg).bundle_dir
         out = export_hf(bundle, Path(args.out))
         console.print(f"wrote {out}: {check_hf_parity(bundle, out)}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Verify a bundle, fill its model card and upload the Hugging Face export in one commit (or write the tree)."""
+    _quiet_hf()
+    from streetvision.bundle.hub import publish
+
+    dry_run = Path(args.dry_run) if args.dry_run else None
+    done = publish(Path(args.run_or_bundle), args.repo_id, args.hotkey, args.version, args.private, dry_run,
+                   args.model_name)
+    console.print(f"hugging face export: {done.parity}", markup=False, highlight=False, soft_wrap=True)
+    for rel, size, sha in done.files:
+        console.print(f"{sha}  {size:>12,d}  {rel}", markup=False, highlight=False, soft_wrap=True)
+    card = done.card
+    what = f"{card['model_name']} {card['version']}, submitted_by {card['submitted_by']}"
+    if done.commit_url is None:
+        console.print(f"dry run: wrote {len(done.files)} files to {dry_run} ({what}); nothing was uploaded.",
+                      markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"published {what} to https://huggingface.co/{args.repo_id} in one commit: {done.commit_url}\n"
+                      f"miner.env: MODEL_URL=https://huggingface.co/{args.repo_id}", markup=False, highlight=False,
+                      soft_wrap=True)
     return 0
 
 
@@ -252,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hf: also write the Hugging Face folder the NATIX miner serves (needs --out)")
     export.add_argument("--out", help="output folder for --format hf")
     export.set_defaults(func=cmd_export)
+
+    publish = sub.add_parser("publish", help="verify a run's bundle, fill model_card.json and upload its Hugging "
+                                             "Face export to the Hub in one commit (the repo then holds exactly "
+                                             "that tree, plus .gitattributes)")
+    publish.add_argument("run_or_bundle", help="a run directory or its export/bundle")
+    publish.add_argument("--repo-id", required=True, help="ORG/NAME of the Hub model repo (created if needed)")
+    publish.add_argument("--hotkey", required=True, help="the miner's hotkey SS58 address (model_card submitted_by)")
+    publish.add_argument("--version", help="model_card version X.Y.Z (default: the bundle's card)")
+    publish.add_argument("--model-name", help="model_card model_name (default: the bundle's card)")
+    publish.add_argument("--private", action="store_true", help="create the repo private")
+    publish.add_argument("--dry-run", metavar="DIR", help="write the exact tree that would be uploaded to DIR (new "
+                                                          "or empty) and print each file; upload nothing")
+    publish.set_defaults(func=cmd_publish)
 
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
