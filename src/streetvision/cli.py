@@ -125,7 +125,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Verify a bundle, fill its model card and upload the Hugging Face export in one commit (or write the tree)."""
-    _quiet_hf()
     from streetvision.bundle.hub import publish
 
     dry_run = Path(args.dry_run) if args.dry_run else None
