@@ -68,8 +68,8 @@ def test_paired_differences_are_b_minus_a_with_scipys_paired_bca(compared, two_e
         row = result["conditions"][name]
         for key in COMPARED:
             got = row["differences"][key]
-            assert got["estimate"] == pytest.approx(result["b"]["summary"][name][key] - result["a"]["summary"][name][key],
-                                                    abs=1e-12)
+            summary_a, summary_b = result["a"]["summary"][name], result["b"]["summary"][name]
+            assert got["estimate"] == pytest.approx(summary_b[key] - summary_a[key], abs=1e-12)
             if got["method"] != "BCa":
                 continue
             ref = stats.bootstrap((y, da, db), diff(key), paired=True, vectorized=False, n_resamples=300,

@@ -285,7 +285,8 @@ def overlapping_labels(fig) -> list[tuple[str, str]]:
                       *drawn_ticklabels(ax.yaxis, ax.get_ylim())]
         labels += [(k, t.get_text(), t.get_window_extent(renderer).expanded(0.98, 0.98))
                    for t in candidates if t.get_visible() and t.get_text()]
-    pairs = [(a, b) for i, (_, a, box_a) in enumerate(labels) for _, b, box_b in labels[i + 1:] if box_a.overlaps(box_b)]
+    pairs = [(a, b) for i, (_, a, box_a) in enumerate(labels) for _, b, box_b in labels[i + 1:]
+             if box_a.overlaps(box_b)]
     pairs += [(a, f"axes {j}") for k, a, box in labels for j, area in areas if j != k and box.overlaps(area)]
     return pairs
 

@@ -58,8 +58,9 @@ def check_same_images(a: dict[str, ConditionPredictions], b: dict[str, Condition
     clean_a, clean_b = a["clean"], b["clean"]
     ids_a, ids_b = identity(clean_a), identity(clean_b)
     if sorted(ids_a) != sorted(ids_b):
-        only_a = [s for s, i in zip(clean_a.sample_ids, ids_a) if i not in set(ids_b)]
-        only_b = [s for s, i in zip(clean_b.sample_ids, ids_b) if i not in set(ids_a)]
+        set_a, set_b = set(ids_a), set(ids_b)
+        only_a = [s for s, i in zip(clean_a.sample_ids, ids_a) if i not in set_b]
+        only_b = [s for s, i in zip(clean_b.sample_ids, ids_b) if i not in set_a]
         raise ConfigError(f"The two evaluations are not on the same images: A has {len(ids_a)}, B has {len(ids_b)}; "
                           f"{len(only_a)} only in A ({_examples(only_a)}), {len(only_b)} only in B "
                           f"({_examples(only_b)}). A paired comparison needs every image scored by both models.", FIX)
@@ -110,7 +111,8 @@ def agreement(a: ConditionPredictions, b: ConditionPredictions) -> dict[str, int
 def compare(path_a: Path, path_b: Path, n_resamples: int = 1000, seed: int = 0) -> dict:
     """Everything the comparison report shows (see module docstring)."""
     dir_a, dir_b = evaluation_dir(path_a), evaluation_dir(path_b)
-    meta_a, meta_b = read_json(dir_a / "metrics_summary.json")["meta"], read_json(dir_b / "metrics_summary.json")["meta"]
+    saved_a, saved_b = read_json(dir_a / "metrics_summary.json"), read_json(dir_b / "metrics_summary.json")
+    meta_a, meta_b = saved_a["meta"], saved_b["meta"]
     pred_a, pred_b = read_predictions(dir_a / PREDICTIONS_CSV), read_predictions(dir_b / PREDICTIONS_CSV)
     check_same_images(pred_a, pred_b, meta_a, meta_b)
     prior = float(meta_a.get("deploy_prior_roadwork", 0.5))
@@ -125,9 +127,9 @@ def compare(path_a: Path, path_b: Path, n_resamples: int = 1000, seed: int = 0) 
     head = rows[HEADLINE_CONDITION]["differences"][HEADLINE_METRIC]
     return {
         "a": {"dir": str(dir_a), "meta": meta_a, "summary": summary_a, "intervals": intervals_a,
-              "stream": read_json(dir_a / "metrics_summary.json").get("stream")},
+              "stream": saved_a.get("stream")},
         "b": {"dir": str(dir_b), "meta": meta_b, "summary": summary_b, "intervals": intervals_b,
-              "stream": read_json(dir_b / "metrics_summary.json").get("stream")},
+              "stream": saved_b.get("stream")},
         "images": len(pred_a["clean"]), "n_resamples": n_resamples, "seed": seed, "deploy_prior_roadwork": prior,
         "conditions": rows,
         "headline": {"condition": HEADLINE_CONDITION, "metric": HEADLINE_METRIC, **head, "verdict": verdict(head)},

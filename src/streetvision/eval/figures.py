@@ -30,10 +30,12 @@ def png_base64(fig: Figure, dpi: int = 90) -> str:
 
 
 def color(i: int) -> str:
+    """The i-th colour of the cycle (a condition keeps its colour across figures)."""
     return f"C{i}"
 
 
 def has_both_classes(pred: ConditionPredictions) -> bool:
+    """ROC and PR need both classes."""
     return len(np.unique(pred.labels)) == 2
 
 

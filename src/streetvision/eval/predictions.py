@@ -123,4 +123,5 @@ def read_predictions(path: Path) -> dict[str, ConditionPredictions]:
         return out
     except (OSError, ValueError, KeyError) as exc:
         raise IntegrityError(f"Predictions file '{path}' is missing or malformed ({exc}).",
-                             "rerun the evaluation (streetvision evaluate BUNDLE ... or the evaluation phase).") from exc
+                             "rerun the evaluation (streetvision evaluate BUNDLE ..., or the evaluation phase)."
+                             ) from exc

@@ -215,8 +215,8 @@ def report_from_dir(eval_dir: Path) -> str:
     metrics_summary.json, stream_steps.csv and learning_curves.json when present (images for the gallery from
     the data root the facts name)."""
     eval_dir = Path(eval_dir)
-    meta = read_json(eval_dir / "metrics_summary.json")["meta"]
     saved = read_json(eval_dir / "metrics_summary.json")
+    meta = saved["meta"]
     predictions = read_predictions(eval_dir / PREDICTIONS_CSV)
     summary, intervals = summarise(predictions, int(meta["bootstrap_resamples"]), int(meta["seed"]),
                                    float(meta["deploy_prior_roadwork"]))
