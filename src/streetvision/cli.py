@@ -9,6 +9,7 @@
     streetvision publish RUN --repo-id O/N --hotkey KEY   upload the Hugging Face export (--dry-run DIR first)
     streetvision evaluate BUNDLE --run DIR     clean + validator-condition metrics with CIs, HTML report
     streetvision simulate BUNDLE --folder DIR  replay a validator stream, report the reward distribution
+    streetvision compare A B --out DIR         two evaluations (or runs) on the same images, paired differences
 """
 
 from __future__ import annotations
@@ -213,6 +214,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two evaluations (or runs) of the same images: paired differences B - A and the report."""
+    from rich.table import Table
+
+    from streetvision.eval.compare import COMPARED, compare, write_comparison
+
+    result = compare(Path(args.a), Path(args.b), args.resamples, args.seed)
+    paths = write_comparison(result, Path(args.out))
+    table = Table(title=f"B - A on {result['images']} images (95% paired BCa intervals; reward = (0.5 MCC + 0.5 "
+                        f"acc)^3)")
+    for col in ("condition", *(f"{k} B - A" for k in COMPARED), "reward favours"):
+        table.add_column(col, justify="left" if col in ("condition", "reward favours") else "right")
+    for name, row in result["conditions"].items():
+        cells = [f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                 for d in (row["differences"][k] for k in COMPARED)]
+        table.add_row(name, *cells, row["verdict"])
+    console.print(table)
+    h = result["headline"]
+    console.print(f"validator mix at the deployment prior: reward B - A {h['estimate']:+.3f} [{h['low']:+.3f}, "
+                  f"{h['high']:+.3f}], B better in {h['share_above_zero']:.0%} of resamples; favours "
+                  f"{h['verdict']}", markup=False, highlight=False)
+    console.print(f"report: {paths[-1]}", markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="streetvision", description=__doc__,
@@ -267,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     simulate.add_argument("--out", help="folder for stream_summary.json and stream_steps.csv")
     simulate.set_defaults(func=cmd_simulate)
+
+    comp = sub.add_parser("compare", help="two evaluations (or runs) of the same images: paired differences B - A "
+                                          "of reward, MCC and accuracy with BCa intervals, HTML report")
+    comp.add_argument("a", help="evaluation directory (with predictions.csv) or run directory of model A")
+    comp.add_argument("b", help="evaluation directory or run directory of model B")
+    comp.add_argument("--out", required=True, help="folder for comparison.json and report.html")
+    comp.add_argument("--resamples", type=positive_int, default=1000)
+    comp.add_argument("--seed", type=int, default=0)
+    comp.set_defaults(func=cmd_compare)
 
     export = sub.add_parser("export", help="rerun phase 6 (the bundle) for RUN_DIR")
     export.add_argument("run_dir")
