@@ -99,7 +99,8 @@ def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
 
 @phase("phase4", "ExPLoRA extended pre-training (PEFT LoRA + unfrozen last block), merge and prove the merge",
        config_keys=("seed", "model.backbone", "model.explora", "phase4", "data.unlabeled", "hardware.precision",
-                    "training.augment", "training.augment_level_probs"),
+                    "training.augment", "training.augment_level_probs", "training.gradient_clip",
+                    "data.synthetic.seed", "data.synthetic.image_size"),  # synthetic unlabelled images use both
        needs_if=splits_needed)
 def run_phase4(ctx: PhaseContext) -> PhaseResult:
     """Train, save the adapter, merge, validate on real images, then write metrics (manifest follows)."""
