@@ -121,3 +121,80 @@ def test_remove_stale_temps_takes_only_writer_leftovers(tmp_path):
                                                ".model.json.tmp-0123456789ab"]
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".hash_memo.json", ".lock", ".tmp-1",
                                                                   "model.json", "notes.tmp-1"]
+
+
+# -- durability: the order of fsync and rename, checked by intercepting the calls --------------------------------
+
+@pytest.fixture
+def syscalls(monkeypatch):
+    """Every os.fsync (what it synced: inode, directory or file, size) and os.replace (the inode it moved and
+    where), in call order."""
+    import stat
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync", st.st_ino, "dir" if stat.S_ISDIR(st.st_mode) else "file", st.st_size))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.stat(src).st_ino, Path(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def assert_durable_commit(events, target: Path, size: int | None = None):
+    """The rename that commits ``target`` comes after an fsync of that very file (holding all its bytes) and
+    before an fsync of the directory holding it: after a power loss the name points at complete data."""
+    commits = [i for i, e in enumerate(events) if e[0] == "replace" and e[2] == target]
+    assert len(commits) == 1, events
+    i, inode = commits[0], events[commits[0]][1]
+    synced = [e for e in events[:i] if e[0] == "fsync" and e[1] == inode]
+    assert synced, f"{target.name} was renamed into place before its data was fsynced: {events}"
+    if size is not None:
+        assert synced[-1][3] == size  # synced after the last write, not half way
+    parent = target.parent.stat().st_ino
+    assert any(e[:3] == ("fsync", parent, "dir") for e in events[i + 1:]), "the rename itself was never fsynced"
+
+
+def test_atomic_write_syncs_the_data_before_the_rename_and_the_directory_after(tmp_path, syscalls):
+    data = b"weights" * 1000
+    atomic_write_bytes(tmp_path / "w.bin", data)
+    assert_durable_commit(syscalls, tmp_path / "w.bin", len(data))
+
+
+def test_atomic_path_syncs_what_a_library_wrote_before_the_rename(tmp_path, syscalls):
+    target = tmp_path / "sub" / "model.onnx"
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:  # a library writing the temp file itself, without fsync
+            handle.write(b"x" * 4096)
+    assert_durable_commit(syscalls, target, 4096)
+    assert target.read_bytes() == b"x" * 4096
+
+
+def test_atomic_path_without_fsync_still_renames_atomically_but_syncs_nothing(tmp_path, syscalls):
+    with atomic_path(tmp_path / "cache.bin", fsync=False) as tmp:
+        tmp.write_bytes(b"regenerable")
+    assert [e[0] for e in syscalls] == ["replace"] and (tmp_path / "cache.bin").read_bytes() == b"regenerable"
+
+
+def test_replace_dir_syncs_every_file_before_the_swap_and_the_parent_after(tmp_path, syscalls):
+    target = tmp_path / "backbone"
+    with replace_dir(target) as d:
+        (d / "config.json").write_text("{}")
+        (d / "weights").mkdir()
+        (d / "weights" / "model.safetensors").write_bytes(b"w" * 100)
+    inodes = {p.stat().st_ino for p in target.rglob("*") if p.is_file()}
+    swap = next(i for i, e in enumerate(syscalls) if e[0] == "replace" and e[2] == target)
+    assert inodes <= {e[1] for e in syscalls[:swap] if e[0] == "fsync"}
+    assert any(e[:3] == ("fsync", tmp_path.stat().st_ino, "dir") for e in syscalls[swap + 1:])
+    syscalls.clear()
+    with replace_dir(target) as d:  # replacing an existing directory: the old one is moved aside first
+        (d / "b.txt").write_text("2")
+    assert [e[2] for e in syscalls if e[0] == "replace"][-1] == target
+    assert visible(target) == ["b.txt"] and visible(tmp_path) == ["backbone"]
