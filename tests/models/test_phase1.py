@@ -8,6 +8,7 @@ from rich.console import Console
 from transformers import AutoModel
 
 from streetvision.eval.logits import read_logits
+from streetvision.eval.metrics import binary_metrics, softmax_probs
 from streetvision.io import StepManifest
 from streetvision.models.backbones import build_builtin
 from streetvision.pipeline.artifacts import ArtifactSchema
@@ -33,16 +34,43 @@ def test_each_finetune_mode_writes_verified_outputs(make_cfg, mode):
     assert "phase1/backbone/model.safetensors" in paths and "phase1/head.safetensors" in paths
     assert not any(p.endswith((".bin", ".pt", ".ckpt", ".pkl")) for p in paths)
     assert any(r.path == "splits.json" for r in manifest.inputs)
+    metrics = json.loads(art.metrics_json("phase1").read_text())
+    assert set(metrics["splits"]) == {"val_select", "val_calib", "test"}
     for split in ("val_select", "val_calib", "test"):
         table = read_logits(art.logits_csv(split))
         assert table.logits.shape == (len(table.sample_ids), 2)
-    metrics = json.loads(art.metrics_json("phase1").read_text())
-    assert set(metrics["splits"]) == {"val_select", "val_calib", "test"}
-    assert metrics["splits"]["test"]["mcc"] is not None
+        recomputed = binary_metrics(table.labels, softmax_probs(table.logits))  # metrics.json is the CSV's
+        assert metrics["splits"][split] == pytest.approx(recomputed)
     if mode == "lora":
         assert 0 < metrics["trainable_percentage"] < 50
         assert not any("lora" in k for k in AutoModel.from_pretrained(art.phase1_model_dir / "backbone")
                        .state_dict())  # adapters merged into plain weights
+
+
+def test_logits_csv_rows_are_the_split_and_the_saved_models_outputs(micro_run):
+    """Each logits CSV lists exactly its split of splits.json (ids and labels, in order; each label is also the
+    class folder of the image), and its logits are what the saved model gives on those images."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from streetvision.data.splits import load_splits
+    from streetvision.models.classifier import load_classifier, spec_preprocess
+
+    art = ArtifactSchema(micro_run)
+    splits = load_splits(art.splits_json)
+    model = load_classifier(art.phase1_model_dir)
+    pre = spec_preprocess(model.spec)
+    for split in ("val_select", "val_calib", "test"):
+        table, rows = read_logits(art.logits_csv(split)), splits.rows(split)
+        assert table.sample_ids == [r["path"] for r in rows] and len(rows) > 0
+        assert table.labels.tolist() == [r["label"] for r in rows]
+        assert [splits.class_names[y] for y in table.labels] == [r["path"].split("/")[0] for r in rows]
+        assert table.class_names == splits.class_names
+        batch = torch.stack([pre.to_tensor(Image.open(splits.data_root / r["path"]).convert("RGB")) for r in rows])
+        with torch.inference_mode():
+            expected = model(batch).double().numpy()
+        assert np.abs(table.logits - expected).max() < 1e-4
 
 
 def test_local_save_pretrained_backbone_loads_through_hub_id_path(make_cfg, tmp_path):
