@@ -95,3 +95,26 @@ def test_nll_is_the_mean_log_loss_and_finite_at_certain_mistakes():
     labels, probs = np.array([1, 0, 1]), np.array([0.8, 0.3, 0.6])
     assert nll(labels, probs) == pytest.approx(skm.log_loss(labels, probs))
     assert np.isfinite(nll(np.array([1, 0]), np.array([0.0, 1.0])))
+
+
+def test_binary_metrics_defaults_to_half_and_passes_the_weights_on():
+    labels, probs = np.array([1, 0, 1, 0]), np.array([0.5, 0.49, 0.2, 0.7])
+    assert binary_metrics(labels, probs) == binary_metrics(labels, probs, 0.5)
+    assert binary_metrics(labels, probs)["threshold"] == 0.5 and binary_metrics(labels, probs)["tp"] == 1
+    weights = np.array([3.0, 1.0, 1.0, 1.0])
+    weighted = binary_metrics(labels, probs, 0.5, weights)
+    assert (weighted["tp"], weighted["fn"], weighted["fp"], weighted["tn"]) == (3.0, 1.0, 1.0, 1.0)
+    assert weighted["auroc"] == auroc(labels, probs)  # ranking metrics ignore the weights
+
+
+@pytest.mark.parametrize(("labels", "preds", "expected"), [
+    # tp == fp, tp == fn, fp == tn: ratios whose denominators a sign slip would zero
+    ([1, 1, 0, 0], [1, 0, 1, 0], {"precision": 0.5, "recall": 0.5, "f1": 0.5, "fnr": 0.5, "fpr": 0.5}),
+    ([1, 1, 1, 0], [1, 1, 1, 1], {"precision": 0.75, "recall": 1.0, "f1": 6 / 7, "fnr": 0.0, "fpr": 1.0}),
+    ([1, 1], [1, 0], {"precision": 1.0, "recall": 0.5, "fnr": 0.5, "fpr": 0.0}),  # no negatives: fpr 0
+    ([0, 0], [1, 0], {"precision": 0.0, "recall": 0.0, "fnr": 0.0, "fpr": 0.5}),  # no positives: fnr 0
+])
+def test_rates_on_small_confusions(labels, preds, expected):
+    m = metrics_from_decisions(np.array(labels), np.array(preds, dtype=bool))
+    for key, value in expected.items():
+        assert m[key] == pytest.approx(value), key
