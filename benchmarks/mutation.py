@@ -65,6 +65,8 @@ ONLY = {"bundle.predictor": ["streetvision.bundle.predictor.xǁPolicyǁ*", "stre
 # Mutants that cannot change behaviour: name -> (the mutated line, as ``mutmut show`` prints it after "+", and why).
 # A listed mutant whose line no longer matches (the code moved) is counted normally again.
 _DTYPE = "numpy's default gives the same values here: every input is numeric and the result is compared or summed"
+_SUFFIX = ("the sum of the weights of the values >= t is the same whichever order a sort leaves equal values "
+           "in")
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
@@ -83,6 +85,23 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "return np.asarray(scores, dtype=None) > VALIDATOR_ROUNDING", _DTYPE),
     "streetvision.eval.metrics.x_validator_decisions__mutmut_4": (
         "return np.asarray(scores, ) > VALIDATOR_ROUNDING", _DTYPE),
+    "streetvision.eval.thresholds.x__weighted_above__mutmut_3": ('order = np.argsort(values, kind=None)', _SUFFIX),
+    "streetvision.eval.thresholds.x__weighted_above__mutmut_5": ('order = np.argsort(values, )', _SUFFIX),
+    "streetvision.eval.thresholds.x__weighted_above__mutmut_7": ('order = np.argsort(values, kind="MERGESORT")',
+                                                                 _SUFFIX),
+    "streetvision.eval.thresholds.x__weighted_above__mutmut_21": (
+        "return tail[np.searchsorted(values[order], t, )]", "side='left' is searchsorted's default"),
+    "streetvision.eval.thresholds.x_best_index__mutmut_9": (
+        "for i, flag in enumerate(np.append(best, None)):", "the appended sentinel only needs to be falsy; None is"),
+    "streetvision.eval.thresholds.x_best_index__mutmut_33": (
+        "a, b = max(runs, key=lambda r: (r[1] - r[0], -r[1]))",
+        "among runs of equal width, the one that starts first also ends first"),
+    "streetvision.eval.thresholds.x_sweep__mutmut_6": ("p = np.asarray(probs, dtype=None)", _DTYPE),
+    "streetvision.eval.thresholds.x_sweep__mutmut_8": ("p = np.asarray(probs, )", _DTYPE),
+    "streetvision.eval.thresholds.x_sweep__mutmut_15": (
+        "w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=None)", _DTYPE),
+    "streetvision.eval.thresholds.x_sweep__mutmut_17": (
+        "w = np.ones(len(p)) if weights is None else np.asarray(weights, )", _DTYPE),
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
