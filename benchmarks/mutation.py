@@ -102,6 +102,21 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=None)", _DTYPE),
     "streetvision.eval.thresholds.x_sweep__mutmut_17": (
         "w = np.ones(len(p)) if weights is None else np.asarray(weights, )", _DTYPE),
+    "streetvision.validator.reward.x_reward_from_metrics__mutmut_13": (
+        "return (0.5 * np.maximum(mcc, 0.0) + 0.5 * np.asarray(accuracy, dtype=None)) ** CURVE_EXPONENT", _DTYPE),
+    "streetvision.validator.reward.x_reward_from_metrics__mutmut_15": (
+        "return (0.5 * np.maximum(mcc, 0.0) + 0.5 * np.asarray(accuracy, )) ** CURVE_EXPONENT", _DTYPE),
+    "streetvision.validator.reward.x_window_metrics__mutmut_19": (
+        "y = np.asarray([labels[i] for i in keep], dtype=None)", _DTYPE),
+    "streetvision.validator.reward.x_window_metrics__mutmut_21": ("y = np.asarray([labels[i] for i in keep], )", _DTYPE),
+    "streetvision.validator.reward.x_window_metrics__mutmut_25": (
+        "pred = np.round(np.asarray([answers[i] for i in keep], dtype=None))", _DTYPE),
+    "streetvision.validator.reward.x_window_metrics__mutmut_27": (
+        "pred = np.round(np.asarray([answers[i] for i in keep], ))", _DTYPE),
+    "streetvision.validator.prior.x_prior_weights__mutmut_5": (
+        "y = np.asarray(labels).astype(None)", "labels are 0/1: as floats they are just as true or false in np.where"),
+    "streetvision.validator.prior.x_prior_weights__mutmut_10": (
+        "share = y.mean() if len(y) else 1.0", "an empty label set returns None whether its share is 0 or 1"),
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
