@@ -67,6 +67,9 @@ ONLY = {"bundle.predictor": ["streetvision.bundle.predictor.xǁPolicyǁ*", "stre
 _DTYPE = "numpy's default gives the same values here: every input is numeric and the result is compared or summed"
 _SUFFIX = ("the sum of the weights of the values >= t is the same whichever order a sort leaves equal values "
            "in")
+_LINUX_UTF8 = ("on Linux, the platform the project supports, Python's default text encoding is UTF-8 (PEP 538 and 540 "
+               "coerce the C locale)")
+_NO_NAN_LEFT = "allow_nan=False is a second guard: _json_safe has already replaced every non-finite float by None"
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
@@ -117,6 +120,24 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "y = np.asarray(labels).astype(None)", "labels are 0/1: as floats they are just as true or false in np.where"),
     "streetvision.validator.prior.x_prior_weights__mutmut_10": (
         "share = y.mean() if len(y) else 1.0", "an empty label set returns None whether its share is 0 or 1"),
+    "streetvision.io.atomic.x_atomic_write_text__mutmut_7": (
+        'return atomic_write_bytes(path, text.encode("UTF-8"))', "codec names are case-insensitive"),
+    "streetvision.io.atomic.x_read_json__mutmut_6": ('with open(path, encoding="UTF-8") as handle:',
+                                                     "codec names are case-insensitive"),
+    "streetvision.io.atomic.x_read_json__mutmut_2": ("with open(path, encoding=None) as handle:", _LINUX_UTF8),
+    "streetvision.io.atomic.x_read_json__mutmut_4": ("with open(path, ) as handle:", _LINUX_UTF8),
+    "streetvision.io.atomic.x_sha256_file__mutmut_13": (
+        'for chunk in iter(lambda: handle.read(None), b""):', "reading the file in one piece gives the same digest "
+        "(only the memory used differs)"),
+    "streetvision.io.atomic.x_default_dir_mode__mutmut_3": (
+        "umask = os.umask(19)  # reading the umask means setting it; restored at once",
+        "the umask set for that instant is restored at once; only the previous value, returned, is used"),
+    "streetvision.io.atomic.x_dumps_json__mutmut_5": (
+        'return json.dumps(_json_safe(obj), indent=2, sort_keys=True, allow_nan=None) + "\\n"', _NO_NAN_LEFT),
+    "streetvision.io.atomic.x_dumps_json__mutmut_9": (
+        'return json.dumps(_json_safe(obj), indent=2, sort_keys=True, ) + "\\n"', _NO_NAN_LEFT),
+    "streetvision.io.atomic.x_dumps_json__mutmut_13": (
+        'return json.dumps(_json_safe(obj), indent=2, sort_keys=True, allow_nan=True) + "\\n"', _NO_NAN_LEFT),
 }
 
 STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",

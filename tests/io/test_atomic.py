@@ -198,3 +198,84 @@ def test_replace_dir_syncs_every_file_before_the_swap_and_the_parent_after(tmp_p
         (d / "b.txt").write_text("2")
     assert [e[2] for e in syscalls if e[0] == "replace"][-1] == target
     assert visible(target) == ["b.txt"] and visible(tmp_path) == ["backbone"]
+
+
+# -- canonical JSON, CSV, safetensors metadata, checksums, leftovers ----------------------------------------------
+
+def test_canonical_json_is_sorted_indented_strict_and_plain():
+    import numpy as np
+
+    from streetvision.io.atomic import dumps_json
+
+    obj = {"b": (1.5, float("inf")), "a": {"z": np.float32(0.25), "y": np.float64("nan"), "x": torch.tensor(3)},
+           "c": [Path("runs/x"), -0.0, [float("-inf")]], 7: np.int64(2)}
+    assert dumps_json(obj) == (
+        '{\n  "7": 2,\n  "a": {\n    "x": 3,\n    "y": null,\n    "z": 0.25\n  },\n  "b": [\n    1.5,\n    null\n'
+        '  ],\n  "c": [\n    "runs/x",\n    -0.0,\n    [\n      null\n    ]\n  ]\n}\n')
+
+
+def test_csv_writer_round_trips_and_returns_the_hash(tmp_path):
+    import csv
+
+    from streetvision.io.atomic import atomic_write_csv
+
+    rows = [["a,b", 1, 0.5], ["ü", None, "x\ny"]]
+    digest = atomic_write_csv(tmp_path / "t.csv", ["name", "n", "v"], iter(rows))
+    assert digest == sha256_file(tmp_path / "t.csv")
+    with open(tmp_path / "t.csv", newline="", encoding="utf-8") as handle:
+        assert list(csv.reader(handle)) == [["name", "n", "v"], ["a,b", "1", "0.5"], ["ü", "", "x\ny"]]
+
+
+def test_safetensors_writer_keeps_metadata(tmp_path):
+    from safetensors import safe_open
+
+    atomic_write_safetensors(tmp_path / "w.safetensors", {"w": torch.ones(2)}, {"format": "pt", "step": "7"})
+    with safe_open(tmp_path / "w.safetensors", "pt") as handle:
+        assert handle.metadata() == {"format": "pt", "step": "7"}
+
+
+def test_a_checksum_mismatch_names_the_file_both_digests_and_the_fix(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"new")
+    expected = "ab" * 32
+    with pytest.raises(IntegrityError) as exc:
+        read_verified(path, expected)
+    actual = sha256_file(path)
+    assert exc.value.message == (f"Checksum mismatch for '{path}': expected {expected[:16]}..., found "
+                                 f"{actual[:16]}...")
+    assert exc.value.fix == "the file was modified or corrupted after it was written; regenerate it or restore it."
+
+
+def test_a_filesystem_that_cannot_open_directories_still_gets_atomic_writes(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def no_directories(path, flags, *args, **kwargs):
+        if Path(path).is_dir():
+            raise PermissionError("directories cannot be opened here")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_directories)
+    atomic_write_bytes(tmp_path / "a.bin", b"data")
+    assert (tmp_path / "a.bin").read_bytes() == b"data"
+
+
+def test_leftovers_that_cannot_be_removed_or_vanish_meanwhile_do_not_stop_the_cleanup(tmp_path, monkeypatch):
+    (tmp_path / ".backbone.tmp-abc" / "sub").mkdir(parents=True)
+    (tmp_path / ".backbone.tmp-abc" / "sub" / "locked.bin").write_text("x")
+    (tmp_path / ".model.json.tmp-0123456789ab").write_text("{")
+    (tmp_path / ".gone.json.tmp-0123456789ab").write_text("{")
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if str(path).endswith("locked.bin"):
+            raise PermissionError("in use")  # another user's file, say
+        if str(path).endswith(".gone.json.tmp-0123456789ab"):
+            real_unlink(path, *args, **kwargs)
+            raise FileNotFoundError(path)  # removed by someone else between the listing and the unlink
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == [".backbone.tmp-abc", ".gone.json.tmp-0123456789ab",
+                                               ".model.json.tmp-0123456789ab"]
+    assert not (tmp_path / ".model.json.tmp-0123456789ab").exists()
