@@ -8,7 +8,7 @@ DEMO_ARGS   ?=
 SV          := $(VENV)/bin/streetvision
 DEMO_RUN    := outputs/stage1_ultimate/runs/demo
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench mutation clean
 
 install: $(STAMP)
 
@@ -42,6 +42,15 @@ bench: install
 	$(PY) benchmarks/explora_domain_shift.py
 	$(PY) benchmarks/validator_fidelity.py
 	$(PY) benchmarks/compile_cpu.py
+
+# Mutation testing of the core modules, each against the fast tests that cover it (not part of `make test` or CI):
+# mutmut, because it forks each mutant's tests from a process that has already imported torch and runs only the tests
+# that reach the mutated function (cosmic-ray and pytest-gremlins start a fresh interpreter per mutant). Writes
+# benchmarks/results/mutation.json. MUTATION_MODULES=eval.metrics runs one module (see benchmarks/mutation.py).
+MUTATION_MODULES ?=
+mutation: install
+	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut>=3.8,<4"
+	nice -n 10 $(PY) benchmarks/mutation.py $(MUTATION_MODULES)
 
 clean:
 	rm -rf outputs .pytest_cache

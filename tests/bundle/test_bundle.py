@@ -183,3 +183,52 @@ def test_bundle_directories_get_the_umask_mode_so_others_can_serve_it(bundle):
     directories = [bundle, *(p for p in bundle.rglob("*") if p.is_dir())]
     assert {oct(d.stat().st_mode & 0o777) for d in directories} == {oct(default_dir_mode())}
     assert (bundle / "model" / "backbone") in directories
+
+
+def test_the_predictors_outputs_follow_from_the_bundles_files_alone(bundle, micro_run):
+    """Recompute each image's probability independently of the Predictor: pixels normalised by hand with the
+    bundle's preprocess.json (square images at the model size, so crop and resize are the identity), logits
+    from the bundle's ONNX file through onnxruntime and from its safetensors, softmax(logits / T) with T and
+    the thresholds read from the policy file. The bundle's policy and weights are those of phase5 and phase1."""
+    import onnxruntime as ort
+    from safetensors.numpy import load_file
+
+    from streetvision.eval.score import validator_score
+    from streetvision.models.classifier import load_classifier
+
+    index = json.loads((bundle / "bundle.json").read_text())
+    pre = json.loads((bundle / index["preprocess"]).read_text())
+    scrc = json.loads((bundle / index["policy"]["policy_path"]).read_text())["scrc_params"]
+    temperature, threshold = scrc["temperature"], scrc["decision_threshold"]
+    accept_at = scrc["selective"]["confidence_threshold"]
+    assert scrc == json.loads((micro_run / "phase5_scrc" / "scrcparams.json").read_text())["scrc_params"]
+    for rel in ("head.safetensors", "backbone/model.safetensors"):
+        shipped, trained = load_file(bundle / "model" / rel), load_file(micro_run / "phase1" / rel)
+        assert shipped.keys() == trained.keys() and all(np.array_equal(shipped[k], trained[k]) for k in shipped)
+
+    size = pre["size"]
+    images = [render_scene(i, seed=31, size=size).image for i in range(12)]
+    pixels = np.stack([((np.asarray(img.convert("RGB"), dtype=np.float32) / 255 - pre["mean"]) / pre["std"])
+                       .transpose(2, 0, 1) for img in images]).astype(np.float32)
+    onnx_logits = ort.InferenceSession(str(bundle / index["model"]["onnx"]), providers=["CPUExecutionProvider"]) \
+        .run(["logits"], {"pixel_values": pixels})[0].astype(np.float64)
+    import torch
+
+    with torch.inference_mode():
+        torch_logits = load_classifier(bundle / index["model"]["dir"])(torch.from_numpy(pixels)).double().numpy()
+    assert np.abs(onnx_logits - torch_logits).max() < 1e-4
+
+    def probability(logits):
+        z = logits / temperature
+        return 1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1]))
+
+    for backend, logits, tol in (("torch", torch_logits, 1e-6), ("onnx", onnx_logits, 1e-6)):
+        predictions = Predictor.from_bundle(bundle, backend=backend).predict_batch(images)
+        p = np.array([x.probability for x in predictions])
+        assert np.abs(p - probability(logits)).max() < tol, backend
+        decisions = p >= threshold
+        assert [x.decision for x in predictions] == decisions.astype(int).tolist()
+        assert np.allclose([x.score for x in predictions], validator_score(p, threshold))
+        confidence = np.where(decisions, p, 1 - p)
+        expected = [accept_at is not None and bool(c >= accept_at) for c in confidence]  # None: defer all
+        assert [x.accepted for x in predictions] == expected

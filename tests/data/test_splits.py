@@ -5,12 +5,15 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from streetvision.data.splits import assign_splits, group_duplicates, load_splits
+from streetvision.data.splits import assign_splits, files_digest, group_duplicates, load_splits, write_splits
 from streetvision.errors import DataError
 from streetvision.io import read_json
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.runner import run_pipeline
 from tests.data.corpus import build_corpus
+
+FRACTIONS = {"train": 0.6, "val_select": 0.15, "val_calib": 0.1, "test": 0.15}
+NAMES = ["no_roadwork", "roadwork"]
 
 QUIET = Console(quiet=True)
 
@@ -116,3 +119,92 @@ def test_synthetic_splits_are_balanced(make_cfg):
     art = run_splits(make_cfg("pipeline.phases=[splits]", "data.synthetic.n=200"))
     counts = Counter((f["split"], f["label"]) for f in read_json(art.splits_json)["files"])
     assert counts[("train", 0)] == counts[("train", 1)] == 60
+
+
+def synthetic_folder(root, n, seed=0):
+    """A folder dataset (one sub-folder per class) of n procedurally drawn scenes: no ../shared needed."""
+    from streetvision.data.synthetic import write_dataset
+
+    write_dataset(root, n=n, seed=seed, size=96)
+    return root
+
+
+def test_the_same_content_under_two_paths_in_two_splits_is_refused_as_a_leak(tmp_path):
+    root = synthetic_folder(tmp_path / "data", 8)
+    src = sorted((root / "roadwork").glob("*.png"))[0]
+    shutil.copy(src, root / "roadwork" / "renamed_copy.png")
+    from streetvision.io import sha256_file
+
+    files = [{"path": p.relative_to(root).as_posix(), "label": int(p.parent.name == "roadwork"), "split": "train",
+              "sha256": sha256_file(p), "group": i} for i, p in enumerate(sorted(root.rglob("*.png")))]
+    by_path = {f["path"]: f for f in files}
+    by_path["roadwork/renamed_copy.png"]["split"] = "test"  # same bytes as src, another path, another split
+    assert by_path["roadwork/renamed_copy.png"]["sha256"] == by_path[f"roadwork/{src.name}"]["sha256"]
+    splits_json = tmp_path / "run" / "splits.json"
+    write_splits(splits_json, "../data", files, NAMES, FRACTIONS, 0)
+    with pytest.raises(DataError, match=r"Split leak .*sha256 .* is in both '(train|test)' and '(train|test)'"):
+        load_splits(splits_json)
+    by_path["roadwork/renamed_copy.png"]["split"] = "train"  # the same copy inside one split is no leak
+    write_splits(splits_json, "../data", files, NAMES, FRACTIONS, 0)
+    loaded = load_splits(splits_json)
+    assert loaded.data_root == root.resolve() and len(loaded.rows("train")) == len(files)
+    assert all(p.is_file() for p in loaded.paths("train"))
+
+
+def test_planted_copies_of_synthetic_scenes_land_in_one_split_and_the_result_loads(make_cfg, tmp_path):
+    root = synthetic_folder(tmp_path / "data", 40)
+    src = sorted((root / "roadwork").glob("*.png"))[3]
+    shutil.copy(src, root / "roadwork" / "exact_copy.png")
+    Image.open(src).resize((120, 120)).save(root / "roadwork" / "near_copy.png")
+    art = run_splits(make_cfg("pipeline.phases=[splits]", "data=folder", f"data.root={root}"))
+    splits = load_splits(art.splits_json)  # verifies the digest and that no path or content is in two splits
+    by_path = {f["path"]: f for f in splits.files}
+    trio = [by_path[f"roadwork/{name}"] for name in (src.name, "exact_copy.png", "near_copy.png")]
+    assert len({f["split"] for f in trio}) == 1 and len({f["group"] for f in trio}) == 1
+    assert len(splits.files) == 42
+    splits_per_sha = {}
+    for f in splits.files:
+        splits_per_sha.setdefault(f["sha256"], set()).add(f["split"])
+    assert all(len(s) == 1 for s in splits_per_sha.values())
+
+
+@pytest.mark.parametrize("n", range(5, 61))
+def test_split_sizes_at_small_n_are_within_one_image_of_their_fraction(n):
+    labels = [0] * n + [1] * (n + 3)  # unequal classes: each is stratified on its own
+    assigned = assign_splits(labels, list(range(len(labels))), FRACTIONS, 0, NAMES)
+    assert "" not in assigned
+    for label, total in ((0, n), (1, n + 3)):
+        counts = Counter(s for s, y in zip(assigned, labels) if y == label)
+        assert sum(counts.values()) == total
+        for split, fraction in FRACTIONS.items():
+            assert abs(counts[split] - fraction * total) <= 1, (split, counts, total)
+
+
+def test_split_sizes_at_48_images_are_the_nearest_counts():
+    labels = [0] * 24 + [1] * 24
+    counts = Counter(zip(assign_splits(labels, list(range(48)), FRACTIONS, 3, NAMES), labels))
+    for label in (0, 1):
+        assert [counts[(s, label)] for s in FRACTIONS] == [14, 4, 2, 4]  # 14.4, 3.6, 2.4, 3.6 per class
+
+
+def test_duplicate_groups_are_never_split_and_every_split_gets_each_class():
+    labels = [i % 2 for i in range(60)]
+    groups = [i // 4 * 2 + i % 2 for i in range(60)]  # groups of 2 same-label files
+    assigned = assign_splits(labels, groups, FRACTIONS, 1, NAMES)
+    for g in set(groups):
+        assert len({s for s, gg in zip(assigned, groups) if gg == g}) == 1
+    assert {(s, y) for s, y in zip(assigned, labels)} == {(s, y) for s in FRACTIONS for y in (0, 1)}
+    assert assigned == assign_splits(labels, groups, FRACTIONS, 1, NAMES)  # seeded
+    assert assigned != assign_splits(labels, groups, FRACTIONS, 2, NAMES)
+
+
+def test_a_zero_fraction_split_gets_nothing_and_a_group_takes_its_majority_label():
+    labels = [1, 1, 0] + [0] * 10 + [1] * 10
+    groups = [0, 0, 0] + list(range(1, 21))
+    fractions = {"train": 0.7, "val_select": 0.3, "val_calib": 0.0, "test": 0.0}
+    assigned = assign_splits(labels, groups, fractions, 0, NAMES)
+    assert set(assigned) == {"train", "val_select"} and len(set(assigned[:3])) == 1
+    stratum = [1] * 3 + labels[3:]  # group 0 (two roadwork, one not) is stratified as roadwork: 13 images
+    counts = Counter(zip(assigned, stratum))
+    assert (counts[("train", 0)], counts[("val_select", 0)]) == (7, 3)
+    assert (counts[("train", 1)], counts[("val_select", 1)]) == (9, 4)  # 9.1 and 3.9

@@ -75,10 +75,26 @@ def test_up_to_date_phases_are_skipped_and_force_reruns(toy, make_cfg, monkeypat
 
 
 def test_config_change_reruns_only_phases_whose_slice_or_inputs_changed(toy, make_cfg, monkeypatch):
+    cfg = cfg_for(make_cfg, monkeypatch, ["opt", "up", "mid"])
+    run(cfg)
+    cfg.seed = 7  # in up's config slice; mid's input (up's output) then changes too; opt reads neither
+    assert run(cfg) == [("opt", "up to date"), ("up", "ran"), ("mid", "ran")]
+    assert toy == ["opt", "up", "mid", "up", "mid"]
+    cfg.training.lr = 0.5  # in no phase's slice
+    assert run(cfg) == [("opt", "up to date"), ("up", "up to date"), ("mid", "up to date")]
+    assert (ArtifactSchema.from_config(cfg).phase_dir("mid") / "out.txt").read_text() == "midup77"
+
+
+def test_a_changed_input_reruns_the_reader_even_when_its_config_is_unchanged(toy, make_cfg, monkeypatch):
     cfg = cfg_for(make_cfg, monkeypatch, ["up", "mid"])
     run(cfg)
-    cfg.seed = 7  # in up's config slice; mid's input (up's output) then changes too
-    assert run(cfg) == [("up", "ran"), ("mid", "ran")]
+    cfg.pipeline.phases = ["up"]
+    cfg.seed = 3
+    assert run(cfg) == [("up", "ran")]  # mid not requested: its manifest still records up's old output
+    cfg.pipeline.phases = ["mid"]
+    assert run(cfg) == [("mid", "ran")]
+    assert (ArtifactSchema.from_config(cfg).phase_dir("mid") / "out.txt").read_text() == "midup33"
+    assert run(cfg) == [("mid", "up to date")]
 
 
 def test_tampered_output_makes_phase_rerun(toy, make_cfg, monkeypatch):

@@ -84,3 +84,38 @@ def test_log_odds_shift_is_bayes_rule():
     odds = p / (1 - p) * (0.5 / 0.5) / (0.25 / 0.75)
     assert np.allclose(shifted, odds / (1 + odds))
     assert np.allclose(shift_log_odds(shifted, 0.5, 0.25), p)
+
+
+@pytest.mark.parametrize(("answer", "paid"), [(0.0, 1.0), (1.0, 1.0), (0.5, 1.0), (-1e-9, 0.0), (1 + 1e-9, 0.0)])
+def test_answers_on_the_ends_of_zero_one_are_in_range(answer, paid):
+    from streetvision.validator.reward import penalty
+
+    assert penalty(answer) == paid
+
+
+def test_a_window_without_answers_scores_zero_and_the_history_keeps_the_last_100_pairs():
+    assert window_metrics([-1.0, -1.0], [1, 0], 10) == {"accuracy": 0.0, "mcc": 0.0, "n": 0}
+    assert window_metrics([], [], 10) == {"accuracy": 0.0, "mcc": 0.0, "n": 0}
+    t = RewardTracker()
+    for i in range(150):
+        t.update(0.9 if i % 2 else 0.1, i % 2)
+    assert len(t.answers) == len(t.labels) == 100 and list(t.labels)[:2] == [0, 1]
+    assert RewardTracker(history=7).update(0.2, 0) == pytest.approx(0.5 ** 3)
+
+
+@pytest.mark.parametrize("prior", [0.0, 1.0, -0.2, 1.5])
+def test_a_prior_outside_the_open_unit_interval_is_refused_with_the_fix(prior):
+    with pytest.raises(ConfigError, match=f"strictly between 0 and 1, got {prior}") as exc:
+        prior_weights(np.array([0, 1]), prior)
+    assert exc.value.fix == "use 0.5, the validator's 50/50 draw."
+
+
+def test_no_weights_for_an_empty_or_single_class_label_set():
+    assert prior_weights(np.array([], dtype=int), 0.5) is None
+    assert prior_weights(np.zeros(3, dtype=int), 0.5) is None and prior_weights(np.ones(3, dtype=int), 0.3) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_shifted_probabilities_stay_strictly_inside_zero_one_even_from_certain_ones(dtype):
+    shifted = shift_log_odds(np.array([0.0, 1.0], dtype=dtype), 0.25, 0.5)
+    assert 0.0 < shifted[0] < 1e-10 and 1 - 1e-10 < shifted[1] < 1.0

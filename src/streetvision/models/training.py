@@ -52,6 +52,14 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def optimizer_steps_per_epoch(loader: DataLoader, world_size: int, grad_accum: int = 1) -> int:
+    """Optimizer steps each training process takes per epoch (for the LR schedule): under DDP Lightning shards the
+    loader's dataset over the ``world_size`` processes (ceil(n / world_size) samples each), then batches them."""
+    per_process = math.ceil(len(loader.dataset) / world_size)
+    batches = per_process // loader.batch_size if loader.drop_last else math.ceil(per_process / loader.batch_size)
+    return max(1, batches // int(grad_accum))
+
+
 @dataclass(frozen=True)
 class CompiledSubmodules:
     """Which submodules of a LightningModule to ``torch.compile`` in place (the backbone, never the

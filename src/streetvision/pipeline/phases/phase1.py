@@ -32,7 +32,13 @@ from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import DevicePlan, resolve_devices
 from streetvision.models.embedding_cache import cached_embeddings
 from streetvision.models.tracking import make_loggers
-from streetvision.models.training import ClassifierModule, class_weights, fit_classifier, predict_logits
+from streetvision.models.training import (
+    ClassifierModule,
+    class_weights,
+    fit_classifier,
+    optimizer_steps_per_epoch,
+    predict_logits,
+)
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
@@ -84,7 +90,8 @@ def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier
     bs = int(cfg.training.batch_size)
     train = DataLoader(data["train"], batch_size=bs, shuffle=True)
     val = DataLoader(data["val_select"], batch_size=512)
-    module = ClassifierModule(model.head, cfg.training, total_steps=epochs * len(train),
+    module = ClassifierModule(model.head, cfg.training,
+                              total_steps=epochs * optimizer_steps_per_epoch(train, plan.world_size),
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               head_prefix="")
     training = cfg.training.copy()
@@ -99,7 +106,7 @@ def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassi
                      splits: Splits, plan: DevicePlan, checkpointing: Checkpointing | None = None) -> dict:
     """LoRA or full fine-tuning with validator-style augmentation (the backbone compiled when requested)."""
     train = dm.train_dataloader()
-    steps = int(cfg.training.epochs) * max(1, len(train) // int(cfg.training.grad_accum))
+    steps = int(cfg.training.epochs) * optimizer_steps_per_epoch(train, plan.world_size, cfg.training.grad_accum)
     module = ClassifierModule(model, cfg.training, total_steps=steps,
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               compile_backend=plan.compile_backend if plan.compile else None)

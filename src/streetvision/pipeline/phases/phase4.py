@@ -29,7 +29,7 @@ from streetvision.models.explora import (
 from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import resolve_devices
 from streetvision.models.tracking import make_loggers
-from streetvision.models.training import make_trainer, run_fit
+from streetvision.models.training import make_trainer, optimizer_steps_per_epoch, run_fit
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
@@ -99,7 +99,8 @@ def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
 
 @phase("phase4", "ExPLoRA extended pre-training (PEFT LoRA + unfrozen last block), merge and prove the merge",
        config_keys=("seed", "model.backbone", "model.explora", "phase4", "data.unlabeled", "hardware.precision",
-                    "training.augment", "training.augment_level_probs"),
+                    "training.augment", "training.augment_level_probs", "training.gradient_clip",
+                    "data.synthetic.seed", "data.synthetic.image_size"),  # synthetic unlabelled images use both
        needs_if=splits_needed)
 def run_phase4(ctx: PhaseContext) -> PhaseResult:
     """Train, save the adapter, merge, validate on real images, then write metrics (manifest follows)."""
@@ -115,10 +116,10 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     ctx.console.print(f"ExPLoRA: {ex.objective if not ex.use_labeled_data else 'supervised'} on {len(paths)} "
                       f"images; trainable {report['trainable_parameters']:,} / {report['total_parameters']:,} "
                       f"({report['trainable_percentage']:.2f}%)")
-    steps_per_epoch = max(1, len(loader) // int(p4.grad_accum))
-    total = p4.max_steps if p4.max_steps > 0 else int(p4.epochs) * steps_per_epoch
     objective = "supervised" if ex.use_labeled_data else str(ex.objective)
     plan = resolve_devices(cfg.hardware)
+    steps_per_epoch = optimizer_steps_per_epoch(loader, plan.world_size, p4.grad_accum)
+    total = p4.max_steps if p4.max_steps > 0 else int(p4.epochs) * steps_per_epoch
     module = ExploraModule(student, objective, p4, total, ex.gather_embeddings,
                            compile_backend=plan.compile_backend if plan.compile else None)
     training = cfg.training.copy()
