@@ -44,7 +44,7 @@ MODULES: dict[str, list[str]] = {
     "eval.selective": ["tests/eval/test_calibration_selective.py"],
     "data.splits": ["tests/data/test_splits.py", "-k", "not real_data and not training_still_runs"],
     "pipeline.runner": ["tests/pipeline/test_runner.py", "tests/pipeline/test_phase_slices.py", "-k",
-                        "not committed_micro_run and not reruns_that_phase and not no_planned_phase"],
+                        "not reruns_that_phase and not no_planned_phase"],
     "io.manifest": ["tests/io/test_manifest.py", "tests/pipeline/test_runner.py"],
     "io.atomic": ["tests/io/test_atomic.py"],
     "bundle.schema": ["tests/bundle/test_schema.py"],
