@@ -1,5 +1,7 @@
+import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -208,3 +210,141 @@ def test_a_zero_fraction_split_gets_nothing_and_a_group_takes_its_majority_label
     counts = Counter(zip(assigned, stratum))
     assert (counts[("train", 0)], counts[("val_select", 0)]) == (7, 3)
     assert (counts[("train", 1)], counts[("val_select", 1)]) == (9, 4)  # 9.1 and 3.9
+
+
+# -- the pieces of the splits phase, one by one (fast: no runner) ---------------------------------------------------
+
+def scanned(name, label, sha, phash=0):
+    from streetvision.data.sources import Sample
+    from streetvision.data.splits import ScannedFile
+
+    return ScannedFile(Sample(Path("/data") / name, label), sha, phash, 8, 8)
+
+
+def test_scan_hashes_good_files_and_quarantines_bad_ones_with_path_label_and_reason(tmp_path):
+    import imagehash
+
+    from streetvision.data.sources import Sample
+    from streetvision.data.splits import scan
+    from streetvision.io import sha256_file
+
+    root = synthetic_folder(tmp_path / "data", 2)
+    good = sorted(root.rglob("*.png"))
+    big = root / "roadwork" / "big.png"
+    Image.new("RGB", (700, 500), (200, 120, 40)).save(big)
+    (root / "no_roadwork" / "empty.png").write_bytes(b"")
+    samples = [Sample(p, int(p.parent.name == "roadwork")) for p in [*good, big, root / "no_roadwork" / "empty.png"]]
+    result = scan(samples, root, max_pixels=600 * 500)
+    assert [f.sample.path for f in result.ok] == good
+    assert all(f.sha256 == sha256_file(f.sample.path) for f in result.ok)
+    thumb = Image.open(good[0]).convert("RGB")
+    thumb.thumbnail((256, 256))
+    assert result.ok[0].phash == int(str(imagehash.phash(thumb)), 16) and result.ok[0].width == 96
+    assert result.quarantined == [
+        {"path": "roadwork/big.png", "label": 1, "reason": "decompression bomb: more than 300000 pixels"},
+        {"path": "no_roadwork/empty.png", "label": 0, "reason": "zero-byte file"}]
+    assert len(scan(samples[-2:-1], root, max_pixels=10**8).ok) == 1  # the limit is the one passed in
+
+
+def test_every_copy_of_an_image_under_two_labels_is_quarantined_naming_the_others():
+    from streetvision.data.splits import ScanResult, quarantine_label_conflicts
+
+    ok = [scanned("no_roadwork/a.png", 0, "X"), scanned("roadwork/b.png", 1, "X"), scanned("roadwork/c.png", 1, "X"),
+          scanned("roadwork/d.png", 1, "Y"), scanned("no_roadwork/e.png", 0, "Z"), scanned("no_roadwork/f.png", 0, "Z")]
+    result = ScanResult(ok=list(ok))
+    conflicts = quarantine_label_conflicts(result, Path("/data"), NAMES)
+    assert conflicts is result.conflicts
+    assert conflicts == [
+        {"path": "no_roadwork/a.png", "label": 0, "reason": "conflicting labels: the same image is also "
+                                                            "roadwork/b.png (roadwork), roadwork/c.png (roadwork)"},
+        {"path": "roadwork/b.png", "label": 1, "reason": "conflicting labels: the same image is also "
+                                                         "no_roadwork/a.png (no_roadwork), roadwork/c.png (roadwork)"},
+        {"path": "roadwork/c.png", "label": 1, "reason": "conflicting labels: the same image is also "
+                                                         "no_roadwork/a.png (no_roadwork), roadwork/b.png (roadwork)"}]
+    assert result.ok == ok[3:]  # same-label copies (e, f) are duplicates, not conflicts
+    clean = ScanResult(ok=list(ok[3:]))
+    assert quarantine_label_conflicts(clean, Path("/data"), NAMES) == [] and clean.ok == ok[3:]
+
+
+def test_quality_checks_name_the_problem_and_the_fix():
+    from streetvision.data.splits import ScanResult, check_quality
+
+    with pytest.raises(DataError) as exc:
+        check_quality(0, ScanResult(), NAMES, 0.05)
+    assert (exc.value.message, exc.value.fix) == ("The data source contains no image files.",
+                                                  "check data.source and its path.")
+    check_quality(1, ScanResult(ok=[scanned("a.png", 0, "A")]), ["only"], 0.05)  # one file, one class: fine
+    ok = [scanned("no_roadwork/a.png", 0, "A"), scanned("roadwork/b.png", 1, "B")]
+    bad = [{"path": f"roadwork/x{i}.png", "label": 1, "reason": r} for i, r in
+           enumerate(["corrupt: header", "zero-byte file", "corrupt: data", "unreadable: denied"])]
+    check_quality(100, ScanResult(ok=ok, quarantined=bad[:1]), NAMES, 0.05)  # 1 % bad
+    check_quality(20, ScanResult(ok=ok, quarantined=bad[:1]), NAMES, 0.05)  # exactly at the limit: allowed
+    with pytest.raises(DataError) as exc:
+        check_quality(16, ScanResult(ok=ok, quarantined=bad), NAMES, 0.2)
+    assert exc.value.message == (
+        "4 of 16 files (25%) could not be decoded, above data.max_bad_fraction=0.2, e.g. roadwork/x0.png, "
+        "roadwork/x1.png, roadwork/x2.png. Reasons: corrupt; unreadable; zero-byte file.")
+    assert exc.value.fix == ("fix or remove the files listed in data/data_report.json, or raise "
+                             "data.max_bad_fraction.")
+    with pytest.raises(DataError) as exc:
+        check_quality(2, ScanResult(ok=[ok[0], scanned("no_roadwork/c.png", 0, "C")]), NAMES, 0.05)
+    assert (exc.value.message, exc.value.fix) == ("Class 'roadwork' has no usable images.",
+                                                  "add images of class 'roadwork'.")
+
+
+def test_too_few_groups_names_the_class_the_splits_and_the_fix():
+    with pytest.raises(DataError) as exc:
+        assign_splits([0] * 9 + [1] * 3, list(range(12)), FRACTIONS, 0, NAMES)
+    assert exc.value.message == ("Class 'roadwork' has 3 distinct image group(s) (after merging duplicates); the 4 "
+                                 "requested splits (train, val_select, val_calib, test) need at least 4.")
+    assert exc.value.fix == "add images of that class, or set the fraction of some splits to 0 (data.splits.*)."
+
+
+@pytest.mark.parametrize(("max_distance", "expected"), [(0, [0, 0, 1]), (1, [0, 0, 0]), (-1, [0, 1, 2])])
+def test_near_duplicate_grouping_at_the_distance_boundary(max_distance, expected):
+    assert group_duplicates(["a", "b", "c"], [0b1010, 0b1010, 0b1011], max_distance) == expected
+
+
+def test_grouping_two_files_and_one_file():
+    assert group_duplicates(["a", "b"], [5, 5], 0) == [0, 0]
+    assert group_duplicates(["a"], [5], 4) == [0]
+    assert group_duplicates(["a", "b", "a"], [0, 2**64 - 1, 2**63], -1) == [0, 1, 0]  # exact copies always
+
+
+def test_written_splits_record_counts_fractions_seed_and_load_back_verified(tmp_path):
+    files = [{"path": f"{c}/{i}.png", "label": k, "split": s, "sha256": f"{c}{i}", "group": i}
+             for k, c in enumerate(NAMES) for i, s in enumerate(["train", "train", "test", "val_calib"])]
+    path = tmp_path / "splits.json"
+    write_splits(path, "../data", list(reversed(files)), NAMES, FRACTIONS, 11)
+    raw = read_json(path)
+    assert raw["version"] == 1 and raw["seed"] == 11 and raw["fractions"] == FRACTIONS and raw["data_root"] == "../data"
+    assert raw["counts"] == {"train": {"no_roadwork": 2, "roadwork": 2}, "val_select": {"no_roadwork": 0, "roadwork": 0},
+                             "val_calib": {"no_roadwork": 1, "roadwork": 1}, "test": {"no_roadwork": 1, "roadwork": 1}}
+    assert [f["path"] for f in raw["files"]] == sorted(f["path"] for f in files)
+    loaded = load_splits(path)
+    assert loaded.class_names == NAMES and loaded.digest == raw["digest"] == files_digest(raw["files"])
+    assert loaded.labels("test") == [0, 1] and loaded.rows("val_select") == []
+    with pytest.raises(ValueError, match="unknown split 'dev'; choose one of"):
+        loaded.rows("dev")
+
+
+def test_load_errors_name_the_file_and_the_fix(tmp_path):
+    with pytest.raises(DataError) as exc:
+        load_splits(tmp_path / "splits.json")
+    assert exc.value.message == f"'{tmp_path / 'splits.json'}' does not exist."
+    assert exc.value.fix.startswith("create it with the splits phase: streetvision run pipeline.phases=[splits] (the")
+    assert exc.value.fix.endswith("phases that need it add it automatically).")
+    files = [{"path": "a.png", "label": 0, "split": "train", "sha256": "A" * 64, "group": 0},
+             {"path": "b.png", "label": 0, "split": "test", "sha256": "A" * 64, "group": 1}]
+    write_splits(tmp_path / "splits.json", ".", files, NAMES, FRACTIONS, 0)
+    with pytest.raises(DataError) as exc:
+        load_splits(tmp_path / "splits.json")
+    assert exc.value.message == (f"Split leak in '{tmp_path / 'splits.json'}': sha256 {'A' * 40} is in both 'train' "
+                                 f"and 'test'.")
+    assert exc.value.fix == "regenerate splits.json; do not edit it by hand."
+    raw = read_json(tmp_path / "splits.json")
+    raw["digest"] = "0" * 64
+    (tmp_path / "splits.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError) as exc:
+        load_splits(tmp_path / "splits.json")
+    assert exc.value.fix == "regenerate it: streetvision run pipeline.phases=[splits] pipeline.force=true."

@@ -18,18 +18,24 @@ from streetvision.pipeline.lock import run_lock
 from streetvision.pipeline.registry import PhaseResult, PhaseSpec
 
 
+class CallLog(list):
+    """The phases run, in order (a list), plus what the toy fixture exposes to tests."""
+
+
 @pytest.fixture
 def toy(monkeypatch):
     """Phases up -> mid -> down (down also uses opt when present); calls are logged."""
-    calls: list[str] = []
+    calls = CallLog()
+    contexts = []  # the PhaseContext each run got
 
     def writer(name, reads=()):
         def run(ctx):
             calls.append(name)
+            contexts.append(ctx)
             text = name + "".join((ctx.artifacts.phase_dir(r) / "out.txt").read_text() for r in reads)
             out = ctx.artifacts.phase_dir(name) / "out.txt"
             atomic_write_text(out, text + str(ctx.cfg.seed))
-            return PhaseResult(outputs=[out], metrics={"n": 1})
+            return PhaseResult(outputs=[out], metrics={"n": 1}, summary={"wrote": name})
         return run
 
     specs = {
@@ -44,6 +50,9 @@ def toy(monkeypatch):
     monkeypatch.setattr(registry, "load_phases", lambda: specs)
     monkeypatch.setattr(runner, "load_phases", lambda: specs)
     monkeypatch.setattr(runner, "PHASE_ORDER", ("opt", "up", "mid", "down"))
+    calls.contexts = contexts  # type: ignore[attr-defined]
+    calls.specs = specs  # type: ignore[attr-defined]
+    calls.writer = writer  # type: ignore[attr-defined]
     return calls
 
 
@@ -117,7 +126,7 @@ def test_missing_dependency_fails_before_any_work(toy, make_cfg, monkeypatch):
     cfg = cfg_for(make_cfg, monkeypatch, ["down", "up"])
     with pytest.raises(MissingArtifactError, match="'down' needs the outputs of 'mid'") as exc:
         run(cfg)
-    assert "pipeline.phases=[mid" in exc.value.fix
+    assert exc.value.fix == ("add it: pipeline.phases=[mid,up,down], or point run_id= at a run that has it.")
     assert toy == []
 
 
@@ -207,3 +216,109 @@ def test_a_noop_rerun_verifies_by_stat_from_the_persisted_hash_memo(toy, make_cf
     out = ArtifactSchema.from_config(cfg).phase_dir("up") / "out.txt"
     out.write_text("edit")  # a changed file changes its key: re-hashed, and the phase reruns
     assert run(cfg)[0] == ("up", "ran") and str(out.resolve()) in hashed
+
+
+# -- what a run records and prints; auto phases, conditional needs, distributed ranks --------------------------------
+
+def test_the_manifest_records_step_metrics_summary_and_start_and_the_phase_gets_console_and_fingerprint(
+        toy, make_cfg, monkeypatch):
+    from streetvision.io import StepManifest, config_hash
+
+    cfg = cfg_for(make_cfg, monkeypatch, ["up", "mid"])
+    console = Console(quiet=True)
+    runner.run_pipeline(cfg, console)
+    art = ArtifactSchema.from_config(cfg)
+    manifest = StepManifest.load(art.manifest("mid"))
+    assert manifest.step == "mid" and manifest.metrics == {"n": 1, "_summary": {"wrote": "mid"}}
+    assert manifest.started_at and manifest.config_hash == config_hash({})
+    assert [r.path for r in manifest.inputs] == ["up/out.txt"]
+    up_ctx, mid_ctx = toy.contexts
+    assert up_ctx.console is console and up_ctx.fingerprint == {"config": {"seed": 0}, "inputs": {}}
+    assert mid_ctx.fingerprint == {"config": {}, "inputs": {"up/out.txt": manifest.inputs[0].sha256}}
+    outcomes = runner.run_pipeline(cfg, console)
+    assert [(o.status, o.seconds, o.summary) for o in outcomes] == [("up to date", 0.0, {"wrote": "up"}),
+                                                                    ("up to date", 0.0, {"wrote": "mid"})]
+
+
+def test_the_console_says_what_ran_what_was_skipped_and_what_was_cleaned_up(toy, make_cfg, monkeypatch):
+    cfg = cfg_for(make_cfg, monkeypatch, ["up", "mid"])
+    art = ArtifactSchema.from_config(cfg)
+    first = Console(record=True, width=300)
+    runner.run_pipeline(cfg, first)
+    text = first.export_text()
+    assert f"Run {art.run_dir}  phases: up, mid" in text and "up: first" in text and "mid: second" in text
+    assert "✓ up done in " in text and "✓ mid done in " in text
+    for i in range(4):
+        (art.run_dir / f".x{i}.json.tmp-0123456789a{i}").write_text("{")
+    second = Console(record=True, width=300)
+    runner.run_pipeline(cfg, second)
+    text = second.export_text()
+    assert "removed 4 temp file(s) left by an interrupted run: " in text
+    listed = text.split("interrupted run: ")[1].splitlines()[0]
+    assert listed.endswith(" ...") and len(listed[:-4].split(", ")) == 3
+    assert "= up: up to date (pipeline.force=true reruns it)" in text
+    rows = [[c.strip() for c in line.replace("┃", "│").strip("│ ").split("│")] for line in text.splitlines()
+            if line.replace("┃", "│").count("│") >= 3]
+    assert rows[0] == ["phase", "status", "time", "results"]
+    assert rows[1:] == [["up", "up to date", "0.0s", "wrote: up"], ["mid", "up to date", "0.0s", "wrote: mid"]]
+    assert "StreetVision run" in text  # the title (wrapped to the width of the table)
+
+
+def test_an_auto_phase_is_added_only_while_it_is_not_up_to_date(toy, make_cfg, monkeypatch):
+    specs = toy.specs
+    specs["opt"] = PhaseSpec("opt", toy.writer("opt"), "data preparation", auto=True, config_keys=("seed",))
+    specs["up"] = PhaseSpec("up", toy.writer("up", ["opt"]), "first", needs=("opt",))
+    cfg = cfg_for(make_cfg, monkeypatch, ["up"])
+    assert run(cfg) == [("opt", "ran"), ("up", "ran")]
+    assert run(cfg) == [("up", "up to date")]  # opt is current: not even planned
+    cfg.seed = 5
+    assert run(cfg) == [("opt", "ran"), ("up", "ran")]
+
+
+def test_needs_that_depend_on_the_config_and_a_second_missing_need_are_checked(toy, make_cfg, monkeypatch):
+    specs = toy.specs
+    specs["down"] = PhaseSpec("down", toy.writer("down"), "third", needs=("up",),
+                              needs_if=lambda cfg: ("mid",) if cfg.seed == 1 else ())
+    cfg = cfg_for(make_cfg, monkeypatch, ["up", "down"])
+    assert run(cfg) == [("up", "ran"), ("down", "ran")]  # seed 0: mid not needed
+    cfg.seed = 1
+    with pytest.raises(MissingArtifactError, match="'down' needs the outputs of 'mid'"):
+        run(cfg)  # up is requested (fine), mid is neither requested nor committed
+
+
+def test_an_unwritable_output_root_is_a_config_error_naming_it(make_cfg, tmp_path):
+    from streetvision.errors import ConfigError
+
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("")
+    cfg = make_cfg("pipeline.phases=[splits]")
+    cfg.output_root = str(blocker / "out")
+    with pytest.raises(ConfigError) as exc:
+        runner.run_pipeline(cfg, Console(quiet=True))
+    run_dir = ArtifactSchema.from_config(cfg).run_dir
+    assert exc.value.message == (f"Cannot create or write the run directory '{run_dir}' (output_root="
+                                 f"'{blocker / 'out'}', run_id='t'): Not a directory.")
+    assert exc.value.fix == "set output_root= to a folder you can write (with a short path), or choose a shorter run_id=."
+
+
+def test_the_machine_is_checked_only_when_a_training_phase_is_requested(make_cfg, monkeypatch):
+    from streetvision.models import devices, tracking
+
+    checked = []
+    monkeypatch.setattr(devices, "check_devices", lambda plan: checked.append(("devices", plan.world_size)))
+    monkeypatch.setattr(tracking, "check_loggers", lambda loggers: checked.append(("loggers", loggers)))
+    runner.check_machine(make_cfg("pipeline.phases=[phase2,phase5]"))
+    assert checked == []
+    runner.check_machine(make_cfg("pipeline.phases=[phase1]", "hardware.devices=2", "hardware.accelerator=cpu"))
+    assert checked == [("devices", 2), ("loggers", ["csv"])]
+
+
+def test_ranks_above_zero_join_only_the_training_phases_rank_zero_planned(toy, make_cfg, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(runner, "DISTRIBUTED_PHASES", ("mid",))
+    cfg = cfg_for(make_cfg, monkeypatch, ["up", "mid"])
+    assert run(cfg) == [("up", "ran"), ("mid", "ran")]  # rank 0 publishes its plan
+    monkeypatch.setattr(runner, "global_rank", lambda: 1)
+    outcomes = runner.run_pipeline(cfg, Console(quiet=True))
+    assert [(o.name, o.status) for o in outcomes] == [("mid", "rank 1")]
+    assert toy == ["up", "mid", "mid"] and toy.contexts[-1].fingerprint["inputs"]
