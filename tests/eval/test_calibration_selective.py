@@ -209,4 +209,4 @@ def test_learn_then_test_without_errors_accepts_everything_and_says_how_many_it_
 def test_thresholds_of_zero_and_one_stay_put_at_any_temperature(temperature):
     assert recalibrated_threshold(0.0, temperature) == 0.0  # everything is roadwork, calibrated or not
     assert recalibrated_threshold(1.0, temperature) == 1.0
-    assert 0.0 < recalibrated_threshold(1e-9, temperature) < 0.5 < recalibrated_threshold(1 - 1e-9, temperature) < 1
+    assert 0.0 < recalibrated_threshold(1e-3, temperature) < 0.5 < recalibrated_threshold(1 - 1e-3, temperature) < 1
