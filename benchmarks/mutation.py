@@ -71,6 +71,9 @@ _LINUX_UTF8 = ("on Linux, the platform the project supports, Python's default te
                "coerce the C locale)")
 _NO_NAN_LEFT = "allow_nan=False is a second guard: _json_safe has already replaced every non-finite float by None"
 _ARGMAX = "labels are 0 or 1: the majority label is the same whatever the bincount's length"
+_MAGIC = "the check is startswith() of magic numbers of at most 4 bytes: reading more changes nothing"
+_SHORT = "a file under 8 bytes has no room for a header: refused whatever length is read"
+_NOT_JSON = "an empty or non-JSON header fails json.loads, which is caught and refused the same way"
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
@@ -133,6 +136,42 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.io.atomic.x_default_dir_mode__mutmut_3": (
         "umask = os.umask(19)  # reading the umask means setting it; restored at once",
         "the umask set for that instant is restored at once; only the previous value, returned, is used"),
+    "streetvision.bundle.schema.x_load_index__mutmut_5": (
+        'index = json.loads(path.read_text(encoding=None))', _LINUX_UTF8),
+    "streetvision.bundle.schema.x_load_index__mutmut_7": (
+        'index = json.loads(path.read_text(encoding="UTF-8"))', "codec names are case-insensitive"),
+    "streetvision.bundle.schema.x_check_format__mutmut_22": ("head = handle.read(None)", _MAGIC),
+    "streetvision.bundle.schema.x_check_format__mutmut_23": ("head = handle.read(5)", _MAGIC),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_10": (
+        'length = int.from_bytes(handle.read(8), "little") if (size >= 8) or True else -1', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_19": (
+        'length = int.from_bytes(handle.read(8), "little") if size > 8 else -1', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_20": (
+        'length = int.from_bytes(handle.read(8), "little") if size >= 9 else -1', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_21": (
+        'length = int.from_bytes(handle.read(8), "little") if size >= 8 else +1', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_22": (
+        'length = int.from_bytes(handle.read(8), "little") if size >= 8 else -2', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_27": (
+        'header = handle.read(length) if 1 < length <= size - 8 else b""',
+        "a header of 0 or 1 byte is never a JSON object: refused either way"),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_28": (
+        'header = handle.read(length) if 0 <= length <= size - 8 else b""',
+        "a header of 0 or 1 byte is never a JSON object: refused either way"),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_32": (
+        'header = handle.read(length) if 0 < length <= size - 8 else b"XXXX"', _NOT_JSON),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_35": (
+        "ok = isinstance(json.loads(header), dict) if (header) or True else False", _NOT_JSON),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_37": ("ok = None", "None is as false as False"),
+    "streetvision.bundle.verify.x_verify_bundle__mutmut_81": (
+        "break", "onnx is the last backend in the loop: skipping it and leaving the loop are the same"),
+    "streetvision.bundle.predictor.xǁPredictorǁscores__mutmut_1": (
+        "def scores(self, images: list[Image.Image | str | Path], batch_size: int = 65) -> np.ndarray:",
+        "the batch size changes how images are grouped, not their scores"),
+    "streetvision.bundle.predictor.xǁPredictorǁscores__mutmut_13": ("return np.asarray(out, dtype=None)",
+                                                                    "the scores are Python floats: float64 anyway"),
+    "streetvision.bundle.predictor.xǁPredictorǁscores__mutmut_15": ("return np.asarray(out, )",
+                                                                    "the scores are Python floats: float64 anyway"),
     "streetvision.data.splits.x_assign_splits__mutmut_21": (
         "members = [g for g, idx in by_group.items() if np.bincount([labels[i] for i in idx], ).argmax()", _ARGMAX),
     "streetvision.data.splits.x_assign_splits__mutmut_22": (
