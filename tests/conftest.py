@@ -50,3 +50,20 @@ def micro_run(tmp_path_factory) -> Path:
 def micro_bundle(micro_run) -> Path:
     """The micro run's bundle directory (do not modify: copy it first)."""
     return micro_run / "export" / "bundle"
+
+
+@pytest.fixture(scope="session")
+def exportable_run(tmp_path_factory) -> Path:
+    """A micro run with the exportable pooling (cls_mean + linear head): phase6 writes export/hf. Tests read it (or
+    rebuild it with the same config); copy it before editing files."""
+    from rich.console import Console
+
+    from streetvision.pipeline.artifacts import ArtifactSchema
+    from streetvision.pipeline.runner import run_pipeline
+
+    root = tmp_path_factory.mktemp("hf_run")
+    cfg = load_config([f"output_root={root}", "run_id=h", "model=dinov2_micro", "model.pooling=cls_mean",
+                       "data.synthetic.n=120", "training.progress_bar=false",
+                       "pipeline.phases=[phase1,phase2,phase5,phase6]"])
+    run_pipeline(cfg, Console(quiet=True))
+    return ArtifactSchema.from_config(cfg).run_dir

@@ -6,8 +6,10 @@
     streetvision verify BUNDLE                 check a bundle (one line per check)
     streetvision predict BUNDLE PATH...        score images, CSV or JSONL
     streetvision export RUN_DIR                rebuild a run's bundle (phase 6 alone)
+    streetvision publish RUN --repo-id O/N --hotkey KEY   upload the Hugging Face export (--dry-run DIR first)
     streetvision evaluate BUNDLE --run DIR     clean + validator-condition metrics with CIs, HTML report
     streetvision simulate BUNDLE --folder DIR  replay a validator stream, report the reward distribution
+    streetvision compare A B --out DIR         two evaluations (or runs) on the same images, paired differences
 """
 
 from __future__ import annotations
@@ -122,6 +124,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Verify a bundle, fill its model card and upload the Hugging Face export in one commit (or write the tree)."""
+    from streetvision.bundle.hub import publish
+
+    dry_run = Path(args.dry_run) if args.dry_run else None
+    done = publish(Path(args.run_or_bundle), args.repo_id, args.hotkey, args.version, args.private, dry_run,
+                   args.model_name)
+    console.print(f"hugging face export: {done.parity}", markup=False, highlight=False, soft_wrap=True)
+    for rel, size, sha in done.files:
+        console.print(f"{sha}  {size:>12,d}  {rel}", markup=False, highlight=False, soft_wrap=True)
+    card = done.card
+    what = f"{card['model_name']} {card['version']}, submitted_by {card['submitted_by']}"
+    if done.commit_url is None:
+        console.print(f"dry run: wrote {len(done.files)} files to {dry_run} ({what}); nothing was uploaded.",
+                      markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(f"published {what} to https://huggingface.co/{args.repo_id} in one commit: {done.commit_url}\n"
+                      f"miner.env: MODEL_URL=https://huggingface.co/{args.repo_id}", markup=False, highlight=False,
+                      soft_wrap=True)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a bundle on a run's test split, a folder, a CSV or synthetic scenes."""
     from streetvision.bundle.schema import load_index
@@ -190,6 +214,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare two evaluations (or runs) of the same images: paired differences B - A and the report."""
+    from rich.table import Table
+
+    from streetvision.eval.compare import COMPARED, compare, write_comparison
+
+    result = compare(Path(args.a), Path(args.b), args.resamples, args.seed)
+    paths = write_comparison(result, Path(args.out))
+    table = Table(title=f"B - A on {result['images']} images (95% paired BCa intervals; reward = (0.5 MCC + 0.5 "
+                        f"acc)^3)")
+    for col in ("condition", *(f"{k} B - A" for k in COMPARED), "reward favours"):
+        table.add_column(col, justify="left" if col in ("condition", "reward favours") else "right")
+    for name, row in result["conditions"].items():
+        cells = [f"{d['estimate']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                 for d in (row["differences"][k] for k in COMPARED)]
+        table.add_row(name, *cells, row["verdict"])
+    console.print(table)
+    h = result["headline"]
+    console.print(f"validator mix at the deployment prior: reward B - A {h['estimate']:+.3f} [{h['low']:+.3f}, "
+                  f"{h['high']:+.3f}], B better in {h['share_above_zero']:.0%} of resamples; favours "
+                  f"{h['verdict']}", markup=False, highlight=False)
+    console.print(f"report: {paths[-1]}", markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="streetvision", description=__doc__,
@@ -245,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--out", help="folder for stream_summary.json and stream_steps.csv")
     simulate.set_defaults(func=cmd_simulate)
 
+    comp = sub.add_parser("compare", help="two evaluations (or runs) of the same images: paired differences B - A "
+                                          "of reward, MCC and accuracy with BCa intervals, HTML report")
+    comp.add_argument("a", help="evaluation directory (with predictions.csv) or run directory of model A")
+    comp.add_argument("b", help="evaluation directory or run directory of model B")
+    comp.add_argument("--out", required=True, help="folder for comparison.json and report.html")
+    comp.add_argument("--resamples", type=positive_int, default=1000)
+    comp.add_argument("--seed", type=int, default=0)
+    comp.set_defaults(func=cmd_compare)
+
     export = sub.add_parser("export", help="rerun phase 6 (the bundle) for RUN_DIR")
     export.add_argument("run_dir")
     export.add_argument("overrides", nargs="*")
@@ -252,6 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hf: also write the Hugging Face folder the NATIX miner serves (needs --out)")
     export.add_argument("--out", help="output folder for --format hf")
     export.set_defaults(func=cmd_export)
+
+    publish = sub.add_parser("publish", help="verify a run's bundle, fill model_card.json and upload its Hugging "
+                                             "Face export to the Hub in one commit (the repo then holds exactly "
+                                             "that tree, plus .gitattributes)")
+    publish.add_argument("run_or_bundle", help="a run directory or its export/bundle")
+    publish.add_argument("--repo-id", required=True, help="ORG/NAME of the Hub model repo (created if needed)")
+    publish.add_argument("--hotkey", required=True, help="the miner's hotkey SS58 address (model_card submitted_by)")
+    publish.add_argument("--version", help="model_card version X.Y.Z (default: the bundle's card)")
+    publish.add_argument("--model-name", help="model_card model_name (default: the bundle's card)")
+    publish.add_argument("--private", action="store_true", help="create the repo private")
+    publish.add_argument("--dry-run", metavar="DIR", help="write the exact tree that would be uploaded to DIR (new "
+                                                          "or empty) and print each file; upload nothing")
+    publish.set_defaults(func=cmd_publish)
 
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -61,3 +61,9 @@ class UsageError(StreetVisionError):
 
     exit_code = 2
     kind = "argument error"
+
+
+class HubError(StreetVisionError):
+    """The Hugging Face Hub refused a request or could not be reached."""
+
+    kind = "hub error"

@@ -110,6 +110,20 @@ def test_onnx_and_torch_agree(copy):
     assert np.max(np.abs(np.array(torch_p) - np.array(onnx_p))) <= 1e-4
 
 
+def test_exported_onnx_graph_passes_the_onnx_checker_and_a_broken_one_is_refused(bundle, tmp_path):
+    import onnx
+
+    from streetvision.bundle.export import check_onnx_graph
+    from streetvision.errors import ValidationFailure
+
+    check_onnx_graph(bundle / "model.onnx")
+    model = onnx.load(bundle / "model.onnx")
+    model.graph.node[0].op_type = "NoSuchOp"
+    onnx.save(model, tmp_path / "broken.onnx")
+    with pytest.raises(ValidationFailure, match="does not pass onnx.checker .*NoSuchOp"):
+        check_onnx_graph(tmp_path / "broken.onnx")
+
+
 def test_predictor_handles_rgba_grayscale_and_very_large_images(copy):
     predictor = Predictor.from_bundle(copy)
     base = render_scene(1).image

@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,24 +13,7 @@ import pytest
 from streetvision import Predictor
 from streetvision.bundle.hf_export import check_hf_parity, folded_score, parity_images, pipeline_scores
 from streetvision.bundle.verify import verify_bundle
-from streetvision.config import load_config
 from streetvision.errors import ConfigError
-from streetvision.pipeline.artifacts import ArtifactSchema
-
-
-@pytest.fixture(scope="module")
-def exportable_run(tmp_path_factory) -> Path:
-    """A micro run with the exportable pooling (cls_mean + linear head): phase6 writes export/hf."""
-    from rich.console import Console
-
-    from streetvision.pipeline.runner import run_pipeline
-
-    root = tmp_path_factory.mktemp("hf_run")
-    cfg = load_config([f"output_root={root}", "run_id=h", "model=dinov2_micro", "model.pooling=cls_mean",
-                       "data.synthetic.n=120", "training.progress_bar=false",
-                       "pipeline.phases=[phase1,phase2,phase5,phase6]"])
-    run_pipeline(cfg, Console(quiet=True))
-    return ArtifactSchema.from_config(cfg).run_dir
 
 
 def test_folded_score_crosses_half_at_the_threshold():
@@ -78,7 +60,7 @@ def test_a_non_exportable_pooling_gets_a_clear_error(micro_bundle, tmp_path):
 
 
 def test_export_command_writes_the_hf_folder_and_a_bad_version_is_not_saved(exportable_run, tmp_path):
-    run = exportable_run  # last test of the module: rebuilding the bundle in place is fine
+    run = exportable_run  # rebuilds the bundle in place: same model, same checks, so later users are fine
     cli = [sys.executable, "-m", "streetvision.cli", "export", str(run)]
     bad = subprocess.run([*cli, "phase6.model_card.version=1.0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "is not X.Y.Z" in bad.stderr

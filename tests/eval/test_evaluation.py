@@ -6,11 +6,9 @@ import pytest
 from sklearn.metrics import accuracy_score, matthews_corrcoef
 
 from streetvision import Predictor
-from streetvision.data.synthetic import write_dataset
 from streetvision.eval.bootstrap import bootstrap_ci
 from streetvision.eval.metrics import metrics_from_decisions
-from streetvision.eval.report import FIGURES
-from streetvision.eval.run_evaluation import evaluate_to_dir
+from streetvision.eval.report import FIGURES, GALLERY
 
 
 def test_constant_predictor_interval_has_zero_width():
@@ -30,15 +28,6 @@ def test_interval_narrows_as_the_sample_grows():
         return ci["high"] - ci["low"]
 
     assert width(2000) < width(500) < width(100)
-
-
-@pytest.fixture(scope="module")
-def evaluated(micro_bundle, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval")
-    samples = write_dataset(out / "images", n=40, seed=3)
-    summary, intervals, paths = evaluate_to_dir(micro_bundle, samples, out / "report", seed=0, n_resamples=100,
-                                                data_description="test")
-    return samples, summary, intervals, paths
 
 
 def test_reward_equals_scikit_learn_on_rounded_scores(micro_bundle, evaluated):
@@ -83,14 +72,17 @@ def test_stream_summary_is_recomputable_from_its_steps(evaluated):
 def test_report_has_every_figure_and_no_network_references(evaluated):
     _, _, _, paths = evaluated
     names = {p.name for p in paths}
-    assert names == {"metrics_summary.json", "bootstrap_ci.json", "stream_steps.csv", "report.html"}
-    page = next(p for p in paths if p.name == "report.html").read_text()
+    assert names == {"predictions.csv", "metrics_summary.json", "bootstrap_ci.json", "stream_steps.csv", "report.html"}
+    assert paths[-1].name == "report.html"
+    page = paths[-1].read_text()
     for fig in FIGURES:
         assert re.search(rf'<figure id="{fig}"><img alt="{fig}" src="data:image/png;base64,[A-Za-z0-9+/=]{{100,}}"',
                          page), fig
-    without_images = re.sub(r'data:image/png;base64,[A-Za-z0-9+/=]+', "", page)
-    assert not re.search(r"https?:|//[a-z]|<script|<link", without_images)
-    assert all(src.startswith("data:") for src in re.findall(r'(?:src|href)="([^"]*)"', page))
+    assert f'<section id="{GALLERY}">' in page
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    without_images = re.sub(r'data:image/(png|jpeg);base64,[A-Za-z0-9+/=]+', "", page)
+    assert not re.search(r"https?:|//[a-z]|<script|<link|@import|url\(", without_images)
+    assert all(src.startswith(("data:", "#")) for src in re.findall(r'(?:src|href)="([^"]*)"', page))
     ci = json.loads(next(p for p in paths if p.name == "bootstrap_ci.json").read_text())
     assert {"clean", "level0", "level1", "level2", "level3", "validator_mix"} == set(ci)
     assert ci["validator_mix"]["reward"]["low"] <= ci["validator_mix"]["reward"]["high"]

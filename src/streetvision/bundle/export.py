@@ -33,13 +33,27 @@ ONNX_FILE = "model.onnx"
 PROBES_DIR = "probes"
 
 
+def check_onnx_graph(path: Path) -> None:
+    """``onnx.checker`` on the exported file (structure, operator set, types and shapes inferred across the graph);
+    ValidationFailure naming the problem when it does not pass."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ValidationFailure(f"The exported ONNX graph does not pass onnx.checker ({str(exc).splitlines()[0]}).",
+                                "export with phase6.onnx=false, or report it.") from exc
+
+
 def export_onnx(model: torch.nn.Module, size: int, path: Path) -> None:
-    """TorchScript-based ONNX export (``dynamo=False``) with a dynamic batch axis, written atomically."""
+    """TorchScript-based ONNX export (``dynamo=False``) with a dynamic batch axis, checked with ``onnx.checker``
+    and written atomically."""
     dummy = torch.zeros(2, 3, size, size)
     with atomic_path(path) as tmp:
         torch.onnx.export(model.eval(), (dummy,), str(tmp), input_names=["pixel_values"], output_names=["logits"],
                           dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                           dynamo=False)
+        check_onnx_graph(tmp)
 
 
 def model_card(cfg: DictConfig) -> dict[str, Any]:

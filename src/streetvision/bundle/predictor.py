@@ -4,11 +4,14 @@ validator score, with probability, decision and accept/defer.
     from streetvision import Predictor
     predictor = Predictor.from_bundle("outputs/.../export/bundle")
     score = predictor(pil_image)          # float in [0, 1]; > 0.5 means roadwork
+    predictor = Predictor.from_pretrained("my-org/roadwork")   # a Hub repo (bundle or Hugging Face format)
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ import torch
 from PIL import Image
 
 from streetvision.bundle.probes import check_probes
-from streetvision.bundle.schema import check_files, load_index, safe_member
+from streetvision.bundle.schema import BUNDLE_INDEX, check_files, load_index, safe_member
 from streetvision.data.decode import decode_image
 from streetvision.data.transforms import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
@@ -132,6 +135,32 @@ class Predictor:
                                  "re-export the bundle.") from exc
         if verify_files:
             check_probes(predictor)
+        return predictor
+
+    @classmethod
+    def from_pretrained(cls, repo_id_or_dir: str | Path, revision: str | None = None, backend: str = "torch",
+                        device: str = "cpu") -> Predictor:
+        """A local folder or a Hub repo id (``huggingface_hub.snapshot_download``; offline, the local cache serves
+        it), in the bundle format (bundle.json: loaded and checked by :meth:`from_bundle`) or the Hugging Face
+        format of ``streetvision export --format hf`` (config.json + preprocessor_config.json)."""
+        from streetvision.bundle.hf_export import load_hf_predictor
+        from streetvision.bundle.hub import materialise, resolve_pretrained
+
+        if backend not in BACKENDS:
+            raise ConfigError(f"Unknown backend '{backend}'. Valid choices: {', '.join(BACKENDS)}.",
+                              "use backend='torch' or backend='onnx'.")
+        folder, from_hub = resolve_pretrained(repo_id_or_dir, revision)
+        if not (folder / BUNDLE_INDEX).is_file():
+            return load_hf_predictor(folder, backend=backend, device=device)
+        if not from_hub:
+            return cls.from_bundle(folder, device=device, backend=backend)
+        copy = materialise(folder)  # the cache's files are links to shared blobs; a bundle refuses links
+        try:
+            predictor = cls.from_bundle(copy, device=device, backend=backend)
+        except BaseException:
+            shutil.rmtree(copy, ignore_errors=True)
+            raise
+        weakref.finalize(predictor, shutil.rmtree, copy, True)
         return predictor
 
     # -- inference -------------------------------------------------------------------------------------

@@ -43,12 +43,18 @@ def top_label(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(pred == 1, p, 1 - p), pred
 
 
+def bin_index(confidence: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """The equal-width bin of each confidence (an edge goes to the upper bin; 1.0 to the last bin)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, n_bins - 1)
+
+
 def reliability(labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS) -> list[dict[str, float]]:
     """Per-bin count, mean confidence and accuracy of the top label (for ECE/MCE and reliability plots)."""
     conf, pred = top_label(probs)
     correct = (pred == np.asarray(labels)).astype(np.float64)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
+    idx = bin_index(conf, n_bins)
     bins = []
     for b in range(n_bins):
         sel = idx == b
@@ -57,6 +63,17 @@ def reliability(labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS) -> 
                      "confidence": float(conf[sel].mean()) if count else None,
                      "accuracy": float(correct[sel].mean()) if count else None})
     return bins
+
+
+def ece_along_last_axis(labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """ECE over the last axis (rows are, say, bootstrap resamples); per bin, count * |accuracy - confidence| is
+    |sum of correct - sum of confidences|, so no per-bin division is needed."""
+    conf, pred = top_label(probs)
+    correct = (pred == np.asarray(labels)).astype(np.float64)
+    onehot = bin_index(conf, n_bins)[..., None] == np.arange(n_bins)  # [..., n, bins]
+    gap = np.abs(np.einsum("...nb,...n->...b", onehot, correct - conf))
+    n = conf.shape[-1]
+    return gap.sum(-1) / n if n else np.zeros(conf.shape[:-1])
 
 
 def calibration_metrics(labels: np.ndarray, probs: np.ndarray, n_bins: int = N_BINS) -> dict:

@@ -1,5 +1,5 @@
 """Evaluate a bundle through the Predictor (the code a miner runs) on clean images and under validator
-conditions, with seeded bootstrap intervals.
+conditions, with seeded BCa bootstrap intervals.
 
 Conditions: ``clean`` (the decoded file through the model's preprocessing, no validator processing),
 ``level0``..``level3`` (each image as the validator sends it at that level: :func:`streetvision.validator.challenge`,
@@ -8,10 +8,12 @@ probabilities). Metrics per condition: MCC, accuracy, precision, recall, FNR, FP
 ((0.5 MCC + 0.5 accuracy) ** 3) at the validator's reading of the score (it rounds at 0.5), AUROC of the probability,
 ECE and Brier of the calibrated probability, coverage / selective risk of the accept policy, and MCC, accuracy and
 reward at the deployment prior (``*_deploy``: the validator's 50/50 by default, :mod:`streetvision.validator.prior`).
+Every metric is computed from the per-image rows of :mod:`streetvision.eval.predictions`.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,50 +23,43 @@ from PIL import Image
 
 from streetvision.bundle.predictor import Predictor
 from streetvision.data.decode import DecodeError, decode_image
-from streetvision.eval.bootstrap import bootstrap_many
-from streetvision.eval.calibration import calibration_metrics
-from streetvision.eval.metrics import auroc, metrics_from_decisions, softmax_probs, validator_decisions
-from streetvision.eval.score import validator_score
-from streetvision.eval.selective import decided_confidence
+from streetvision.eval.bootstrap import bootstrap_intervals
+from streetvision.eval.calibration import calibration_metrics, ece_along_last_axis
+from streetvision.eval.metrics import (
+    auroc,
+    auroc_along_last_axis,
+    confusion_along_last_axis,
+    metrics_from_decisions,
+    rates_from_counts,
+)
+from streetvision.eval.predictions import NO_LEVEL, ConditionPredictions, from_logits
+from streetvision.io import sha256_file
 from streetvision.validator.challenge import LEVELS, challenge, draw_level
 from streetvision.validator.prior import VALIDATOR_PRIOR, prior_weights
 
 CONDITIONS = ("clean", *(f"level{lv}" for lv in LEVELS), "validator_mix")
 CI_METRICS = ("mcc", "accuracy", "precision", "recall", "fnr", "fpr", "reward", "auroc", "ece", "brier",
               "coverage", "selective_risk", "mcc_deploy", "accuracy_deploy", "reward_deploy")
+SELECTIVE_METRICS = ("coverage", "selective_risk")
+MIX_SEED = 10_000  # validator_mix draws its levels from default_rng([seed, MIX_SEED])
 
 
 @dataclass
 class ConditionOutputs:
-    """Raw logits and labels of one condition (probabilities derive from the bundle's policy)."""
+    """Raw logits, labels, and the validator level and challenge parameters each image was seen under."""
 
     logits: np.ndarray
     labels: np.ndarray
-    images: list[Image.Image] = field(default_factory=list)  # kept for the mistakes grid (clean only)
+    levels: np.ndarray
+    params: list[dict] = field(default_factory=list)
 
 
-def condition_metrics(out: ConditionOutputs, predictor: Predictor, rows: np.ndarray | None = None,
-                      prior: float = VALIDATOR_PRIOR) -> dict:
-    """All metrics of a condition on ``rows`` (all rows by default); ``*_deploy`` at P(roadwork) = ``prior``."""
-    rows = np.arange(len(out.labels)) if rows is None else rows
-    y = out.labels[rows]
-    policy = predictor.policy
-    probs = softmax_probs(out.logits[rows], policy.temperature)
-    scores = validator_score(probs, policy.decision_threshold)
-    decisions = validator_decisions(scores)
-    m: dict = dict(metrics_from_decisions(y, decisions))
-    deploy = metrics_from_decisions(y, decisions, prior_weights(y, prior))
-    m["mcc_deploy"], m["accuracy_deploy"], m["reward_deploy"] = deploy["mcc"], deploy["accuracy"], deploy["reward"]
-    m["auroc"] = auroc(y, probs)
-    cal = calibration_metrics(y, probs)
-    m["ece"], m["brier"] = cal["ece"], cal["brier"]
-    if policy.has_selective:
-        decisions, conf = decided_confidence(probs, policy.decision_threshold)
-        lam = policy.selective_threshold
-        accepted = conf >= lam if lam is not None else np.zeros(len(y), dtype=bool)
-        m["coverage"] = float(accepted.mean()) if len(y) else 0.0
-        m["selective_risk"] = float((decisions[accepted] != y[accepted]).mean()) if accepted.any() else 0.0
-    return m
+def condition_image(image: Image.Image, seed: int, index: int, level: int) -> Image.Image:
+    """The image as the model saw it in a condition: the file itself for ``NO_LEVEL`` (clean), else the validator's
+    challenge at ``level`` seeded by (seed, index, level) -- what :func:`score_conditions` scored."""
+    if level == NO_LEVEL:
+        return image
+    return challenge(image, np.random.default_rng([seed, index, level]), level=level)[0]
 
 
 def score_conditions(predictor: Predictor, images: list[Image.Image], labels: np.ndarray, seed: int,
@@ -75,39 +70,140 @@ def score_conditions(predictor: Predictor, images: list[Image.Image], labels: np
                   for i in range(0, len(imgs), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, 2))
 
-    out = {"clean": ConditionOutputs(logits_of(images), labels, list(images))}
+    n = len(images)
+    out = {"clean": ConditionOutputs(logits_of(images), labels, np.full(n, NO_LEVEL), [{} for _ in images])}
     for level in LEVELS:
-        distorted = [challenge(im, np.random.default_rng([seed, i, level]), level=level)[0]
-                     for i, im in enumerate(images)]
-        out[f"level{level}"] = ConditionOutputs(logits_of(distorted), labels)
-    mix_rng = np.random.default_rng([seed, 10_000])
-    mix_levels = [draw_level(mix_rng) for _ in images]
-    mix = np.stack([out[f"level{lv}"].logits[i] for i, lv in enumerate(mix_levels)]) if len(images) else \
-        np.zeros((0, 2))
-    out["validator_mix"] = ConditionOutputs(mix, labels)
+        drawn = [challenge(im, np.random.default_rng([seed, i, level]), level=level) for i, im in enumerate(images)]
+        out[f"level{level}"] = ConditionOutputs(logits_of([d[0] for d in drawn]), labels, np.full(n, level),
+                                                [d[2] for d in drawn])
+    mix_rng = np.random.default_rng([seed, MIX_SEED])
+    mix_levels = np.array([draw_level(mix_rng) for _ in images], dtype=np.int64)
+    mix = np.stack([out[f"level{lv}"].logits[i] for i, lv in enumerate(mix_levels)]) if n else np.zeros((0, 2))
+    out["validator_mix"] = ConditionOutputs(mix, labels, mix_levels,
+                                            [out[f"level{lv}"].params[i] for i, lv in enumerate(mix_levels)])
     return out
 
 
-def load_labelled_images(samples: list[tuple[Path, int]]) -> tuple[list[Image.Image], np.ndarray, list[dict]]:
-    """Decode (path, label) pairs; unreadable files are returned as skipped with their reason."""
-    images, labels, skipped = [], [], []
+def to_predictions(outputs: dict[str, ConditionOutputs], predictor: Predictor, sample_ids: list[str],
+                   image_sha256: list[str]) -> dict[str, ConditionPredictions]:
+    """The per-image rows of every condition under the bundle's policy."""
+    policy = predictor.policy
+    return {name: from_logits(out.logits, out.labels, out.levels, out.params, sample_ids, image_sha256,
+                              policy.temperature, policy.decision_threshold, policy.selective_threshold,
+                              policy.has_selective)
+            for name, out in outputs.items()}
+
+
+def condition_metrics(pred: ConditionPredictions, prior: float = VALIDATOR_PRIOR) -> dict:
+    """All metrics of one condition from its rows; ``*_deploy`` at P(roadwork) = ``prior``."""
+    y = pred.labels
+    m: dict = dict(metrics_from_decisions(y, pred.decision))
+    deploy = metrics_from_decisions(y, pred.decision, prior_weights(y, prior))
+    m["mcc_deploy"], m["accuracy_deploy"], m["reward_deploy"] = deploy["mcc"], deploy["accuracy"], deploy["reward"]
+    m["auroc"] = auroc(y, pred.probability)
+    cal = calibration_metrics(y, pred.probability)
+    m["ece"], m["brier"] = cal["ece"], cal["brier"]
+    if pred.accepted is not None:
+        accepted = pred.accepted
+        m["coverage"] = float(accepted.mean()) if len(y) else 0.0
+        m["selective_risk"] = float((~pred.correct[accepted]).mean()) if accepted.any() else 0.0
+    return m
+
+
+def _deploy_weights(labels: np.ndarray, prior: float) -> np.ndarray:
+    """:func:`prior_weights` of each row of ``labels`` (ones where a row holds one class, as unweighted)."""
+    flat = labels.reshape(-1, labels.shape[-1])
+    w = np.ones(flat.shape)
+    for i, row in enumerate(flat):
+        wi = prior_weights(row, prior)
+        if wi is not None:
+            w[i] = wi
+    return w.reshape(labels.shape)
+
+
+def threshold_metrics_along_last_axis(labels: np.ndarray, decisions: np.ndarray, prior: float) -> dict:
+    """Threshold metrics and their ``*_deploy`` versions over the last axis (vectorised over resamples)."""
+    rates = rates_from_counts(*confusion_along_last_axis(labels, decisions))
+    deploy = rates_from_counts(*confusion_along_last_axis(labels, decisions, _deploy_weights(labels, prior)))
+    return {**rates, "mcc_deploy": deploy["mcc"], "accuracy_deploy": deploy["accuracy"],
+            "reward_deploy": deploy["reward"]}
+
+
+def interval_names(pred: ConditionPredictions) -> tuple[str, ...]:
+    """The metrics with intervals for a condition (coverage and selective risk need a selective policy)."""
+    return tuple(k for k in CI_METRICS if pred.accepted is not None or k not in SELECTIVE_METRICS)
+
+
+def condition_intervals(pred: ConditionPredictions, n_resamples: int, seed: int,
+                        prior: float = VALIDATOR_PRIOR) -> dict:
+    """Paired BCa intervals (images resampled with all their columns) of every metric in ``interval_names``;
+    one vectorised pass per resample batch (:func:`streetvision.eval.bootstrap.bootstrap_intervals`)."""
+    names = interval_names(pred)
+    accepted = pred.accepted if pred.accepted is not None else np.zeros(len(pred), dtype=bool)
+
+    def statistic(y, p, d, correct, acc):
+        values = threshold_metrics_along_last_axis(y, d, prior)
+        values["auroc"] = auroc_along_last_axis(y, p)
+        values["ece"] = ece_along_last_axis(y, p)
+        values["brier"] = np.mean((p - y) ** 2, axis=-1)
+        n_acc = acc.sum(-1)
+        values["coverage"] = n_acc / y.shape[-1]
+        values["selective_risk"] = np.divide((acc & ~correct).sum(-1), n_acc,
+                                             out=np.zeros(n_acc.shape), where=n_acc > 0)
+        return np.stack([np.broadcast_to(values[k], y.shape[:-1]) for k in names])
+
+    return bootstrap_intervals([pred.labels, pred.probability, pred.decision, pred.correct, accepted], statistic,
+                               names, n_resamples, seed)
+
+
+def common_root(paths: list[Path]) -> Path:
+    """The deepest folder holding every path (the data root sample ids are relative to)."""
+    if not paths:
+        return Path(".")
+    return Path(os.path.commonpath([str(Path(p).absolute().parent) for p in paths]))
+
+
+def load_samples(samples: list[tuple[Path, int]]) -> tuple[list[Image.Image], np.ndarray, list[Path], list[dict]]:
+    """Decode (path, label) pairs: (images, labels, their paths, skipped files with the reason)."""
+    images, labels, kept, skipped = [], [], [], []
     for path, label in samples:
         try:
             images.append(decode_image(path))
             labels.append(label)
+            kept.append(Path(path))
         except DecodeError as exc:
             skipped.append({"path": str(path), "reason": exc.reason})
-    return images, np.asarray(labels, dtype=np.int64), skipped
+    return images, np.asarray(labels, dtype=np.int64), kept, skipped
+
+
+def load_labelled_images(samples: list[tuple[Path, int]]) -> tuple[list[Image.Image], np.ndarray, list[dict]]:
+    """Decode (path, label) pairs; unreadable files are returned as skipped with their reason."""
+    images, labels, _, skipped = load_samples(samples)
+    return images, labels, skipped
+
+
+def predict_conditions(predictor: Predictor, images: list[Image.Image], labels: np.ndarray, seed: int = 0,
+                       paths: list[Path] | None = None) -> tuple[dict[str, ConditionPredictions], Path]:
+    """(per-image predictions per condition, the data root sample ids are relative to); ``paths`` (the files the
+    images came from) give the sample ids and content hashes."""
+    paths = paths if paths is not None else [Path(f"image_{i:05d}") for i in range(len(images))]
+    root = common_root(paths)
+    sample_ids = [Path(os.path.relpath(Path(p).absolute(), root)).as_posix() for p in paths]
+    hashes = [sha256_file(p) if Path(p).is_file() else "" for p in paths]
+    return to_predictions(score_conditions(predictor, images, labels, seed), predictor, sample_ids, hashes), root
 
 
 def evaluate(predictor: Predictor, images: list[Image.Image], labels: np.ndarray, seed: int = 0,
-             n_resamples: int = 1000, prior: float = VALIDATOR_PRIOR) -> tuple[dict[str, ConditionOutputs], dict, dict]:
-    """(outputs per condition, metrics summary, bootstrap intervals) for labelled images."""
-    outputs = score_conditions(predictor, images, labels, seed)
-    summary, intervals = {}, {}
-    for name, out in outputs.items():
-        summary[name] = condition_metrics(out, predictor, prior=prior)
-        cis = bootstrap_many(lambda rows, out=out: condition_metrics(out, predictor, rows, prior), len(labels),
-                             n_resamples, seed=seed)
-        intervals[name] = {k: v for k, v in cis.items() if k in CI_METRICS}
-    return outputs, summary, intervals
+             n_resamples: int = 1000, prior: float = VALIDATOR_PRIOR, paths: list[Path] | None = None,
+             ) -> tuple[dict[str, ConditionPredictions], dict, dict]:
+    """(per-image predictions per condition, metrics summary, bootstrap intervals) for labelled images."""
+    predictions, _ = predict_conditions(predictor, images, labels, seed, paths)
+    return predictions, *summarise(predictions, n_resamples, seed, prior)
+
+
+def summarise(predictions: dict[str, ConditionPredictions], n_resamples: int, seed: int,
+              prior: float = VALIDATOR_PRIOR) -> tuple[dict, dict]:
+    """(metrics per condition, intervals per condition) from per-image predictions."""
+    summary = {name: condition_metrics(p, prior) for name, p in predictions.items()}
+    intervals = {name: condition_intervals(p, n_resamples, seed, prior) for name, p in predictions.items()}
+    return summary, intervals

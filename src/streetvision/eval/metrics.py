@@ -32,6 +32,32 @@ def confusion(labels: np.ndarray, preds: np.ndarray, weights: np.ndarray | None 
     return float(w[y & p].sum()), float(w[~y & ~p].sum()), float(w[~y & p].sum()), float(w[y & ~p].sum())
 
 
+def confusion_along_last_axis(labels: np.ndarray, preds: np.ndarray,
+                              weights: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """(tp, tn, fp, fn) as float arrays over the last axis (a batch of bootstrap resamples, say)."""
+    y, p = np.asarray(labels).astype(bool), np.asarray(preds).astype(bool)
+    w = np.ones(y.shape) if weights is None else np.asarray(weights, dtype=np.float64)
+    return ((w * (y & p)).sum(-1), (w * (~y & ~p)).sum(-1), (w * (~y & p)).sum(-1), (w * (y & ~p)).sum(-1))
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0.0 where den is 0 (scikit-learn's convention for undefined ratios)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den != 0)
+
+
+def rates_from_counts(tp, tn, fp, fn) -> dict[str, np.ndarray]:
+    """MCC, accuracy, precision, recall, F1, FNR, FPR and the validator reward from confusion counts (scalars or
+    arrays of any shape); undefined ratios are 0.0."""
+    tp, tn, fp, fn = (np.asarray(v, dtype=np.float64) for v in (tp, tn, fp, fn))
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    accuracy = _ratio(tp + tn, tp + tn + fp + fn)
+    mcc = _ratio(tp * tn - fp * fn, np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+    return {"mcc": mcc, "accuracy": accuracy, "precision": precision, "recall": recall,
+            "f1": _ratio(2 * precision * recall, precision + recall), "fnr": _ratio(fn, tp + fn),
+            "fpr": _ratio(fp, fp + tn), "reward": np.asarray(reward_from_metrics(mcc, accuracy))}
+
+
 def mcc_from_counts(tp: int, tn: int, fp: int, fn: int) -> float:
     """Matthews correlation coefficient; 0.0 when undefined."""
     denom = float(tp + fp) * float(tp + fn) * float(tn + fp) * float(tn + fn)
@@ -56,21 +82,27 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def auroc_along_last_axis(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUROC over the last axis (average ranks for ties), NaN where a row holds one class only."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(labels).astype(bool)
+    ranks = rankdata(np.asarray(scores, dtype=np.float64), axis=-1)
+    n_pos, n_neg = y.sum(-1).astype(np.float64), (~y).sum(-1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = ((ranks * y).sum(-1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), value, np.nan)
+
+
 def metrics_from_decisions(labels: np.ndarray, preds: np.ndarray,
                            weights: np.ndarray | None = None) -> dict[str, float | int]:
     """Threshold metrics from hard decisions (``weights``: per sample, e.g. to a deployment prior)."""
     tp, tn, fp, fn = confusion(labels, preds, weights)
-    n = tp + tn + fp + fn
-    acc = (tp + tn) / n if n else 0.0
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    mcc = mcc_from_counts(tp, tn, fp, fn)
-    return {
-        "mcc": mcc, "accuracy": acc, "precision": precision, "recall": recall, "f1": f1,
-        "fnr": fn / (tp + fn) if tp + fn else 0.0, "fpr": fp / (fp + tn) if fp + tn else 0.0,
-        "reward": float(reward_from_metrics(mcc, acc)), "tp": tp, "tn": tn, "fp": fp, "fn": fn, "n": n,
-    }
+    out: dict[str, float | int] = {k: float(v) for k, v in rates_from_counts(tp, tn, fp, fn).items()}
+    out["mcc"] = mcc_from_counts(tp, tn, fp, fn)  # scalar arithmetic, as before the vectorised path existed
+    out["reward"] = float(reward_from_metrics(out["mcc"], out["accuracy"]))
+    out.update(tp=tp, tn=tn, fp=fp, fn=fn, n=tp + tn + fp + fn)
+    return out
 
 
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5,

@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from streetvision.bundle.predictor import Predictor
-from streetvision.eval.evaluate import CONDITIONS, evaluate, load_labelled_images
-from streetvision.eval.report import write_report
+from streetvision.eval.evaluate import CONDITIONS, load_samples, predict_conditions, summarise
+from streetvision.eval.predictions import PREDICTIONS_CSV, read_predictions, write_predictions
+from streetvision.eval.report import image_loader, write_report
 from streetvision.validator.prior import VALIDATOR_PRIOR
 from streetvision.validator.stream import DEFAULT_STEPS, simulate
 
@@ -19,12 +20,17 @@ def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: 
                     n_resamples: int, data_description: str, backend: str = "torch",
                     prior: float = VALIDATOR_PRIOR, stream_steps: int = DEFAULT_STEPS,
                     curves: dict | None = None) -> tuple[dict, dict, list[Path]]:
-    """Score ``samples`` with the bundle under every condition, replay a validator stream over them (when both
-    classes are present and ``stream_steps`` > 0) and write the report into ``out_dir`` (with the run's
-    learning ``curves`` when given)."""
+    """Score ``samples`` with the bundle under every condition, write predictions.csv (one row per image and
+    condition), replay a validator stream over them (when both classes are present and ``stream_steps`` > 0) and
+    write the report into ``out_dir`` (with the run's learning ``curves`` when given); every metric and figure is
+    computed from predictions.csv as read back."""
     predictor = Predictor.from_bundle(bundle_dir, backend=backend)
-    images, labels, skipped = load_labelled_images(samples)
-    outputs, summary, intervals = evaluate(predictor, images, labels, seed, n_resamples, prior)
+    images, labels, paths, skipped = load_samples(samples)
+    predictions, data_root = predict_conditions(predictor, images, labels, seed, paths)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / PREDICTIONS_CSV, predictions)
+    predictions = read_predictions(out_dir / PREDICTIONS_CSV)
+    summary, intervals = summarise(predictions, n_resamples, seed, prior)
     stream = None
     if stream_steps > 0 and len(set(labels.tolist())) == 2:
         stream = simulate(predictor.scores, images, labels, stream_steps, seed, prior, n_resamples=n_resamples)
@@ -33,17 +39,21 @@ def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: 
     if predictor.policy.policy_type == "scrc":
         raw = json.loads((bundle_dir / predictor.index["policy"]["policy_path"]).read_text())
         target = raw["scrc_params"]["selective"]["target_risk"]
-    meta = {"bundle": str(bundle_dir), "data": data_description, "images": int(len(labels)),
-            "unreadable": len(skipped), "seed": seed, "bootstrap_resamples": n_resamples, "backend": backend,
+    meta = {"bundle": str(bundle_dir), "data": data_description, "data_root": str(data_root),
+            "images": int(len(labels)), "unreadable": len(skipped), "seed": seed, "bootstrap_resamples": n_resamples,
+            "interval_method": "BCa (scipy.stats.bootstrap, paired over images); percentile where BCa is undefined",
+            "backend": backend, "class_names": list(predictor.index["class_names"]),
             "policy": predictor.policy.policy_type, "decision_threshold": predictor.policy.decision_threshold,
-            "temperature": predictor.policy.temperature, "target_risk": target, "deploy_prior_roadwork": prior}
-    paths = write_report(out_dir, predictor, outputs, summary, intervals, meta, stream, curves)
-    return summary, intervals, paths
+            "temperature": predictor.policy.temperature, "selective_threshold": predictor.policy.selective_threshold,
+            "target_risk": target, "deploy_prior_roadwork": prior}
+    paths = write_report(out_dir, predictions, summary, intervals, meta, stream, curves,
+                         image_loader(data_root, images))
+    return summary, intervals, [out_dir / PREDICTIONS_CSV, *paths]
 
 
 def print_table(summary: dict, intervals: dict, console: Console, report: Path) -> None:
     """A short table: reward, MCC, accuracy (with intervals), ECE and coverage per condition."""
-    table = Table(title="Evaluation (95% bootstrap intervals; reward = (0.5 MCC + 0.5 acc)^3, "
+    table = Table(title="Evaluation (95% BCa bootstrap intervals; reward = (0.5 MCC + 0.5 acc)^3, "
                         "at the data's prior and at the deployment prior)")
     for col in ("condition", "reward", "MCC", "accuracy", "reward @deploy", "ECE", "coverage"):
         table.add_column(col, justify="right" if col != "condition" else "left")

@@ -1,5 +1,5 @@
 """Evaluation phase: the exported bundle, through the Predictor, on the run's test split (clean and under
-validator conditions), with bootstrap intervals and the HTML report."""
+validator conditions), per-image predictions, BCa bootstrap intervals and the HTML report."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def learning_curves(art: ArtifactSchema) -> dict:
 @phase("evaluation", "bundle on the test split: clean + validator conditions, bootstrap CIs, HTML report",
        needs=("phase6", "splits"), uses=("phase1", "phase4"), config_keys=("evaluation", "deploy"))
 def run_evaluation(ctx: PhaseContext) -> PhaseResult:
-    """Write evaluation/metrics_summary.json, bootstrap_ci.json and report.html."""
+    """Write evaluation/predictions.csv, metrics_summary.json, bootstrap_ci.json, stream_steps.csv and report.html."""
     cfg, art = ctx.cfg, ctx.artifacts
     ev = cfg.evaluation
     splits = load_splits(art.splits_json)
