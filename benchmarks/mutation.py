@@ -74,6 +74,11 @@ _ARGMAX = "labels are 0 or 1: the majority label is the same whatever the bincou
 _MAGIC = "the check is startswith() of magic numbers of at most 4 bytes: reading more changes nothing"
 _SHORT = "a file under 8 bytes has no room for a header: refused whatever length is read"
 _NOT_JSON = "an empty or non-JSON header fails json.loads, which is caught and refused the same way"
+_NONE_ACCEPTED = "with no threshold nothing is accepted: the mask is never used to index (k = 0)"
+_BLOCKS = ("equal confidences are accepted or refused together (conf >= lambda), so the errors counted at each "
+           "lambda do not depend on their order")
+_EMPTY_UNTESTED = "the count at 0 accepted images is never tested: a certificate needs at least n_min >= 1 images"
+_CASE = "numpy reads the sort kind case-insensitively: still the stable mergesort"
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
@@ -172,6 +177,44 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
                                                                     "the scores are Python floats: float64 anyway"),
     "streetvision.bundle.predictor.xǁPredictorǁscores__mutmut_15": ("return np.asarray(out, )",
                                                                     "the scores are Python floats: float64 anyway"),
+    "streetvision.eval.selective.x_apply_policy__mutmut_3": (
+        'conf = np.asarray(confidence, dtype=None)', _DTYPE),
+    "streetvision.eval.selective.x_apply_policy__mutmut_5": (
+        'conf = np.asarray(confidence, )', _DTYPE),
+    "streetvision.eval.selective.x_apply_policy__mutmut_7": (
+        'err = np.asarray(errors).astype(None)', _DTYPE),
+    "streetvision.eval.selective.x_apply_policy__mutmut_15": (
+        'accepted = conf >= threshold if threshold is not None else np.zeros(len(conf), dtype=None)', _NONE_ACCEPTED),
+    "streetvision.eval.selective.x_apply_policy__mutmut_17": (
+        'accepted = conf >= threshold if threshold is not None else np.zeros(len(conf), )', _NONE_ACCEPTED),
+    "streetvision.eval.selective.x_decided_confidence__mutmut_3": (
+        'p = np.asarray(probs, dtype=None)', _DTYPE),
+    "streetvision.eval.selective.x_decided_confidence__mutmut_5": (
+        'p = np.asarray(probs, )', _DTYPE),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_3": (
+        'conf = np.asarray(confidence, dtype=None)', _DTYPE),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_5": (
+        'conf = np.asarray(confidence, )', _DTYPE),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_7": (
+        'err = np.asarray(errors).astype(None)', _DTYPE),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_16": (
+        'order = np.argsort(-conf, kind=None)', _BLOCKS),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_18": (
+        'order = np.argsort(-conf, )', _BLOCKS),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_21": (
+        'order = np.argsort(-conf, kind="MERGESORT")', _BLOCKS),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_24": (
+        'sorted_conf, cum_err = conf[order], np.concatenate([[1], np.cumsum(err[order])])', _EMPTY_UNTESTED),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_8": (
+        'order = np.argsort(-np.asarray(confidence, dtype=None), kind="mergesort")', _DTYPE),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_10": (
+        'order = np.argsort(-np.asarray(confidence, ), kind="mergesort")', _DTYPE),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_12": (
+        'order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="MERGESORT")', _CASE),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_15": (
+        'err = np.asarray(errors, dtype=None)[order]', _DTYPE),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_17": (
+        'err = np.asarray(errors, )[order]', _DTYPE),
     "streetvision.data.splits.x_assign_splits__mutmut_21": (
         "members = [g for g, idx in by_group.items() if np.bincount([labels[i] for i in idx], ).argmax()", _ARGMAX),
     "streetvision.data.splits.x_assign_splits__mutmut_22": (

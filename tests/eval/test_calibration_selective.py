@@ -210,3 +210,37 @@ def test_thresholds_of_zero_and_one_stay_put_at_any_temperature(temperature):
     assert recalibrated_threshold(0.0, temperature) == 0.0  # everything is roadwork, calibrated or not
     assert recalibrated_threshold(1.0, temperature) == 1.0
     assert 0.0 < recalibrated_threshold(1e-3, temperature) < 0.5 < recalibrated_threshold(1 - 1e-3, temperature) < 1
+
+
+def test_the_risk_coverage_curve_keeps_tied_confidences_in_input_order():
+    from streetvision.eval.selective import risk_coverage_curve
+
+    rng = np.random.default_rng(0)
+    conf, errors = rng.choice([0.6, 0.7, 0.8], 200), rng.random(200) < 0.3
+    order = sorted(range(200), key=lambda i: -conf[i])  # Python's sort is stable
+    expected = np.cumsum(errors[order]) / np.arange(1, 201)
+    assert np.array_equal(risk_coverage_curve(conf, errors)[1], expected)
+
+
+def test_learn_then_test_reports_the_observed_risk_at_the_chosen_threshold():
+    conf, errors = np.full(300, 0.9), np.zeros(300, dtype=bool)
+    errors[:3] = True  # one block of 300 images with 3 errors: certified at 5 % (p = P(Binom(300, .05) <= 3))
+    policy = learn_then_test(conf, errors, 0.05, 0.1)
+    assert (policy.threshold, policy.n_accepted, policy.risk, policy.coverage) == (0.0, 300, 0.01, 1.0)
+
+
+def test_learn_then_test_stops_at_the_first_failure_even_when_one_image_is_testable():
+    conf = np.linspace(0.99, 0.5, 50)
+    errors = np.zeros(50, dtype=bool)
+    errors[0] = True  # the most confident image is wrong; at target 0.9 a single image is testable
+    policy = learn_then_test(conf, errors, 0.9, 0.2)
+    assert policy.threshold is None and policy.n_tested == 1
+    assert (policy.risk_upper_bound, policy.coverage, policy.risk, policy.n_accepted, policy.n) == (None, 0.0, 0.0,
+                                                                                                   0, 50)
+    assert (policy.target_risk, policy.delta) == (0.9, 0.2)
+
+
+def test_a_p_value_equal_to_delta_rejects():
+    conf = np.array([0.9, 0.8, 0.7, 0.6])
+    policy = learn_then_test(conf, np.zeros(4, dtype=bool), 0.5, 0.25)  # two correct images: p = 0.25 exactly
+    assert policy.n_tested > 1 and policy.threshold == 0.0 and policy.n_accepted == 4
