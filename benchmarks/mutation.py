@@ -79,6 +79,8 @@ _BLOCKS = ("equal confidences are accepted or refused together (conf >= lambda),
            "lambda do not depend on their order")
 _EMPTY_UNTESTED = "the count at 0 accepted images is never tested: a certificate needs at least n_min >= 1 images"
 _CASE = "numpy reads the sort kind case-insensitively: still the stable mergesort"
+_DIRTY = "the status output is only tested for emptiness: bytes or str, the same answer"
+_COUNTER = "only whether the count of hashes since the last save is zero is ever read"
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
@@ -215,6 +217,20 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         'err = np.asarray(errors, dtype=None)[order]', _DTYPE),
     "streetvision.eval.selective.x_risk_coverage_curve__mutmut_17": (
         'err = np.asarray(errors, )[order]', _DTYPE),
+    "streetvision.io.manifest.x_git_commit__mutmut_31": (
+        '["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=None,', _DIRTY),
+    "streetvision.io.manifest.x_git_commit__mutmut_36": (
+        '["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, timeout=5,', _DIRTY),
+    "streetvision.io.manifest.x_git_commit__mutmut_47": (
+        '["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=False,', _DIRTY),
+    "streetvision.io.manifest.x_sha256_stat_cached__mutmut_6": (
+        '_HASHED_SINCE_SAVE[0] = 1', _COUNTER),
+    "streetvision.io.manifest.x_sha256_stat_cached__mutmut_7": (
+        '_HASHED_SINCE_SAVE[0] -= 1', _COUNTER),
+    "streetvision.io.manifest.x_sha256_stat_cached__mutmut_9": (
+        '_HASHED_SINCE_SAVE[0] += 2', _COUNTER),
+    "streetvision.data.splits.x_assign_splits__mutmut_13": (
+        'out = ["XXXX"] * len(labels)', "every file belongs to a group and every group is assigned: the placeholder is always overwritten"),
     "streetvision.data.splits.x_assign_splits__mutmut_21": (
         "members = [g for g, idx in by_group.items() if np.bincount([labels[i] for i in idx], ).argmax()", _ARGMAX),
     "streetvision.data.splits.x_assign_splits__mutmut_22": (

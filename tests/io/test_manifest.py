@@ -143,3 +143,46 @@ def test_a_manifest_without_inputs_or_outputs_loads_and_a_malformed_one_names_th
         StepManifest.load(tmp_path / "bad.json")
     assert exc.value.message.startswith(f"Manifest '{tmp_path / 'bad.json'}' is unreadable or malformed (")
     assert exc.value.fix == "delete it and rerun the step (pipeline.force=true)."
+
+
+def test_the_memo_is_saved_only_when_something_was_hashed_and_only_for_current_files(tmp_path, monkeypatch):
+    from streetvision.io import manifest as manifest_mod
+
+    monkeypatch.setattr(manifest_mod, "_HASH_CACHE", {})
+    monkeypatch.setattr(manifest_mod, "RACY_NS", 0)
+    outside, stale, gone, kept = tmp_path / "elsewhere.bin", tmp_path / "run" / "a.bin", tmp_path / "run" / "b.bin", \
+        tmp_path / "run" / "c.bin"
+    for f in (outside, stale, gone, kept):
+        atomic_write_bytes(f, f.name.encode())
+        sha256_stat_cached(f)  # in this order: the entries that are skipped come first
+    atomic_write_bytes(stale, b"rewritten")  # its entry no longer matches the file
+    gone.unlink()
+    memo = tmp_path / "run" / ".hash_memo.json"
+    assert save_hash_memo(memo, tmp_path / "run") == 1  # only c.bin
+    assert save_hash_memo(memo, tmp_path / "run") is None  # nothing hashed since: nothing written
+    assert load_hash_memo(memo, tmp_path / "run") == 1
+    assert save_hash_memo(memo, tmp_path / "run") is None  # nothing hashed since loading either
+    raw = json.loads(memo.read_text())
+    raw["version"] = 99
+    memo.write_text(json.dumps(raw))
+    assert load_hash_memo(memo, tmp_path / "run") == 0  # another memo format is ignored
+
+
+def test_a_file_modified_exactly_at_the_racy_limit_is_still_persisted(tmp_path, monkeypatch):
+    from streetvision.io import manifest as manifest_mod
+
+    monkeypatch.setattr(manifest_mod, "_HASH_CACHE", {})
+    atomic_write_bytes(tmp_path / "f.bin", b"x")
+    sha256_stat_cached(tmp_path / "f.bin")
+    mtime = os.stat(tmp_path / "f.bin").st_mtime_ns
+    monkeypatch.setattr(manifest_mod.time, "time_ns", lambda: mtime + manifest_mod.RACY_NS)
+    assert save_hash_memo(tmp_path / "memo.json", tmp_path) == 1
+
+
+def test_verify_reports_every_missing_or_changed_file(tmp_path):
+    manifest = make(tmp_path)
+    (tmp_path / "out" / "w.bin").unlink()
+    (tmp_path / "out" / "sub" / "m.json").unlink()
+    (tmp_path / "in" / "data.bin").write_bytes(b"changed")
+    assert manifest.verify(tmp_path) == ["output missing: out/sub/m.json", "output missing: out/w.bin",
+                                         "input changed: in/data.bin (size 5 -> 7)"]
