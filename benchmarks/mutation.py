@@ -81,6 +81,8 @@ _EMPTY_UNTESTED = "the count at 0 accepted images is never tested: a certificate
 _CASE = "numpy reads the sort kind case-insensitively: still the stable mergesort"
 _DIRTY = "the status output is only tested for emptiness: bytes or str, the same answer"
 _COUNTER = "only whether the count of hashes since the last save is zero is ever read"
+_KEYNAME = ("the key only names the fingerprint inside the hashed slice: any fixed name gives the same "
+            "up-to-date decisions")
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
@@ -231,6 +233,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         '_HASHED_SINCE_SAVE[0] += 2', _COUNTER),
     "streetvision.data.splits.x_assign_splits__mutmut_13": (
         'out = ["XXXX"] * len(labels)', "every file belongs to a group and every group is assigned: the placeholder is always overwritten"),
+    "streetvision.pipeline.runner.x_config_slice__mutmut_9": (
+        'out["XX_fingerprintXX"] = spec.fingerprint(cfg)', _KEYNAME),
+    "streetvision.pipeline.runner.x_config_slice__mutmut_10": (
+        'out["_FINGERPRINT"] = spec.fingerprint(cfg)', _KEYNAME),
     "streetvision.data.splits.x_assign_splits__mutmut_21": (
         "members = [g for g, idx in by_group.items() if np.bincount([labels[i] for i in idx], ).argmax()", _ARGMAX),
     "streetvision.data.splits.x_assign_splits__mutmut_22": (
