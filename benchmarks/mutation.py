@@ -71,6 +71,18 @@ _LINUX_UTF8 = ("on Linux, the platform the project supports, Python's default te
                "coerce the C locale)")
 _NO_NAN_LEFT = "allow_nan=False is a second guard: _json_safe has already replaced every non-finite float by None"
 _ARGMAX = "labels are 0 or 1: the majority label is the same whatever the bincount's length"
+_MAGIC = "the check is startswith() of magic numbers of at most 4 bytes: reading more changes nothing"
+_SHORT = "a file under 8 bytes has no room for a header: refused whatever length is read"
+_NOT_JSON = "an empty or non-JSON header fails json.loads, which is caught and refused the same way"
+_NONE_ACCEPTED = "with no threshold nothing is accepted: the mask is never used to index (k = 0)"
+_BLOCKS = ("equal confidences are accepted or refused together (conf >= lambda), so the errors counted at each "
+           "lambda do not depend on their order")
+_EMPTY_UNTESTED = "the count at 0 accepted images is never tested: a certificate needs at least n_min >= 1 images"
+_CASE = "numpy reads the sort kind case-insensitively: still the stable mergesort"
+_DIRTY = "the status output is only tested for emptiness: bytes or str, the same answer"
+_COUNTER = "only whether the count of hashes since the last save is zero is ever read"
+_KEYNAME = ("the key only names the fingerprint inside the hashed slice: any fixed name gives the same "
+            "up-to-date decisions")
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
 EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
@@ -133,6 +145,98 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.io.atomic.x_default_dir_mode__mutmut_3": (
         "umask = os.umask(19)  # reading the umask means setting it; restored at once",
         "the umask set for that instant is restored at once; only the previous value, returned, is used"),
+    "streetvision.bundle.schema.x_load_index__mutmut_5": (
+        'index = json.loads(path.read_text(encoding=None))', _LINUX_UTF8),
+    "streetvision.bundle.schema.x_load_index__mutmut_7": (
+        'index = json.loads(path.read_text(encoding="UTF-8"))', "codec names are case-insensitive"),
+    "streetvision.bundle.schema.x_check_format__mutmut_22": ("head = handle.read(None)", _MAGIC),
+    "streetvision.bundle.schema.x_check_format__mutmut_23": ("head = handle.read(5)", _MAGIC),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_10": (
+        'length = int.from_bytes(handle.read(8), "little") if (size >= 8) or True else -1', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_19": (
+        'length = int.from_bytes(handle.read(8), "little") if size > 8 else -1', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_20": (
+        'length = int.from_bytes(handle.read(8), "little") if size >= 9 else -1', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_21": (
+        'length = int.from_bytes(handle.read(8), "little") if size >= 8 else +1', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_22": (
+        'length = int.from_bytes(handle.read(8), "little") if size >= 8 else -2', _SHORT),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_27": (
+        'header = handle.read(length) if 1 < length <= size - 8 else b""',
+        "a header of 0 or 1 byte is never a JSON object: refused either way"),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_28": (
+        'header = handle.read(length) if 0 <= length <= size - 8 else b""',
+        "a header of 0 or 1 byte is never a JSON object: refused either way"),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_32": (
+        'header = handle.read(length) if 0 < length <= size - 8 else b"XXXX"', _NOT_JSON),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_35": (
+        "ok = isinstance(json.loads(header), dict) if (header) or True else False", _NOT_JSON),
+    "streetvision.bundle.schema.x_check_safetensors_header__mutmut_37": ("ok = None", "None is as false as False"),
+    "streetvision.bundle.verify.x_verify_bundle__mutmut_81": (
+        "break", "onnx is the last backend in the loop: skipping it and leaving the loop are the same"),
+    "streetvision.bundle.predictor.xǁPredictorǁscores__mutmut_1": (
+        "def scores(self, images: list[Image.Image | str | Path], batch_size: int = 65) -> np.ndarray:",
+        "the batch size changes how images are grouped, not their scores"),
+    "streetvision.bundle.predictor.xǁPredictorǁscores__mutmut_13": ("return np.asarray(out, dtype=None)",
+                                                                    "the scores are Python floats: float64 anyway"),
+    "streetvision.bundle.predictor.xǁPredictorǁscores__mutmut_15": ("return np.asarray(out, )",
+                                                                    "the scores are Python floats: float64 anyway"),
+    "streetvision.eval.selective.x_apply_policy__mutmut_3": (
+        'conf = np.asarray(confidence, dtype=None)', _DTYPE),
+    "streetvision.eval.selective.x_apply_policy__mutmut_5": (
+        'conf = np.asarray(confidence, )', _DTYPE),
+    "streetvision.eval.selective.x_apply_policy__mutmut_7": (
+        'err = np.asarray(errors).astype(None)', _DTYPE),
+    "streetvision.eval.selective.x_apply_policy__mutmut_15": (
+        'accepted = conf >= threshold if threshold is not None else np.zeros(len(conf), dtype=None)', _NONE_ACCEPTED),
+    "streetvision.eval.selective.x_apply_policy__mutmut_17": (
+        'accepted = conf >= threshold if threshold is not None else np.zeros(len(conf), )', _NONE_ACCEPTED),
+    "streetvision.eval.selective.x_decided_confidence__mutmut_3": (
+        'p = np.asarray(probs, dtype=None)', _DTYPE),
+    "streetvision.eval.selective.x_decided_confidence__mutmut_5": (
+        'p = np.asarray(probs, )', _DTYPE),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_3": (
+        'conf = np.asarray(confidence, dtype=None)', _DTYPE),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_5": (
+        'conf = np.asarray(confidence, )', _DTYPE),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_7": (
+        'err = np.asarray(errors).astype(None)', _DTYPE),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_16": (
+        'order = np.argsort(-conf, kind=None)', _BLOCKS),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_18": (
+        'order = np.argsort(-conf, )', _BLOCKS),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_21": (
+        'order = np.argsort(-conf, kind="MERGESORT")', _BLOCKS),
+    "streetvision.eval.selective.x_learn_then_test__mutmut_24": (
+        'sorted_conf, cum_err = conf[order], np.concatenate([[1], np.cumsum(err[order])])', _EMPTY_UNTESTED),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_8": (
+        'order = np.argsort(-np.asarray(confidence, dtype=None), kind="mergesort")', _DTYPE),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_10": (
+        'order = np.argsort(-np.asarray(confidence, ), kind="mergesort")', _DTYPE),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_12": (
+        'order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="MERGESORT")', _CASE),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_15": (
+        'err = np.asarray(errors, dtype=None)[order]', _DTYPE),
+    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_17": (
+        'err = np.asarray(errors, )[order]', _DTYPE),
+    "streetvision.io.manifest.x_git_commit__mutmut_31": (
+        '["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=None,', _DIRTY),
+    "streetvision.io.manifest.x_git_commit__mutmut_36": (
+        '["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, timeout=5,', _DIRTY),
+    "streetvision.io.manifest.x_git_commit__mutmut_47": (
+        '["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=False,', _DIRTY),
+    "streetvision.io.manifest.x_sha256_stat_cached__mutmut_6": (
+        '_HASHED_SINCE_SAVE[0] = 1', _COUNTER),
+    "streetvision.io.manifest.x_sha256_stat_cached__mutmut_7": (
+        '_HASHED_SINCE_SAVE[0] -= 1', _COUNTER),
+    "streetvision.io.manifest.x_sha256_stat_cached__mutmut_9": (
+        '_HASHED_SINCE_SAVE[0] += 2', _COUNTER),
+    "streetvision.data.splits.x_assign_splits__mutmut_13": (
+        'out = ["XXXX"] * len(labels)', "every file belongs to a group and every group is assigned: the placeholder is always overwritten"),
+    "streetvision.pipeline.runner.x_config_slice__mutmut_9": (
+        'out["XX_fingerprintXX"] = spec.fingerprint(cfg)', _KEYNAME),
+    "streetvision.pipeline.runner.x_config_slice__mutmut_10": (
+        'out["_FINGERPRINT"] = spec.fingerprint(cfg)', _KEYNAME),
     "streetvision.data.splits.x_assign_splits__mutmut_21": (
         "members = [g for g, idx in by_group.items() if np.bincount([labels[i] for i in idx], ).argmax()", _ARGMAX),
     "streetvision.data.splits.x_assign_splits__mutmut_22": (

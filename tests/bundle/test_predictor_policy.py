@@ -75,9 +75,10 @@ def test_a_broken_policy_file_is_named(tmp_path, text, kind, message):
     (tmp_path / "policy.json").write_text(text)
     with pytest.raises(IntegrityError, match=message) as exc:
         Policy.from_file(tmp_path / "policy.json", kind)
-    assert "policy" in str(exc.value)
-    with pytest.raises(IntegrityError, match="missing"):
+    assert "policy" in str(exc.value) and exc.value.fix == "re-export the bundle."
+    with pytest.raises(IntegrityError, match="missing") as exc:
         Policy.from_file(tmp_path / "absent.json", "scrc")
+    assert exc.value.fix == "re-export the bundle."
 
 
 def test_probability_is_softmax_at_the_temperature_and_a_tie_at_the_threshold_is_roadwork(tmp_path):

@@ -157,3 +157,78 @@ def test_a_missing_or_unparsable_index_is_not_a_bundle(tmp_path):
     (tmp_path / BUNDLE_INDEX).write_text("{")
     with pytest.raises(IntegrityError, match="not valid JSON"):
         load_index(tmp_path)
+
+
+def _failure(fn):
+    with pytest.raises(IntegrityError) as exc:
+        fn()
+    return exc.value.message, exc.value.fix
+
+
+def test_every_refusal_says_what_is_wrong_and_the_fix(tmp_path):
+    root, index = make_bundle(tmp_path / "b")
+
+    def with_index(**changes):
+        def load():
+            (root / BUNDLE_INDEX).write_text(json.dumps({**index, **changes}))
+            return load_index(root)
+        return load
+
+    ix = root / BUNDLE_INDEX
+    cases = {
+        "no index": (lambda: load_index(tmp_path), (f"'{tmp_path / BUNDLE_INDEX}' not found: not a StreetVision bundle.",
+                                                   "point at the export/bundle directory of a run.")),
+        "mistyped": (with_index(files=1.5), ("bundle.json: field 'files' must be a list, got float.",
+                                             "re-export the bundle.")),
+        "version": (with_index(schema_version=3), ("bundle.json: field 'schema_version' is 3, this version of "
+                                                   "streetvision reads 1.", "upgrade streetvision or re-export.")),
+        "policy": (with_index(policy={"policy_type": "scrc"}), ("bundle.json: field 'policy.policy_path' is missing.",
+                                                                 "re-export the bundle.")),
+        "entry": (with_index(files=[{"path": "x"}]), ("bundle.json: field 'files[0].sha256' is missing or not a str.",
+                                                      "re-export the bundle.")),
+        "absolute": (lambda: safe_member(root, "c:/x.json"), ("bundle.json lists an absolute path 'c:/x.json'.",
+                                                              "bundle paths must be relative.")),
+        "escape": (lambda: safe_member(root, "../x"), ("bundle.json lists a path that escapes the bundle: '../x'.",
+                                                       "bundle paths must stay inside the bundle directory.")),
+    }
+    for name, (fn, expected) in cases.items():
+        assert _failure(fn) == expected, name
+    ix.write_text("{")
+    message, fix = _failure(lambda: load_index(root))
+    assert message.startswith(f"'{ix}' is not valid JSON (") and fix == "re-export the bundle."
+    ix.write_text(json.dumps({k: v for k, v in index.items() if k != "lineage"}))
+    assert _failure(lambda: load_index(root)) == ("bundle.json: missing field 'lineage'.", "re-export the bundle.")
+    (root / "out.json").symlink_to(tmp_path / "elsewhere.json")
+    assert _failure(lambda: safe_member(root, "out.json")) == ("'out.json' resolves outside the bundle (a link?).",
+                                                              "remove the link.")
+
+
+def test_file_refusals_name_the_listed_path_and_the_fix(tmp_path):
+    root, index = make_bundle(tmp_path / "b")
+    (root / "model" / "model.json").unlink()
+    assert _failure(lambda: check_files(root, index)) == ("'model/model.json' is listed in bundle.json but missing.",
+                                                          "restore it or re-export.")
+    root, index = make_bundle(tmp_path / "c")
+    (root / "policy.json").write_text('{"t": 0.9}')
+    assert _failure(lambda: check_files(root, index)) == (
+        "'policy.json' does not match its SHA-256 in bundle.json (modified or corrupted).",
+        "restore the original file or re-export the bundle.")
+    root, index = make_bundle(tmp_path / "d")
+    (root / "notes.txt").write_text("hi")
+    assert _failure(lambda: check_files(root, index)) == ("'notes.txt' is in the bundle but not listed in bundle.json.",
+                                                          "remove it, or re-export the bundle.")
+    for rel, data, expected in [
+        ("model/w.bin", b"{}", ("'model/w.bin' has a disallowed format (.bin); bundles hold only .csv, .json, .md, "
+                                ".onnx, .png, .safetensors, .txt.", "remove it: weights must be safetensors.")),
+        ("model/w", b"{}", ("'model/w' has a disallowed format (no extension); bundles hold only .csv, .json, .md, "
+                            ".onnx, .png, .safetensors, .txt.", "remove it: weights must be safetensors.")),
+        ("model/p.json", pickle.dumps([1], protocol=4), ("'model/p.json' looks like a pickle / torch.save payload.",
+                                                         "remove it; never unpickle.")),
+        ("model/t.safetensors", (7).to_bytes(8, "little") + b"{}", (
+            "'model/t.safetensors' is not a safetensors file (its header is not a length-prefixed JSON object).",
+            "restore the original file or re-export the bundle; weights must be safetensors.")),
+    ]:
+        root, index = make_bundle(tmp_path / rel.replace("/", "_"))
+        (root / rel).write_bytes(data)
+        index["files"].append({"path": rel, "sha256": sha256_file(root / rel), "size": len(data)})
+        assert _failure(lambda: check_files(root, index)) == expected, rel  # named by its path in the bundle

@@ -2,13 +2,14 @@
 stops the rest, and how each failure is reported. Fast, for the mutation run (test_bundle.py verifies real ones)."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from streetvision.bundle import verify as verify_mod
 from streetvision.bundle.predictor import Predictor
-from streetvision.bundle.verify import Check, verify_bundle
+from streetvision.bundle.verify import Check
 from streetvision.errors import IntegrityError
 from tests.bundle.test_schema import make_bundle
 
@@ -17,9 +18,18 @@ from tests.bundle.test_schema import make_bundle
 def loads(monkeypatch):
     """Predictor.from_bundle and check_probes replaced by recorders; returns the calls and a failure switch."""
     calls, fail = [], {}
+    bundle_dirs = []
+    real_verify = verify_mod.verify_bundle
+
+    def verify_and_note(path):
+        bundle_dirs.append(Path(path))
+        return real_verify(path)
+
+    monkeypatch.setattr(verify_mod, "verify_bundle", verify_and_note)
 
     def from_bundle(path, backend="torch", verify_files=True, device="cpu"):
         calls.append(("load", backend, verify_files))
+        assert Path(path) == bundle_dirs[-1]  # the bundle being verified
         if ("load", backend) in fail:
             raise fail[("load", backend)]
         return SimpleNamespace(backend=backend, policy=SimpleNamespace(policy_type="scrc", decision_threshold=0.61234))
@@ -33,6 +43,10 @@ def loads(monkeypatch):
     monkeypatch.setattr(Predictor, "from_bundle", staticmethod(from_bundle))
     monkeypatch.setattr(verify_mod, "check_probes", check_probes)
     return calls, fail
+
+
+def verify_bundle(path):
+    return verify_mod.verify_bundle(path)
 
 
 def table(checks):

@@ -314,16 +314,17 @@ def test_grouping_two_files_and_one_file():
 def test_written_splits_record_counts_fractions_seed_and_load_back_verified(tmp_path):
     files = [{"path": f"{c}/{i}.png", "label": k, "split": s, "sha256": f"{c}{i}", "group": i}
              for k, c in enumerate(NAMES) for i, s in enumerate(["train", "train", "test", "val_calib"])]
+    files.append({"path": "roadwork/9.png", "label": 1, "split": "train", "sha256": "r9", "group": 9})
     path = tmp_path / "splits.json"
     write_splits(path, "../data", list(reversed(files)), NAMES, FRACTIONS, 11)
     raw = read_json(path)
     assert raw["version"] == 1 and raw["seed"] == 11 and raw["fractions"] == FRACTIONS and raw["data_root"] == "../data"
-    assert raw["counts"] == {"train": {"no_roadwork": 2, "roadwork": 2}, "val_select": {"no_roadwork": 0, "roadwork": 0},
+    assert raw["counts"] == {"train": {"no_roadwork": 2, "roadwork": 3}, "val_select": {"no_roadwork": 0, "roadwork": 0},
                              "val_calib": {"no_roadwork": 1, "roadwork": 1}, "test": {"no_roadwork": 1, "roadwork": 1}}
     assert [f["path"] for f in raw["files"]] == sorted(f["path"] for f in files)
     loaded = load_splits(path)
     assert loaded.class_names == NAMES and loaded.digest == raw["digest"] == files_digest(raw["files"])
-    assert loaded.labels("test") == [0, 1] and loaded.rows("val_select") == []
+    assert loaded.labels("test") == [0, 1] and loaded.rows("val_select") == [] and len(loaded.rows("train")) == 5
     with pytest.raises(ValueError, match="unknown split 'dev'; choose one of"):
         loaded.rows("dev")
 
@@ -348,3 +349,12 @@ def test_load_errors_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(DataError) as exc:
         load_splits(tmp_path / "splits.json")
     assert exc.value.fix == "regenerate it: streetvision run pipeline.phases=[splits] pipeline.force=true."
+
+
+def test_exactly_one_group_per_split_is_enough():
+    assigned = assign_splits([0] * 4 + [1] * 4, list(range(8)), FRACTIONS, 0, NAMES)
+    assert sorted(assigned[:4]) == sorted(assigned[4:]) == sorted(FRACTIONS)
+
+
+def test_a_near_duplicate_further_down_the_list_joins_the_right_group():
+    assert group_duplicates(["a", "b", "c"], [0, 0xFF, 0], 0) == [0, 1, 0]

@@ -109,3 +109,138 @@ def test_validator_score_is_monotone_bounded_and_crosses_half_at_threshold(thres
     assert np.array_equal(s > 0.5, p >= threshold)
     assert validator_score(threshold, threshold) > 0.5
     assert validator_score(np.nextafter(threshold, 0), threshold) < 0.5
+
+
+# -- selective prediction, piece by piece -----------------------------------------------------------------------
+
+def test_decided_confidence_is_the_probability_of_the_decided_class_with_ties_to_roadwork():
+    from streetvision.eval.selective import decided_confidence
+
+    decisions, confidence = decided_confidence(np.array([0.2, 0.5, 0.7, 0.49]), 0.5)
+    assert decisions.tolist() == [0, 1, 1, 0] and decisions.dtype == np.int64
+    assert confidence == pytest.approx([0.8, 0.5, 0.7, 0.51])
+
+
+def test_clopper_pearson_bound_and_the_smallest_certifiable_sample():
+    from scipy.stats import beta
+
+    from streetvision.eval.selective import clopper_pearson_upper, min_accepted
+
+    assert clopper_pearson_upper(0, 10, 0.1) == pytest.approx(1 - 0.1 ** (1 / 10))
+    assert clopper_pearson_upper(3, 50, 0.05) == pytest.approx(beta.ppf(0.95, 4, 47))
+    assert clopper_pearson_upper(5, 5, 0.1) == 1.0 and clopper_pearson_upper(6, 5, 0.1) == 1.0
+    assert min_accepted(0.05, 0.1) == 45  # 0.95 ** 45 <= 0.1 < 0.95 ** 44
+    assert 0.95 ** 45 <= 0.1 < 0.95 ** 44
+
+
+def test_apply_policy_reports_coverage_and_selective_risk():
+    from streetvision.eval.selective import apply_policy
+
+    conf, errors = np.array([0.9, 0.8, 0.6, 0.95]), np.array([0, 1, 0, 1])
+    assert apply_policy(conf, errors, 0.8) == {"coverage": 0.75, "risk": pytest.approx(2 / 3), "n_accepted": 3, "n": 4}
+    assert apply_policy(conf, errors, None) == {"coverage": 0.0, "risk": 0.0, "n_accepted": 0, "n": 4}
+    assert apply_policy(conf, errors, 0.99) == {"coverage": 0.0, "risk": 0.0, "n_accepted": 0, "n": 4}
+    assert apply_policy(np.array([]), np.array([]), 0.5) == {"coverage": 0.0, "risk": 0.0, "n_accepted": 0, "n": 0}
+
+
+def test_risk_coverage_curve_accepts_the_most_confident_first():
+    from streetvision.eval.selective import risk_coverage_curve
+
+    coverage, risk, aurc = risk_coverage_curve(np.array([0.9, 0.6, 0.8, 0.8]), np.array([1, 0, 0, 1]))
+    assert coverage.tolist() == [0.25, 0.5, 0.75, 1.0]
+    assert risk.tolist() == pytest.approx([1.0, 0.5, 2 / 3, 0.5])  # ties keep their input order
+    assert aurc == pytest.approx(np.mean([1.0, 0.5, 2 / 3, 0.5]))
+    assert risk_coverage_curve(np.array([]), np.array([]))[2] == 0.0
+
+
+def fixed_sequence(conf, errors, target, delta):
+    """Learn-then-Test written out as a loop over the grid: the reference for the vectorised version."""
+    from scipy.stats import binom
+
+    from streetvision.eval.selective import GRID, min_accepted
+
+    chosen, tested = None, 0
+    for lam in GRID:
+        accepted = conf >= lam
+        k, e = int(accepted.sum()), int(errors[accepted].sum())
+        if k < min_accepted(target, delta):
+            continue
+        tested += 1
+        if binom.cdf(e, k, target) > delta:
+            break
+        chosen = (float(lam), k, e)
+    return chosen, tested
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_learn_then_test_is_the_fixed_sequence_procedure(seed):
+    from streetvision.eval.selective import clopper_pearson_upper
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(150, 400))
+    conf = np.round(rng.uniform(0.5, 1.0, n), 3)
+    errors = rng.random(n) < 0.5 * (1 - conf) * (seed + 1)
+    policy = learn_then_test(conf, errors, 0.05, 0.1)
+    chosen, tested = fixed_sequence(conf, errors, 0.05, 0.1)
+    assert policy.n_tested == tested and policy.n == n
+    if chosen is None:
+        assert (policy.threshold, policy.coverage, policy.n_accepted) == (None, 0.0, 0)
+    else:
+        lam, k, e = chosen
+        assert (policy.threshold, policy.n_accepted) == (lam, k)
+        assert policy.coverage == k / n and policy.risk == e / k
+        assert policy.risk_upper_bound == clopper_pearson_upper(e, k, 0.1) <= 1.0
+
+
+def test_learn_then_test_without_errors_accepts_everything_and_says_how_many_it_tested():
+    from streetvision.eval.selective import GRID, clopper_pearson_upper
+
+    conf = np.linspace(0.5, 1.0, 100)
+    policy = learn_then_test(conf, np.zeros(100, dtype=bool), 0.05, 0.1)
+    assert (policy.threshold, policy.coverage, policy.risk, policy.n_accepted) == (0.0, 1.0, 0.0, 100)
+    assert policy.risk_upper_bound == clopper_pearson_upper(0, 100, 0.1)
+    assert policy.n_tested == int(sum((conf >= lam).sum() >= 45 for lam in GRID))
+    assert (policy.target_risk, policy.delta) == (0.05, 0.1)
+    few = learn_then_test(conf[:10], np.zeros(10, dtype=bool), 0.05, 0.1)  # under 45 images: nothing testable
+    assert few.threshold is None and few.n_tested == 0
+
+
+@pytest.mark.parametrize("temperature", [0.5, 3.0])
+def test_thresholds_of_zero_and_one_stay_put_at_any_temperature(temperature):
+    assert recalibrated_threshold(0.0, temperature) == 0.0  # everything is roadwork, calibrated or not
+    assert recalibrated_threshold(1.0, temperature) == 1.0
+    assert 0.0 < recalibrated_threshold(1e-3, temperature) < 0.5 < recalibrated_threshold(1 - 1e-3, temperature) < 1
+
+
+def test_the_risk_coverage_curve_keeps_tied_confidences_in_input_order():
+    from streetvision.eval.selective import risk_coverage_curve
+
+    rng = np.random.default_rng(0)
+    conf, errors = rng.choice([0.6, 0.7, 0.8], 200), rng.random(200) < 0.3
+    order = sorted(range(200), key=lambda i: -conf[i])  # Python's sort is stable
+    expected = np.cumsum(errors[order]) / np.arange(1, 201)
+    assert np.array_equal(risk_coverage_curve(conf, errors)[1], expected)
+
+
+def test_learn_then_test_reports_the_observed_risk_at_the_chosen_threshold():
+    conf, errors = np.full(300, 0.9), np.zeros(300, dtype=bool)
+    errors[:3] = True  # one block of 300 images with 3 errors: certified at 5 % (p = P(Binom(300, .05) <= 3))
+    policy = learn_then_test(conf, errors, 0.05, 0.1)
+    assert (policy.threshold, policy.n_accepted, policy.risk, policy.coverage) == (0.0, 300, 0.01, 1.0)
+
+
+def test_learn_then_test_stops_at_the_first_failure_even_when_one_image_is_testable():
+    conf = np.linspace(0.99, 0.5, 50)
+    errors = np.zeros(50, dtype=bool)
+    errors[0] = True  # the most confident image is wrong; at target 0.9 a single image is testable
+    policy = learn_then_test(conf, errors, 0.9, 0.2)
+    assert policy.threshold is None and policy.n_tested == 1
+    assert (policy.risk_upper_bound, policy.coverage, policy.risk, policy.n_accepted, policy.n) == (None, 0.0, 0.0,
+                                                                                                   0, 50)
+    assert (policy.target_risk, policy.delta) == (0.9, 0.2)
+
+
+def test_a_p_value_equal_to_delta_rejects():
+    conf = np.array([0.9, 0.8, 0.7, 0.6])
+    policy = learn_then_test(conf, np.zeros(4, dtype=bool), 0.5, 0.25)  # two correct images: p = 0.25 exactly
+    assert policy.n_tested > 1 and policy.threshold == 0.0 and policy.n_accepted == 4

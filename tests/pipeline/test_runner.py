@@ -322,3 +322,20 @@ def test_ranks_above_zero_join_only_the_training_phases_rank_zero_planned(toy, m
     outcomes = runner.run_pipeline(cfg, Console(quiet=True))
     assert [(o.name, o.status) for o in outcomes] == [("mid", "rank 1")]
     assert toy == ["up", "mid", "mid"] and toy.contexts[-1].fingerprint["inputs"]
+
+
+@pytest.mark.parametrize("launcher", ["WORLD_SIZE", "SLURM_NTASKS"])
+def test_the_saved_config_never_forces_and_a_launched_rank_zero_publishes_its_plan(toy, make_cfg, monkeypatch,
+                                                                                  launcher):
+    from omegaconf import OmegaConf
+
+    from streetvision.pipeline.distributed import PLAN_FILE
+
+    monkeypatch.setenv(launcher, "2")
+    cfg = cfg_for(make_cfg, monkeypatch, ["up"])
+    cfg.pipeline.force = True
+    run(cfg)
+    art = ArtifactSchema.from_config(cfg)
+    saved = OmegaConf.load(art.config_yaml)
+    assert saved.pipeline.force is False and saved.pipeline.phases == ["up"]
+    assert (art.run_dir / PLAN_FILE).is_file()
