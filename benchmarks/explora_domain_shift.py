@@ -35,7 +35,7 @@ from streetvision.data.datamodules import ImageDataset, UnlabeledDataModule  # n
 from streetvision.data.synthetic import write_dataset  # noqa: E402
 from streetvision.data.transforms import EvalTransform, MultiCropTransform  # noqa: E402
 from streetvision.eval.bootstrap import bootstrap_ci  # noqa: E402
-from streetvision.eval.metrics import metrics_from_decisions  # noqa: E402
+from streetvision.metrics.classification import metrics_from_decisions  # noqa: E402
 from streetvision.models.backbones import build_builtin, load_backbone, preprocess_for  # noqa: E402
 from streetvision.models.embedding_cache import compute_embeddings  # noqa: E402
 from streetvision.models.explora import ExploraModule  # noqa: E402

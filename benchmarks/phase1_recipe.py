@@ -46,7 +46,7 @@ def validator_mix_mcc(art: ArtifactSchema, seed: int) -> float:
     from streetvision.data.splits import load_splits
     from streetvision.data.transforms import Preprocess
     from streetvision.eval.evaluate import load_labelled_images
-    from streetvision.eval.metrics import metrics_from_decisions, softmax_probs
+    from streetvision.metrics.classification import metrics_from_decisions, softmax_probs
     from streetvision.models.classifier import load_classifier
     from streetvision.validator.challenge import challenge
 

@@ -24,7 +24,7 @@ from _report import report  # noqa: E402
 from streetvision import Predictor  # noqa: E402
 from streetvision.data.splits import load_splits  # noqa: E402
 from streetvision.eval.evaluate import load_labelled_images  # noqa: E402
-from streetvision.eval.metrics import metrics_from_decisions  # noqa: E402
+from streetvision.metrics.classification import metrics_from_decisions  # noqa: E402
 from streetvision.validator.challenge import LEVELS, challenge  # noqa: E402
 from streetvision.validator.stream import simulate  # noqa: E402
 

@@ -193,7 +193,7 @@ def test_the_predictors_outputs_follow_from_the_bundles_files_alone(bundle, micr
     import onnxruntime as ort
     from safetensors.numpy import load_file
 
-    from streetvision.eval.score import validator_score
+    from streetvision.metrics.score import validator_score
     from streetvision.models.classifier import load_classifier
 
     index = json.loads((bundle / "bundle.json").read_text())

@@ -10,7 +10,7 @@ from PIL import Image
 
 from streetvision.bundle.predictor import Policy, Prediction, Predictor
 from streetvision.errors import IntegrityError
-from streetvision.eval.score import validator_score
+from streetvision.metrics.score import validator_score
 
 
 class MeanLogit(torch.nn.Module):

@@ -13,7 +13,7 @@ from streetvision.cli import main
 from streetvision.errors import ConfigError
 from streetvision.eval.compare import COMPARE_FIGURES, COMPARED, compare, write_comparison
 from streetvision.eval.evaluate import CONDITIONS
-from streetvision.eval.metrics import metrics_from_decisions
+from streetvision.metrics.classification import metrics_from_decisions
 from streetvision.eval.predictions import COLUMNS, read_predictions
 from streetvision.validator.prior import prior_weights
 

@@ -7,7 +7,7 @@ from sklearn.metrics import accuracy_score, matthews_corrcoef
 
 from streetvision import Predictor
 from streetvision.eval.bootstrap import bootstrap_ci
-from streetvision.eval.metrics import metrics_from_decisions
+from streetvision.metrics.classification import metrics_from_decisions
 from streetvision.eval.report import FIGURES, GALLERY
 
 

@@ -23,7 +23,7 @@ from streetvision.eval import figures
 from streetvision.eval.evaluate import CONDITIONS
 from streetvision.eval.predictions import COLUMNS, read_predictions
 from streetvision.eval.report import FIGURES, GALLERY, build_figures, report_from_dir
-from streetvision.eval.score import validator_score
+from streetvision.metrics.score import validator_score
 from tests.eval.conftest import EVAL_IMAGES
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from transformers import AutoModel
 
 from streetvision.eval.logits import read_logits
-from streetvision.eval.metrics import binary_metrics, softmax_probs
+from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import StepManifest
 from streetvision.models.backbones import build_builtin
 from streetvision.pipeline.artifacts import ArtifactSchema

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from streetvision.eval.calibration import calibration_metrics, fit_temperature, recalibrated_threshold
+from streetvision.metrics.calibration import calibration_metrics, fit_temperature, recalibrated_threshold
 from streetvision.eval.logits import read_logits, write_logits
-from streetvision.eval.metrics import binary_metrics, softmax_probs
-from streetvision.eval.thresholds import select_threshold
+from streetvision.metrics.classification import binary_metrics, softmax_probs
+from streetvision.metrics.thresholds import select_threshold
 from streetvision.io import StepManifest
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.phases.phase5 import run_phase5

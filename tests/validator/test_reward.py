@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streetvision.errors import ConfigError
-from streetvision.eval.thresholds import sweep
+from streetvision.metrics.thresholds import sweep
 from streetvision.validator.prior import prior_weights, shift_log_odds
 from streetvision.validator.reward import RewardTracker, reward_from_metrics, window_metrics
 

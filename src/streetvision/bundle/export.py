@@ -126,7 +126,7 @@ def build_bundle(cfg: DictConfig, art: ArtifactSchema, committed_phases: set[str
             "model": {"dir": MODEL_DIR, "format": "safetensors", "onnx": onnx_rel,
                       "backbone_source": phase1_metrics["backbone_source"]},
             "policy": {"policy_type": policy_type, "policy_path": policy_src.name},
-            "score_map": "streetvision.eval.score.validator_score: piecewise linear, > 0.5 iff roadwork",
+            "score_map": "streetvision.metrics.score.validator_score: piecewise linear, > 0.5 iff roadwork",
             "lineage": {"run_id": str(cfg.run_id), "experiment_name": str(cfg.experiment_name),
                         "config_hash": config_hash(to_plain(cfg)), "code_version": git_commit(),
                         "versions": library_versions()},

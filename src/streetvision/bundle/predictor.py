@@ -25,9 +25,9 @@ from streetvision.bundle.schema import BUNDLE_INDEX, check_files, load_index, sa
 from streetvision.data.decode import decode_image
 from streetvision.data.transforms import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
-from streetvision.eval.metrics import softmax_probs
-from streetvision.eval.score import validator_score
-from streetvision.eval.selective import decided_confidence
+from streetvision.metrics.classification import softmax_probs
+from streetvision.metrics.score import validator_score
+from streetvision.metrics.selective import decided_confidence
 from streetvision.models.classifier import load_classifier
 
 BACKENDS = ("torch", "onnx")

@@ -24,8 +24,8 @@ from PIL import Image
 from streetvision.bundle.predictor import Predictor
 from streetvision.data.decode import DecodeError, decode_image
 from streetvision.eval.bootstrap import bootstrap_intervals
-from streetvision.eval.calibration import calibration_metrics, ece_along_last_axis
-from streetvision.eval.metrics import (
+from streetvision.metrics.calibration import calibration_metrics, ece_along_last_axis
+from streetvision.metrics.classification import (
     auroc,
     auroc_along_last_axis,
     confusion_along_last_axis,

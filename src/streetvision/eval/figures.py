@@ -12,11 +12,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
-from streetvision.eval.calibration import N_BINS, calibration_metrics, reliability
-from streetvision.eval.metrics import auroc, metrics_from_decisions
+from streetvision.metrics.calibration import N_BINS, calibration_metrics, reliability
+from streetvision.metrics.classification import auroc, metrics_from_decisions
 from streetvision.eval.predictions import ConditionPredictions
-from streetvision.eval.selective import risk_coverage_curve
-from streetvision.eval.thresholds import sweep
+from streetvision.metrics.selective import risk_coverage_curve
+from streetvision.metrics.thresholds import sweep
 
 OPERATING_POINT = dict(marker="o", ms=8, mec="k", mew=1.2, ls="none")
 SPARSE_BIN = 10  # reliability bins with fewer images are drawn pale: their accuracy is noise

@@ -12,7 +12,7 @@ so a user can sort it, find the photos that fail, and recompute any metric. Colu
     distortion                the challenge's parameters as JSON (rotation, crop, distortion levels, wire JPEG)
     probability_uncalibrated  P(roadwork) at temperature 1
     probability               calibrated P(roadwork) (the bundle's temperature)
-    score                     the float the miner returns (:func:`streetvision.eval.score.validator_score`)
+    score                     the float the miner returns (:func:`streetvision.metrics.score.validator_score`)
     decision                  the validator's reading of the score (1 when score > 0.5)
     accepted                  the accept/defer policy's answer (empty when the bundle has no selective policy)
     correct                   decision == label
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from streetvision.errors import IntegrityError
-from streetvision.eval.metrics import softmax_probs, validator_decisions
-from streetvision.eval.score import validator_score
-from streetvision.eval.selective import decided_confidence
+from streetvision.metrics.classification import softmax_probs, validator_decisions
+from streetvision.metrics.score import validator_score
+from streetvision.metrics.selective import decided_confidence
 from streetvision.io import atomic_write_csv
 
 PREDICTIONS_CSV = "predictions.csv"

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from streetvision.config import CHOICES
 from streetvision.models.checkpoints import Checkpointing, EpochCheckpoint, SafeCheckpointIO
 from streetvision.models.devices import DevicePlan, compile_in_place, uncompile
-from streetvision.eval.metrics import binary_metrics, softmax_probs
+from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
 
 LOSSES = CHOICES["training.loss"]

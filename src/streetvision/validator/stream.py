@@ -74,7 +74,7 @@ def simulate(score_batch: Callable[[list[Image.Image]], np.ndarray], images: Seq
     tracker = RewardTracker()
     rewards = np.array([tracker.update(a, label) for a, (label, _) in zip(answers, steps)])
     step_labels = np.array([label for label, _ in steps])
-    from streetvision.eval.metrics import metrics_from_decisions  # pure numpy; imported here to keep layers
+    from streetvision.metrics.classification import metrics_from_decisions  # pure numpy; imported here to keep layers
 
     overall = metrics_from_decisions(step_labels, np.round(answers) >= 1)
     low, high = block_bootstrap_mean(rewards, MCC_WINDOW, n_resamples, seed)

@@ -17,7 +17,7 @@ from streetvision.data.splits import Splits, files_digest, load_splits
 from streetvision.data.transforms import EvalTransform, TrainTransform
 from streetvision.errors import MissingArtifactError
 from streetvision.eval.logits import write_logits
-from streetvision.eval.metrics import binary_metrics, softmax_probs
+from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_json
 from streetvision.models.backbones import load_backbone, preprocess_for
 from streetvision.models.classifier import (

@@ -6,8 +6,8 @@ import csv
 import io
 
 from streetvision.eval.logits import read_logits
-from streetvision.eval.metrics import binary_metrics, softmax_probs
-from streetvision.eval.thresholds import select_threshold
+from streetvision.metrics.classification import binary_metrics, softmax_probs
+from streetvision.metrics.thresholds import select_threshold
 from streetvision.io import atomic_write_json, atomic_write_text
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 from streetvision.validator.prior import prior_weights

@@ -6,16 +6,16 @@ from __future__ import annotations
 import csv
 import io
 
-from streetvision.eval.calibration import (
+from streetvision.metrics.calibration import (
     calibrated_probs,
     calibration_metrics,
     fit_temperature,
     recalibrated_threshold,
 )
 from streetvision.eval.logits import read_logits
-from streetvision.eval.metrics import binary_metrics
-from streetvision.eval.selective import apply_policy, decided_confidence, learn_then_test, risk_coverage_curve
-from streetvision.eval.thresholds import select_threshold
+from streetvision.metrics.classification import binary_metrics
+from streetvision.metrics.selective import apply_policy, decided_confidence, learn_then_test, risk_coverage_curve
+from streetvision.metrics.thresholds import select_threshold
 from streetvision.io import atomic_write_json, atomic_write_text, read_json
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 from streetvision.pipeline.runner import committed

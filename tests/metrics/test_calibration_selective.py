@@ -5,15 +5,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchmetrics.classification import MulticlassCalibrationError
 
-from streetvision.eval.calibration import (
+from streetvision.metrics.calibration import (
     calibrated_probs,
     calibration_metrics,
     fit_temperature,
     recalibrated_threshold,
 )
-from streetvision.eval.score import validator_score
-from streetvision.eval.selective import learn_then_test
-from streetvision.eval.thresholds import best_index, select_threshold
+from streetvision.metrics.score import validator_score
+from streetvision.metrics.selective import learn_then_test
+from streetvision.metrics.thresholds import best_index, select_threshold
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -114,7 +114,7 @@ def test_validator_score_is_monotone_bounded_and_crosses_half_at_threshold(thres
 # -- selective prediction, piece by piece -----------------------------------------------------------------------
 
 def test_decided_confidence_is_the_probability_of_the_decided_class_with_ties_to_roadwork():
-    from streetvision.eval.selective import decided_confidence
+    from streetvision.metrics.selective import decided_confidence
 
     decisions, confidence = decided_confidence(np.array([0.2, 0.5, 0.7, 0.49]), 0.5)
     assert decisions.tolist() == [0, 1, 1, 0] and decisions.dtype == np.int64
@@ -124,7 +124,7 @@ def test_decided_confidence_is_the_probability_of_the_decided_class_with_ties_to
 def test_clopper_pearson_bound_and_the_smallest_certifiable_sample():
     from scipy.stats import beta
 
-    from streetvision.eval.selective import clopper_pearson_upper, min_accepted
+    from streetvision.metrics.selective import clopper_pearson_upper, min_accepted
 
     assert clopper_pearson_upper(0, 10, 0.1) == pytest.approx(1 - 0.1 ** (1 / 10))
     assert clopper_pearson_upper(3, 50, 0.05) == pytest.approx(beta.ppf(0.95, 4, 47))
@@ -134,7 +134,7 @@ def test_clopper_pearson_bound_and_the_smallest_certifiable_sample():
 
 
 def test_apply_policy_reports_coverage_and_selective_risk():
-    from streetvision.eval.selective import apply_policy
+    from streetvision.metrics.selective import apply_policy
 
     conf, errors = np.array([0.9, 0.8, 0.6, 0.95]), np.array([0, 1, 0, 1])
     assert apply_policy(conf, errors, 0.8) == {"coverage": 0.75, "risk": pytest.approx(2 / 3), "n_accepted": 3, "n": 4}
@@ -144,7 +144,7 @@ def test_apply_policy_reports_coverage_and_selective_risk():
 
 
 def test_risk_coverage_curve_accepts_the_most_confident_first():
-    from streetvision.eval.selective import risk_coverage_curve
+    from streetvision.metrics.selective import risk_coverage_curve
 
     coverage, risk, aurc = risk_coverage_curve(np.array([0.9, 0.6, 0.8, 0.8]), np.array([1, 0, 0, 1]))
     assert coverage.tolist() == [0.25, 0.5, 0.75, 1.0]
@@ -157,7 +157,7 @@ def fixed_sequence(conf, errors, target, delta):
     """Learn-then-Test written out as a loop over the grid: the reference for the vectorised version."""
     from scipy.stats import binom
 
-    from streetvision.eval.selective import GRID, min_accepted
+    from streetvision.metrics.selective import GRID, min_accepted
 
     chosen, tested = None, 0
     for lam in GRID:
@@ -174,7 +174,7 @@ def fixed_sequence(conf, errors, target, delta):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_learn_then_test_is_the_fixed_sequence_procedure(seed):
-    from streetvision.eval.selective import clopper_pearson_upper
+    from streetvision.metrics.selective import clopper_pearson_upper
 
     rng = np.random.default_rng(seed)
     n = int(rng.integers(150, 400))
@@ -193,7 +193,7 @@ def test_learn_then_test_is_the_fixed_sequence_procedure(seed):
 
 
 def test_learn_then_test_without_errors_accepts_everything_and_says_how_many_it_tested():
-    from streetvision.eval.selective import GRID, clopper_pearson_upper
+    from streetvision.metrics.selective import GRID, clopper_pearson_upper
 
     conf = np.linspace(0.5, 1.0, 100)
     policy = learn_then_test(conf, np.zeros(100, dtype=bool), 0.05, 0.1)
@@ -213,7 +213,7 @@ def test_thresholds_of_zero_and_one_stay_put_at_any_temperature(temperature):
 
 
 def test_the_risk_coverage_curve_keeps_tied_confidences_in_input_order():
-    from streetvision.eval.selective import risk_coverage_curve
+    from streetvision.metrics.selective import risk_coverage_curve
 
     rng = np.random.default_rng(0)
     conf, errors = rng.choice([0.6, 0.7, 0.8], 200), rng.random(200) < 0.3

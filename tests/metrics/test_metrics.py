@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from streetvision.eval.metrics import (
+from streetvision.metrics.classification import (
     auroc,
     binary_metrics,
     confusion,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from streetvision.errors import ConfigError
-from streetvision.eval.metrics import binary_metrics
-from streetvision.eval.thresholds import SELECTION_METRICS, Sweep, best_index, objective, select_threshold, sweep
+from streetvision.metrics.classification import binary_metrics
+from streetvision.metrics.thresholds import SELECTION_METRICS, Sweep, best_index, objective, select_threshold, sweep
 from streetvision.validator.prior import prior_weights
 
 

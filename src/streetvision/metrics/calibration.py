@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from streetvision.eval.metrics import nll, softmax_probs
+from streetvision.metrics.classification import nll, softmax_probs
 
 N_BINS = 15
 
