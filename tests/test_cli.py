@@ -17,8 +17,8 @@ def cli(*args, cwd=None):
     (["run", "data.synthetic.n=abc"], "Invalid value 'abc' for 'data.synthetic.n': expected Integer"),
     (["run", "data=nosuch"], "Unknown option 'nosuch' for config group 'data'. Valid choices: csv, folder"),
     (["run", "data.source=ftp"], "Invalid value 'ftp' for 'data.source'. Valid choices: folder, csv, hf"),
-    (["run", "deploy.prior_roadwork=1.5"], "deploy.prior_roadwork must be strictly between 0 and 1, got 1.5"),
-    (["run", "training.augment_level_probs=[1,1,0,0]"], "Level probabilities must be 4 non-negative numbers"),
+    (["run", "deploy.prior_roadwork=1.5"], "Invalid value 1.5 for 'deploy.prior_roadwork': it must be in (0, 1)"),
+    (["run", "training.augment_level_probs=[1,1,0,0]"], "it must be 4 non-negative probabilities summing to 1"),
     (["run", "hardware.precision=fp8"], "Invalid value 'fp8' for 'hardware.precision'. Valid choices: 32, bf16"),
     (["run", "hardware.accelerator=cpu", "hardware.precision=16-mixed"], "16-mixed needs a CUDA GPU"),
 ])

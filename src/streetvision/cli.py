@@ -106,7 +106,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Rerun phase 6 alone for an existing run directory; ``--format hf --out DIR`` also writes the Hugging Face
     folder there (parity-checked against the bundle)."""
-    from streetvision.config import load_run_config
+    from streetvision.pipeline.artifacts import load_run_config
     from streetvision.errors import ConfigError
     from streetvision.pipeline.artifacts import ArtifactSchema
     from streetvision.pipeline.runner import run_pipeline
@@ -126,7 +126,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Verify a bundle, fill its model card and upload the Hugging Face export in one commit (or write the tree)."""
-    from streetvision.bundle.hub import publish
+    from streetvision.bundle.publish import publish
 
     dry_run = Path(args.dry_run) if args.dry_run else None
     done = publish(Path(args.run_or_bundle), args.repo_id, args.hotkey, args.version, args.private, dry_run,

@@ -359,12 +359,16 @@ RANGES: dict[str, str] = {
     "phase6.n_probes": "[1, inf)",
     "phase6.probe_tolerance": "(0, inf)",
     "evaluation.n_resamples": "[1, inf)",
+    "deploy.prior_roadwork": "(0, 1)",
     "hardware.num_gpus": "[0, inf)",
     "hardware.devices": "[1, inf)",
     "hardware.num_nodes": "[1, inf)",
     "hardware.num_workers": "[0, inf)",
     "hardware.decode_cache_mb": "[0, inf)",
 }
+# List keys that are a probability distribution, and over what (checked after composition).
+DISTRIBUTIONS: dict[str, tuple[int, str]] = {"training.augment_level_probs": (4, "the validator's levels 0-3")}
+
 # Keys that become one directory name under output_root (``<experiment_name>/runs/<run_id>``).
 PATH_COMPONENT_KEYS = ("experiment_name", "run_id")
 MAX_COMPONENT_BYTES = 200  # below the usual 255-byte NAME_MAX, leaving room for hidden temp names beside it
@@ -399,6 +403,16 @@ def check_ranges(cfg: DictConfig) -> None:
             hint = " (model.finetune=frozen keeps the backbone fixed)" if key == "training.backbone_lr" else ""
             raise ConfigError(f"Invalid value {value} for '{key}': it must be {describe_interval(spec)}{hint}.",
                               f"set {key} to a value {describe_interval(spec)} (the default is {default}).")
+
+
+def check_distributions(cfg: DictConfig) -> None:
+    """Reject a DISTRIBUTIONS key that is not non-negative numbers summing to 1 of the right length."""
+    for key, (length, over) in DISTRIBUTIONS.items():
+        probs = [float(p) for p in OmegaConf.select(cfg, key)]
+        if len(probs) != length or min(probs, default=0) < 0 or abs(sum(probs) - 1.0) > 1e-9:
+            raise ConfigError(f"Invalid value {probs} for '{key}': it must be {length} non-negative "
+                              f"probabilities summing to 1 ({over}).",
+                              f"set {key}=[0.25,0.25,0.25,0.25], the validator's mix.")
 
 
 def check_path_components(cfg: DictConfig) -> None:
@@ -510,15 +524,11 @@ def check_choices(cfg: DictConfig) -> None:
     if abs(total - 1.0) > 1e-6 or any(float(fractions[n]) < 0 for n in SPLIT_NAMES):
         raise ConfigError(f"data.splits fractions must be non-negative and sum to 1 (got {total:.4f}).",
                           "adjust data.splits.train / val_select / val_calib / test.")
-    from streetvision.validator.challenge import check_level_probs
-    from streetvision.validator.prior import check_prior
-
-    check_level_probs(list(cfg.training.augment_level_probs))
+    check_distributions(cfg)
     version = str(cfg.phase6.model_card.version)
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise ConfigError(f"phase6.model_card.version '{version}' is not X.Y.Z.",
                           "e.g. phase6.model_card.version=1.0.0.")
-    check_prior(cfg.deploy.prior_roadwork)
     if len(cfg.data.class_names) != 2:
         raise ConfigError(f"data.class_names must name exactly 2 classes (negative, positive); got "
                           f"{list(cfg.data.class_names)}.", "set data.class_names=[no_roadwork,roadwork].")
@@ -538,36 +548,12 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
-def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
-    """The saved config of an existing run directory (``config.yaml``), re-rooted where the directory is now,
-    with Hydra-style dotted overrides applied and validated against the schema."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml).",
-                          "pass outputs/<experiment>/runs/<run_id>.")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(StreetVisionConfig), OmegaConf.load(path))
-        cfg.merge_with_dotlist(list(overrides or []))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"Cannot apply the saved config or overrides: {exc}".splitlines()[0],
-                          "check the override keys against `streetvision config`.") from exc
-    cfg.output_root = str(run_dir.resolve().parents[2])
-    cfg.experiment_name = run_dir.resolve().parents[1].name
-    cfg.run_id = run_dir.resolve().name
-    check_config(cfg)
-    return cfg
-
-
 def check_config(cfg: DictConfig) -> None:
-    """Every check on a composed config: choices, numeric ranges, directory names and phase names."""
-    from streetvision.pipeline.registry import check_phase_names
-
+    """Every check on a composed config: choices, numeric ranges and directory names (the phase names are checked
+    by the runner, which knows the registered phases)."""
     check_choices(cfg)
     check_ranges(cfg)
     check_path_components(cfg)
-    check_phase_names(list(cfg.pipeline.phases))
 
 
 def to_plain(cfg: Any) -> Any:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from streetvision import Predictor
-from streetvision.bundle.hf_export import check_hf_parity, folded_score, parity_images, pipeline_scores
+from streetvision.bundle.hf_export import check_hf_parity, parity_images, pipeline_scores
+from streetvision.bundle.hf_format import folded_score
 from streetvision.bundle.verify import verify_bundle
 from streetvision.errors import ConfigError
 

@@ -16,7 +16,8 @@ import pytest
 from huggingface_hub import HfApi, constants, snapshot_download
 
 from streetvision import Predictor
-from streetvision.bundle.hf_export import HF_FILES, parity_images, pipeline_scores
+from streetvision.bundle.hf_export import parity_images, pipeline_scores
+from streetvision.bundle.hf_format import HF_FILES
 from streetvision.cli import main
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.io import sha256_file

@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from streetvision.bundle.predictor import Policy, Prediction, Predictor
+from streetvision.bundle.predictor import Prediction, Predictor
+from streetvision.metrics.policy import Policy
 from streetvision.errors import IntegrityError
 from streetvision.metrics.score import validator_score
 

@@ -5,10 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchmetrics.classification import MulticlassCalibrationError
 
+from streetvision.models.temperature import fit_temperature
 from streetvision.metrics.calibration import (
     calibrated_probs,
     calibration_metrics,
-    fit_temperature,
     recalibrated_threshold,
 )
 from streetvision.metrics.score import validator_score
@@ -114,7 +114,7 @@ def test_validator_score_is_monotone_bounded_and_crosses_half_at_threshold(thres
 # -- selective prediction, piece by piece -----------------------------------------------------------------------
 
 def test_decided_confidence_is_the_probability_of_the_decided_class_with_ties_to_roadwork():
-    from streetvision.metrics.selective import decided_confidence
+    from streetvision.metrics.policy import decided_confidence
 
     decisions, confidence = decided_confidence(np.array([0.2, 0.5, 0.7, 0.49]), 0.5)
     assert decisions.tolist() == [0, 1, 1, 0] and decisions.dtype == np.int64

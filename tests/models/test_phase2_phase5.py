@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from streetvision.metrics.calibration import calibration_metrics, fit_temperature, recalibrated_threshold
+from streetvision.metrics.calibration import calibration_metrics, recalibrated_threshold
+from streetvision.models.temperature import fit_temperature
 from streetvision.eval.logits import read_logits, write_logits
 from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.metrics.thresholds import select_threshold
@@ -85,7 +86,6 @@ def test_phase5_decisions_at_the_recalibrated_threshold_are_phase2s_at_the_raw_t
 def test_phase5_keeps_phase2s_decisions_when_the_temperature_moves_the_threshold(make_cfg, monkeypatch):
     """Over-confident logits (T near 4) and a raw threshold of 0.8: many calibrated probabilities fall between
     the recalibrated threshold (about 0.59) and 0.8, so using the raw threshold on them would flip decisions."""
-    from streetvision.pipeline.phases import phase5
 
     cfg = make_cfg(*MICRO, "pipeline.phases=[phase5]", run_id="synthetic_logits")
     art = ArtifactSchema.from_config(cfg)
@@ -102,8 +102,7 @@ def test_phase5_keeps_phase2s_decisions_when_the_temperature_moves_the_threshold
     from streetvision.io import atomic_write_json
 
     atomic_write_json(art.thresholds_json, {"thresholds": {"best": raw}})
-    monkeypatch.setattr(phase5, "committed", lambda artifacts, name: name == "phase2" or None)
-    result = run_phase5(PhaseContext(cfg=cfg, artifacts=art, console=QUIET))
+    result = run_phase5(PhaseContext(cfg=cfg, artifacts=art, console=QUIET, committed=frozenset({"phase2"})))
     params = json.loads(art.scrcparams_json.read_text())
     temperature, threshold = params["scrc_params"]["temperature"], params["scrc_params"]["decision_threshold"]
     assert temperature == pytest.approx(4.0, rel=0.2) and threshold < 0.7

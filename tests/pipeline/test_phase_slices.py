@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from streetvision.config import load_run_config
+from streetvision.pipeline.artifacts import load_run_config
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.registry import load_phases
 from streetvision.pipeline.runner import phases_to_run, plan, run_pipeline

@@ -3,15 +3,12 @@
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from streetvision.errors import LockError, MissingArtifactError
 from streetvision.io import atomic_write_text
-from streetvision.pipeline import artifacts as artifacts_mod
 from streetvision.pipeline import registry, runner
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.lock import run_lock
@@ -38,18 +35,16 @@ def toy(monkeypatch):
             return PhaseResult(outputs=[out], metrics={"n": 1}, summary={"wrote": name})
         return run
 
-    specs = {
-        "opt": PhaseSpec("opt", writer("opt"), "optional upstream"),
-        "up": PhaseSpec("up", writer("up"), "first", config_keys=("seed",)),
-        "mid": PhaseSpec("mid", writer("mid", ["up"]), "second", needs=("up",)),
-        "down": PhaseSpec("down", writer("down", ["mid"]), "third", needs=("mid",), uses=("opt",)),
+    specs = {  # only "up" hashes the seed; the others read it without depending on it (``reads``)
+        "opt": PhaseSpec("opt", writer("opt"), "optional upstream", "opt", reads=("seed",)),
+        "up": PhaseSpec("up", writer("up"), "first", "up", config_keys=("seed",)),
+        "mid": PhaseSpec("mid", writer("mid", ["up"]), "second", "mid", needs=("up",), reads=("seed",)),
+        "down": PhaseSpec("down", writer("down", ["mid"]), "third", "down", needs=("mid",), uses=("opt",),
+                          reads=("seed",)),
     }
-    for name in specs:
-        monkeypatch.setitem(artifacts_mod.PHASE_DIRS, name, name)
     monkeypatch.setattr(registry, "REGISTRY", specs)
     monkeypatch.setattr(registry, "load_phases", lambda: specs)
     monkeypatch.setattr(runner, "load_phases", lambda: specs)
-    monkeypatch.setattr(runner, "PHASE_ORDER", ("opt", "up", "mid", "down"))
     calls.contexts = contexts  # type: ignore[attr-defined]
     calls.specs = specs  # type: ignore[attr-defined]
     calls.writer = writer  # type: ignore[attr-defined]
@@ -57,8 +52,6 @@ def toy(monkeypatch):
 
 
 def cfg_for(make_cfg, monkeypatch, phases, **extra):
-    monkeypatch.setattr(registry, "check_phase_names", lambda names: None)
-    monkeypatch.setattr("streetvision.pipeline.registry.check_phase_names", lambda names: None)
     overrides = [f"{k}={v}" for k, v in extra.items()]
     cfg = make_cfg(*overrides)
     cfg.pipeline.phases = phases
@@ -147,7 +140,7 @@ def test_crash_in_a_phase_leaves_it_uncommitted(toy, make_cfg, monkeypatch):
     def crash(ctx):
         raise RuntimeError("crash mid-phase")
 
-    monkeypatch.setitem(registry.REGISTRY, "mid", PhaseSpec("mid", crash, "second", needs=("up",)))
+    monkeypatch.setitem(registry.REGISTRY, "mid", PhaseSpec("mid", crash, "second", "mid", needs=("up",)))
     cfg.pipeline.force = True
     with pytest.raises(RuntimeError):
         run(cfg)
@@ -177,12 +170,12 @@ def test_lock_names_the_holder_pid(tmp_path):
         pass
 
 
-def test_phase_order_names_exactly_the_registered_phases():
-    from streetvision.pipeline.artifacts import PHASE_DIRS
-    from streetvision.pipeline.registry import PHASE_ORDER as ORDER
+def test_the_dag_orders_the_real_phases():
     from streetvision.pipeline.registry import load_phases as real_load_phases
+    from streetvision.pipeline.registry import phase_order
 
-    assert set(real_load_phases()) == set(ORDER) == set(PHASE_DIRS)
+    assert phase_order(real_load_phases(), None) == ["splits", "phase4", "phase1", "phase2", "phase5", "phase6",
+                                                     "evaluation"]
 
 
 def test_temp_leftovers_of_killed_writers_are_removed_on_the_next_run(toy, make_cfg, monkeypatch):
@@ -266,8 +259,8 @@ def test_the_console_says_what_ran_what_was_skipped_and_what_was_cleaned_up(toy,
 
 def test_an_auto_phase_is_added_only_while_it_is_not_up_to_date(toy, make_cfg, monkeypatch):
     specs = toy.specs
-    specs["opt"] = PhaseSpec("opt", toy.writer("opt"), "data preparation", auto=True, config_keys=("seed",))
-    specs["up"] = PhaseSpec("up", toy.writer("up", ["opt"]), "first", needs=("opt",))
+    specs["opt"] = PhaseSpec("opt", toy.writer("opt"), "data preparation", "opt", auto=True, config_keys=("seed",))
+    specs["up"] = PhaseSpec("up", toy.writer("up", ["opt"]), "first", "up", needs=("opt",), reads=("seed",))
     cfg = cfg_for(make_cfg, monkeypatch, ["up"])
     assert run(cfg) == [("opt", "ran"), ("up", "ran")]
     assert run(cfg) == [("up", "up to date")]  # opt is current: not even planned
@@ -277,7 +270,7 @@ def test_an_auto_phase_is_added_only_while_it_is_not_up_to_date(toy, make_cfg, m
 
 def test_needs_that_depend_on_the_config_and_a_second_missing_need_are_checked(toy, make_cfg, monkeypatch):
     specs = toy.specs
-    specs["down"] = PhaseSpec("down", toy.writer("down"), "third", needs=("up",),
+    specs["down"] = PhaseSpec("down", toy.writer("down"), "third", "down", needs=("up",), reads=("seed",),
                               needs_if=lambda cfg: ("mid",) if cfg.seed == 1 else ())
     cfg = cfg_for(make_cfg, monkeypatch, ["up", "down"])
     assert run(cfg) == [("up", "ran"), ("down", "ran")]  # seed 0: mid not needed

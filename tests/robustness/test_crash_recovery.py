@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from streetvision.bundle.verify import verify_bundle
-from streetvision.config import load_run_config
+from streetvision.pipeline.artifacts import load_run_config
 from streetvision.io import StepManifest, read_json
 from streetvision.pipeline.runner import run_pipeline
 from tests.robustness.helpers import cli, leftovers, snapshot

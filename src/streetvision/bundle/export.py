@@ -11,22 +11,22 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from streetvision.bundle.schema import BUNDLE_INDEX, SCHEMA_VERSION
-from streetvision.config import to_plain
+from streetvision.config import SPLIT_NAMES
 from streetvision.data.splits import load_splits
 from streetvision.data.synthetic import render_scene
-from streetvision.errors import ConfigError, MissingArtifactError, ValidationFailure
-from streetvision.io import atomic_path, atomic_write_json, config_hash, read_json, replace_dir
+from streetvision.errors import ValidationFailure
+from streetvision.io import atomic_path, atomic_write_json, read_json, replace_dir
 from streetvision.io.manifest import git_commit, library_versions, records_for
 from streetvision.models.classifier import load_classifier
-from streetvision.pipeline.artifacts import ArtifactSchema
 
 MODEL_DIR = "model"
 ONNX_FILE = "model.onnx"
@@ -56,23 +56,25 @@ def export_onnx(model: torch.nn.Module, size: int, path: Path) -> None:
         check_onnx_graph(tmp)
 
 
-def model_card(cfg: DictConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BundleSources:
+    """The run's files a bundle is built from (phase6 resolves them from the run layout)."""
+
+    model_dir: Path  # phase1's model: backbone/, head.safetensors, model.json
+    splits_json: Path
+    phase1_metrics_json: Path
+    policy_type: str  # scrc (phase5's scrcparams.json) | threshold (phase2's thresholds.json)
+    policy_json: Path
+    calibration_metrics_json: Path | None  # phase5's, when committed
+    lineage: dict[str, Any]  # run_id, experiment_name, config_hash of the run
+
+
+def model_card(card: Mapping[str, Any]) -> dict[str, Any]:
     """NATIX model card fields from ``phase6.model_card`` (the version format is checked with the config)."""
-    card = cfg.phase6.model_card
-    return {"model_name": str(card.model_name), "description": str(card.description), "version": str(card.version),
-            "submitted_by": str(card.submitted_by),
-            "submission_time": int(card.submission_time) if card.submission_time is not None else int(time.time())}
-
-
-def _policy(art: ArtifactSchema, committed_phases: set[str]) -> tuple[str, Path]:
-    if "phase5" in committed_phases:
-        return "scrc", art.scrcparams_json
-    if "phase2" in committed_phases:
-        return "threshold", art.thresholds_json
-    raise MissingArtifactError("phase6 needs a decision policy: neither phase5 (scrcparams.json) nor phase2 "
-                               "(thresholds.json) is committed in this run.",
-                               "add phase5 (or phase2) to pipeline.phases, e.g. pipeline.phases=[phase1,phase2,"
-                               "phase5,phase6].")
+    return {"model_name": str(card["model_name"]), "description": str(card["description"]),
+            "version": str(card["version"]), "submitted_by": str(card["submitted_by"]),
+            "submission_time": int(card["submission_time"]) if card["submission_time"] is not None
+            else int(time.time())}
 
 
 def _write_index(bundle: Path, extra: dict[str, Any], exclude: set[str] = frozenset()) -> None:
@@ -82,42 +84,41 @@ def _write_index(bundle: Path, extra: dict[str, Any], exclude: set[str] = frozen
                                               "files": [r.__dict__ for r in files], **extra})
 
 
-def build_bundle(cfg: DictConfig, art: ArtifactSchema, committed_phases: set[str]) -> dict[str, Any]:
-    """Build export/bundle/ and export/bundle.json; return a summary for the manifest."""
+def build_bundle(sources: BundleSources, phase6: Mapping[str, Any], bundle_dir: Path,
+                 pointer_json: Path) -> dict[str, Any]:
+    """Build ``bundle_dir`` and its pointer file from ``sources`` with the ``phase6`` settings; return a summary."""
     from streetvision.bundle.predictor import Predictor
 
-    policy_type, policy_src = _policy(art, committed_phases)
-    p6 = cfg.phase6
-    splits = load_splits(art.splits_json)
-    phase1_metrics = read_json(art.metrics_json("phase1"))
-    spec = read_json(art.phase1_model_dir / "model.json")
-    bundle_dir = art.bundle_dir
+    p6 = phase6
+    splits = load_splits(sources.splits_json)
+    phase1_metrics = read_json(sources.phase1_metrics_json)
+    spec = read_json(sources.model_dir / "model.json")
     with replace_dir(bundle_dir) as tmp:
         model_dir = tmp / MODEL_DIR
-        shutil.copytree(art.phase1_model_dir / "backbone", model_dir / "backbone")
+        shutil.copytree(sources.model_dir / "backbone", model_dir / "backbone")
         for name in ("head.safetensors", "model.json"):
-            shutil.copy2(art.phase1_model_dir / name, model_dir / name)
+            shutil.copy2(sources.model_dir / name, model_dir / name)
         atomic_write_json(tmp / "preprocess.json", spec["preprocess"])
-        shutil.copy2(policy_src, tmp / policy_src.name)
-        counts = {s: len(splits.rows(s)) for s in ("train", "val_select", "val_calib", "test")}
+        shutil.copy2(sources.policy_json, tmp / sources.policy_json.name)
+        counts = {s: len(splits.rows(s)) for s in SPLIT_NAMES}
         atomic_write_json(tmp / "splits_summary.json", {"digest": splits.digest, "counts": counts,
                                                          "class_names": splits.class_names})
         metrics = {"phase1": phase1_metrics["splits"], "finetune": phase1_metrics["finetune"]}
-        if "phase5" in committed_phases:
-            cal = read_json(art.calibration_metrics_json)
+        if sources.calibration_metrics_json is not None:
+            cal = read_json(sources.calibration_metrics_json)
             metrics["calibration"] = {k: {m: cal[k][m] for m in ("ece", "mce", "brier", "nll", "accuracy")}
                                       for k in ("pre_calibration", "post_calibration")}
         atomic_write_json(tmp / "metrics.json", metrics)
-        atomic_write_json(tmp / "model_card.json", model_card(cfg))
+        atomic_write_json(tmp / "model_card.json", model_card(p6["model_card"]))
         probe_dir = tmp / PROBES_DIR
         probe_dir.mkdir()
         probe_names = []
-        for i in range(int(p6.n_probes)):
+        for i in range(int(p6["n_probes"])):
             name = f"probe_{i:02d}.png"
             render_scene(i, seed=20251, domain="source" if i % 4 else "target").image.save(probe_dir / name)
             probe_names.append(f"{PROBES_DIR}/{name}")
         onnx_rel = None
-        if p6.onnx:
+        if p6["onnx"]:
             model = load_classifier(model_dir)
             export_onnx(model, int(spec["preprocess"]["size"]), tmp / ONNX_FILE)
             onnx_rel = ONNX_FILE
@@ -125,11 +126,9 @@ def build_bundle(cfg: DictConfig, art: ArtifactSchema, committed_phases: set[str
             "class_names": splits.class_names, "preprocess": "preprocess.json", "probes": f"{PROBES_DIR}/probes.json",
             "model": {"dir": MODEL_DIR, "format": "safetensors", "onnx": onnx_rel,
                       "backbone_source": phase1_metrics["backbone_source"]},
-            "policy": {"policy_type": policy_type, "policy_path": policy_src.name},
+            "policy": {"policy_type": sources.policy_type, "policy_path": sources.policy_json.name},
             "score_map": "streetvision.metrics.score.validator_score: piecewise linear, > 0.5 iff roadwork",
-            "lineage": {"run_id": str(cfg.run_id), "experiment_name": str(cfg.experiment_name),
-                        "config_hash": config_hash(to_plain(cfg)), "code_version": git_commit(),
-                        "versions": library_versions()},
+            "lineage": {**sources.lineage, "code_version": git_commit(), "versions": library_versions()},
         }
         _write_index(tmp, index_extra)  # provisional, to compute the expected probe outputs from the bundle itself
         torch_pred = Predictor.from_bundle(tmp, backend="torch", verify_files=False)
@@ -140,16 +139,16 @@ def build_bundle(cfg: DictConfig, art: ArtifactSchema, committed_phases: set[str
             onnx_out = Predictor.from_bundle(tmp, backend="onnx", verify_files=False).predict_batch(
                 [tmp / p for p in probe_names])
             parity = float(np.max(np.abs([a.probability - b.probability for a, b in zip(expected, onnx_out)])))
-            if parity > float(p6.onnx_tolerance):
+            if parity > float(p6["onnx_tolerance"]):
                 raise ValidationFailure(f"ONNX and torch disagree on the probe images: max |dP| = {parity:.2e} > "
-                                        f"{p6.onnx_tolerance}.", "export with phase6.onnx=false, or report it.")
+                                        f"{p6['onnx_tolerance']}.", "export with phase6.onnx=false, or report it.")
         atomic_write_json(probe_dir / "probes.json", {
-            "tolerance": float(p6.probe_tolerance),
+            "tolerance": float(p6["probe_tolerance"]),
             "probes": [{"path": name, **pred.as_dict(), "logits": [float(v) for v in logits]}
                        for name, pred, logits in zip(probe_names, expected, probe_logits)],
         })
         _write_index(tmp, index_extra)
-    pointer = {"bundle_dir": "bundle", "index": f"bundle/{BUNDLE_INDEX}", "policy_type": policy_type}
-    atomic_write_json(art.bundle_pointer_json, pointer)
-    return {"policy_type": policy_type, "onnx_max_abs_diff": parity, "n_probes": len(probe_names),
-            "bundle_dir": art.rel(bundle_dir)}
+    pointer = {"bundle_dir": bundle_dir.name, "index": f"{bundle_dir.name}/{BUNDLE_INDEX}",
+               "policy_type": sources.policy_type}
+    atomic_write_json(pointer_json, pointer)
+    return {"policy_type": sources.policy_type, "onnx_max_abs_diff": parity, "n_probes": len(probe_names)}

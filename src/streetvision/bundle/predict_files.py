@@ -5,8 +5,6 @@ can be scored, nothing is written and the command fails (exit 1)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import sys
@@ -22,7 +20,7 @@ from streetvision.bundle.predictor import Predictor
 from streetvision.data.decode import DecodeError
 from streetvision.data.sources import list_images
 from streetvision.errors import DataError, UsageError
-from streetvision.io import atomic_write_text
+from streetvision.io import atomic_write_text, csv_text
 
 FIELDS = ("path", "probability", "decision", "score", "accepted", "error")
 
@@ -99,11 +97,7 @@ def format_rows(rows: list[dict], fmt: str) -> str:
     """CSV (header + rows, empty cells for None) or JSONL."""
     if fmt == "jsonl":
         return "".join(json.dumps(r) + "\n" for r in rows)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
-    return buf.getvalue()
+    return csv_text(list(FIELDS), ([("" if r.get(f) is None else r[f]) for f in FIELDS] for r in rows))
 
 
 def predict_files(bundle: str, paths: list[str], out: str | None, fmt: str, backend: str, batch_size: int,

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from streetvision.bundle.hf_format import load_hf_model
+from streetvision.bundle.hub import materialise, resolve_pretrained
 from streetvision.bundle.probes import check_probes
 from streetvision.bundle.schema import BUNDLE_INDEX, check_files, load_index, safe_member
 from streetvision.data.decode import decode_image
@@ -27,7 +29,7 @@ from streetvision.data.transforms import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.metrics.classification import softmax_probs
 from streetvision.metrics.score import validator_score
-from streetvision.metrics.selective import decided_confidence
+from streetvision.metrics.policy import FOLDED, Policy
 from streetvision.models.classifier import load_classifier
 
 BACKENDS = ("torch", "onnx")
@@ -44,38 +46,6 @@ class Prediction:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Decision policy from scrcparams.json (phase5) or thresholds.json (phase2)."""
-
-    policy_type: str
-    temperature: float
-    decision_threshold: float
-    selective_threshold: float | None
-    has_selective: bool
-
-    @classmethod
-    def from_file(cls, path: Path, policy_type: str) -> Policy:
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise IntegrityError(f"policy file '{path.name}' is missing or not valid JSON ({exc}).",
-                                 "re-export the bundle.") from exc
-        try:
-            if policy_type == "scrc":
-                p = raw["scrc_params"]
-                sel = p.get("selective") or {}
-                return cls("scrc", float(p["temperature"]), float(p["decision_threshold"]),
-                           sel.get("confidence_threshold"), bool(sel))
-            if policy_type == "threshold":
-                return cls("threshold", 1.0, float(raw["thresholds"]["best"]), None, False)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"policy file '{path.name}': field {exc} is missing or invalid.",
-                                 "re-export the bundle.") from exc
-        raise IntegrityError(f"bundle.json: field 'policy.policy_type' is '{policy_type}'; expected scrc or "
-                             f"threshold.", "re-export the bundle.")
 
 
 def _onnx_session(bundle_dir: Path, index: dict) -> Any:
@@ -143,15 +113,14 @@ class Predictor:
         """A local folder or a Hub repo id (``huggingface_hub.snapshot_download``; offline, the local cache serves
         it), in the bundle format (bundle.json: loaded and checked by :meth:`from_bundle`) or the Hugging Face
         format of ``streetvision export --format hf`` (config.json + preprocessor_config.json)."""
-        from streetvision.bundle.hf_export import load_hf_predictor
-        from streetvision.bundle.hub import materialise, resolve_pretrained
 
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Valid choices: {', '.join(BACKENDS)}.",
                               "use backend='torch' or backend='onnx'.")
         folder, from_hub = resolve_pretrained(repo_id_or_dir, revision)
         if not (folder / BUNDLE_INDEX).is_file():
-            return load_hf_predictor(folder, backend=backend, device=device)
+            model, preprocess, class_names, positive = load_hf_model(folder, backend)
+            return HFPredictor(folder, model, preprocess, class_names, positive, device)
         if not from_hub:
             return cls.from_bundle(folder, device=device, backend=backend)
         copy = materialise(folder)  # the cache's files are links to shared blobs; a bundle refuses links
@@ -178,7 +147,7 @@ class Predictor:
     def predict_tensor(self, batch: torch.Tensor) -> list[Prediction]:
         """Predictions for a preprocessed batch."""
         probs = softmax_probs(self.logits(batch), self.policy.temperature)
-        decisions, confidence = decided_confidence(probs, self.policy.decision_threshold)
+        decisions, confidence = self.policy.decide(probs)
         scores = validator_score(probs, self.policy.decision_threshold)
         lam = self.policy.selective_threshold
         out = []
@@ -201,3 +170,22 @@ class Predictor:
     def __call__(self, image: Image.Image) -> float:
         """The validator score of one image (a NATIX miner detector's ``__call__``)."""
         return self.predict_batch([image])[0].score
+
+
+class HFPredictor(Predictor):
+    """A Hugging Face export behind the Predictor API: no bundle.json, so none of the bundle's checks apply; the
+    "Roadwork" column is the positive class; temperature 1 and threshold 0.5 (both are folded in)."""
+
+    def __init__(self, hf_dir: Path, model: torch.nn.Module, preprocess: Preprocess, class_names: list[str],
+                 positive: int, device: str) -> None:  # not the bundle constructor: it reads bundle files
+        self.bundle_dir, self.backend, self.device, self.preprocess = hf_dir, "torch", device, preprocess
+        self.index = {"format": "hf", "class_names": class_names}
+        self.policy = Policy(FOLDED)
+        self._model = model.to(device).eval()
+        self._columns = [1 - positive, positive]
+
+    def logits(self, batch: torch.Tensor) -> np.ndarray:
+        """Logits [N, 2] with the "Roadwork" column second."""
+        with torch.inference_mode():
+            out = self._model(pixel_values=batch.to(self.device)).logits
+        return out.float().cpu().numpy().astype(np.float64)[:, self._columns]

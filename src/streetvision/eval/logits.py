@@ -10,14 +10,13 @@
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from streetvision.errors import IntegrityError
-from streetvision.io import atomic_write_text
+from streetvision.io import atomic_write_csv
 
 
 @dataclass(frozen=True)
@@ -33,12 +32,9 @@ class SplitLogits:
 def write_logits(path: Path, sample_ids: list[str], labels: np.ndarray, logits: np.ndarray,
                  class_names: list[str]) -> str:
     """Write a logits CSV atomically; return its SHA-256."""
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["sample_id", "label", *(f"logit_{c}" for c in class_names)])
-    for sid, y, row in zip(sample_ids, labels, logits):
-        writer.writerow([sid, int(y), *(repr(float(v)) for v in row)])
-    return atomic_write_text(path, buf.getvalue())
+    return atomic_write_csv(path, ["sample_id", "label", *(f"logit_{c}" for c in class_names)],
+                            ([sid, int(y), *(repr(float(v)) for v in row)]
+                             for sid, y, row in zip(sample_ids, labels, logits)))
 
 
 def read_logits(path: Path) -> SplitLogits:

@@ -30,7 +30,7 @@ import numpy as np
 from streetvision.errors import IntegrityError
 from streetvision.metrics.classification import softmax_probs, validator_decisions
 from streetvision.metrics.score import validator_score
-from streetvision.metrics.selective import decided_confidence
+from streetvision.metrics.policy import decided_confidence
 from streetvision.io import atomic_write_csv
 
 PREDICTIONS_CSV = "predictions.csv"

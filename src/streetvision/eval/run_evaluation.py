@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.console import Console
@@ -35,17 +34,13 @@ def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: 
     if stream_steps > 0 and len(set(labels.tolist())) == 2:
         stream = simulate(predictor.scores, images, labels, stream_steps, seed, prior, n_resamples=n_resamples)
         summary["stream"] = stream["summary"]
-    target = None
-    if predictor.policy.policy_type == "scrc":
-        raw = json.loads((bundle_dir / predictor.index["policy"]["policy_path"]).read_text())
-        target = raw["scrc_params"]["selective"]["target_risk"]
     meta = {"bundle": str(bundle_dir), "data": data_description, "data_root": str(data_root),
             "images": int(len(labels)), "unreadable": len(skipped), "seed": seed, "bootstrap_resamples": n_resamples,
             "interval_method": "BCa (scipy.stats.bootstrap, paired over images); percentile where BCa is undefined",
             "backend": backend, "class_names": list(predictor.index["class_names"]),
             "policy": predictor.policy.policy_type, "decision_threshold": predictor.policy.decision_threshold,
             "temperature": predictor.policy.temperature, "selective_threshold": predictor.policy.selective_threshold,
-            "target_risk": target, "deploy_prior_roadwork": prior}
+            "target_risk": predictor.policy.target_risk, "deploy_prior_roadwork": prior}
     paths = write_report(out_dir, predictions, summary, intervals, meta, stream, curves,
                          image_loader(data_root, images))
     return summary, intervals, [out_dir / PREDICTIONS_CSV, *paths]

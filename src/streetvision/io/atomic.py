@@ -91,13 +91,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> str:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_csv(path: str | os.PathLike[str], header: list[str], rows: Iterable[Iterable[Any]]) -> str:
-    """Write a CSV (header + rows) atomically; return its SHA-256."""
+def csv_text(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """A CSV document (header + rows) as text."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_write_csv(path: str | os.PathLike[str], header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """Write a CSV (header + rows) atomically; return its SHA-256."""
+    return atomic_write_text(path, csv_text(header, rows))
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Temperature scaling (Guo et al., ICML 2017) and calibration metrics.
+"""Calibration metrics and temperature-scaled probabilities (the fit itself, by LBFGS in torch, is
+:func:`streetvision.models.temperature.fit_temperature`).
 
 ECE and MCE use equal-width bins of the top-label confidence (the probability of the predicted class, class 0 on
 an exact tie) and the top-label accuracy, binned as torchmetrics bins them (a confidence on a bin edge goes to the
@@ -8,32 +9,10 @@ upper bin). Brier score and NLL are for P(roadwork).
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from streetvision.metrics.classification import nll, softmax_probs
 
 N_BINS = 15
-
-
-T_RANGE = (0.05, 100.0)
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
-    """Temperature T > 0 minimising the NLL of softmax(logits / T), by LBFGS over log T (float64), clipped to
-    T_RANGE (uninformative logits drive T to infinity, which would squash every probability onto 0.5)."""
-    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return float(np.clip(log_t.detach().exp().item(), *T_RANGE))
 
 
 def top_label(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

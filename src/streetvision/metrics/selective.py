@@ -33,13 +33,6 @@ class SelectivePolicy:
     n_tested: int
 
 
-def decided_confidence(probs: np.ndarray, decision_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(decisions, probability of the decided class) for P(positive) and a decision threshold."""
-    p = np.asarray(probs, dtype=np.float64)
-    decisions = (p >= decision_threshold).astype(np.int64)
-    return decisions, np.where(decisions == 1, p, 1 - p)
-
-
 def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
     """One-sided (1 - delta) upper confidence bound on a binomial rate."""
     from scipy.stats import beta

@@ -1,7 +1,7 @@
 """The only place that knows where a run's artifacts live.
 
 Layout: ``<output_root>/<experiment_name>/runs/<run_id>/`` holding ``config.yaml``, ``splits.json`` and one
-directory per phase. Paths written inside artifacts are relative to the run directory (see :meth:`rel`).
+directory per phase (the ``dir`` each phase declares). Paths written inside artifacts are relative to the run directory (see :meth:`rel`).
 """
 
 from __future__ import annotations
@@ -11,17 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-PHASE_DIRS: dict[str, str] = {
-    "splits": "data",
-    "phase4": "phase4_explora",
-    "phase1": "phase1",
-    "phase2": "phase2",
-    "phase5": "phase5_scrc",
-    "phase6": "export",
-    "evaluation": "evaluation",
-}
+from streetvision.config import StreetVisionConfig, check_config
+from streetvision.errors import ConfigError
+from streetvision.pipeline.registry import phase_dirs
+
 
 
 def default_run_id() -> str:
@@ -39,6 +34,16 @@ class ArtifactSchema:
     def from_config(cls, cfg: DictConfig) -> ArtifactSchema:
         """Run directory from the top-level keys; ``cfg.run_id`` must be set (the CLI fills a timestamp)."""
         return cls(Path(cfg.output_root) / cfg.experiment_name / "runs" / str(cfg.run_id))
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path | str) -> ArtifactSchema:
+        """The schema of an existing run directory, wherever it now lives."""
+        return cls(Path(run_dir).resolve())
+
+    def identity(self) -> dict[str, str]:
+        """The top-level config keys that name this run directory (inverse of :meth:`from_config`)."""
+        return {"output_root": str(self.run_dir.parents[2]), "experiment_name": self.run_dir.parents[1].name,
+                "run_id": self.run_dir.name}
 
     # run level
     @property
@@ -59,7 +64,7 @@ class ArtifactSchema:
         return self.run_dir / ".hash_memo.json"
 
     def phase_dir(self, phase: str) -> Path:
-        return self.run_dir / PHASE_DIRS[phase]
+        return self.run_dir / phase_dirs()[phase]
 
     @property
     def logs_dir(self) -> Path:
@@ -89,7 +94,7 @@ class ArtifactSchema:
     @property
     def cache_dir(self) -> Path:
         """Shared across runs of one output root (embedding caches)."""
-        return self.run_dir.parents[2] / ".cache"
+        return Path(self.identity()["output_root"]) / ".cache"
 
     # phase1
     @property
@@ -161,3 +166,24 @@ class ArtifactSchema:
     def resolve(self, rel_path: str) -> Path:
         """Inverse of :meth:`rel`."""
         return (self.run_dir / rel_path).resolve()
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+    """The saved config of an existing run directory (``config.yaml``), re-rooted where the directory is now,
+    with Hydra-style dotted overrides applied and validated against the schema."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    art = ArtifactSchema.from_run_dir(run_dir)
+    if not art.config_yaml.is_file():
+        raise ConfigError(f"'{run_dir}' is not a run directory (no config.yaml).",
+                          "pass outputs/<experiment>/runs/<run_id>.")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(StreetVisionConfig), OmegaConf.load(art.config_yaml))
+        cfg.merge_with_dotlist(list(overrides or []))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"Cannot apply the saved config or overrides: {exc}".splitlines()[0],
+                          "check the override keys against `streetvision config`.") from exc
+    for key, value in art.identity().items():
+        cfg[key] = value
+    check_config(cfg)
+    return cfg

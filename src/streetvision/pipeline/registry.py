@@ -1,31 +1,36 @@
-"""The phase registry: name -> spec (function, dependencies, config slice). Phases register themselves with
-:func:`phase`; only phases that exist are registered (nothing is a stub)."""
+"""The phase registry: name -> spec (function, directory, dependencies, config slice). A phase is one module in
+``streetvision/pipeline/phases/`` that registers itself with :func:`phase`; the run order is the phase DAG
+(``needs`` / ``uses``), not a list kept by hand."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from streetvision.errors import ConfigError
-from streetvision.pipeline.artifacts import PHASE_DIRS, ArtifactSchema
 
-# Canonical execution order: phase4 adapts the backbone that phase1 trains; phase2/phase5 read phase1's logits;
-# phase6 bundles them; evaluation scores the bundle.
-PHASE_ORDER = tuple(PHASE_DIRS)
+if TYPE_CHECKING:
+    from streetvision.pipeline.artifacts import ArtifactSchema
+
+PHASES_PACKAGE = "streetvision.pipeline.phases"
 
 
 @dataclass
 class PhaseContext:
-    """What a phase function gets: the config, the run's artifact paths, the console and the run's fingerprint."""
+    """What a phase function gets from the runner: its config view (:func:`config_view`), the run's artifact paths,
+    the console, its fingerprint (config slice + input checksums, for checkpoints) and which of the phases it
+    needs or uses are committed in this run."""
 
     cfg: DictConfig
     artifacts: ArtifactSchema
     console: Any
-    fingerprint: dict[str, Any] = field(default_factory=dict)  # config slice + input checksums (checkpoints)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    committed: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -45,48 +50,96 @@ class PhaseSpec:
     name: str
     run: Callable[[PhaseContext], PhaseResult]
     description: str
+    dir: str  # its directory in the run directory
     needs: tuple[str, ...] = ()  # phases whose committed outputs are required
     uses: tuple[str, ...] = ()  # phases whose outputs are used when present
-    config_keys: tuple[str, ...] = ()  # the config slice hashed for the up-to-date check
+    config_keys: tuple[str, ...] = ()  # what it computes depends on these keys: hashed for the up-to-date check
+    reads: tuple[str, ...] = ()  # keys it also reads that change how, not what (devices, trackers): not hashed
     auto: bool = False  # added to the plan automatically when a requested phase needs it
     fingerprint: Callable[[DictConfig], Any] | None = None  # extra state (e.g. a data folder listing)
     needs_if: Callable[[DictConfig], tuple[str, ...]] | None = None  # needs that depend on the config
 
     def needs_for(self, cfg: DictConfig) -> tuple[str, ...]:
-        """The phases whose committed outputs this phase requires under ``cfg``."""
+        """The phases whose committed outputs this phase requires under ``cfg`` (the whole config or its view)."""
         return (*self.needs, *(self.needs_if(cfg) if self.needs_if else ()))
 
 
 REGISTRY: dict[str, PhaseSpec] = {}
 
 
-def phase(name: str, description: str, **kwargs: Any) -> Callable[[Callable[[PhaseContext], PhaseResult]], Any]:
-    """Decorator registering a phase function under ``name``."""
-    if name not in PHASE_DIRS:
-        raise ValueError(f"phase {name!r} has no directory in PHASE_DIRS")
+def phase(name: str, description: str, *, dir: str, **kwargs: Any) -> Callable[[Callable], Callable]:  # noqa: A002
+    """Decorator registering a phase function under ``name``, writing into ``<run>/<dir>/``."""
 
     def wrap(fn: Callable[[PhaseContext], PhaseResult]) -> Callable[[PhaseContext], PhaseResult]:
-        REGISTRY[name] = PhaseSpec(name=name, run=fn, description=description, **kwargs)
+        REGISTRY[name] = PhaseSpec(name=name, run=fn, description=description, dir=dir, **kwargs)
         return fn
 
     return wrap
 
 
 def load_phases() -> dict[str, PhaseSpec]:
-    """Import the phase modules (which register themselves) and return the registry."""
-    import streetvision.pipeline.phases  # noqa: F401  (import registers)
-
+    """Import the phase modules (which register themselves), check the DAG, and return the registry."""
+    importlib.import_module(PHASES_PACKAGE)
+    check_dag(REGISTRY)
     return REGISTRY
 
 
-def check_phase_names(names: list[str]) -> None:
-    """Raise ConfigError naming any unknown phase and the valid choices.
+def check_dag(registry: dict[str, PhaseSpec]) -> None:
+    """Every dependency is a registered phase, no two phases share a directory, and the DAG has no cycle."""
+    dirs: dict[str, str] = {}
+    for spec in registry.values():
+        unknown = [d for d in (*spec.needs, *spec.uses) if d not in registry]
+        if unknown:
+            raise ValueError(f"phase {spec.name!r} depends on unregistered phase(s) {unknown}")
+        if spec.dir in dirs:
+            raise ValueError(f"phases {dirs[spec.dir]!r} and {spec.name!r} both write to directory {spec.dir!r}")
+        dirs[spec.dir] = spec.name
+    phase_order(registry, None)
 
-    Checked against PHASE_ORDER without importing the phase modules (torch, transformers, ...), so a config error
-    is reported instantly; a test keeps PHASE_ORDER and the registry identical."""
-    unknown = [n for n in names if n not in PHASE_ORDER]
+
+def phase_order(registry: dict[str, PhaseSpec], cfg: DictConfig | None) -> list[str]:
+    """Every registered phase, each after the phases it needs or uses (``needs_if`` too when ``cfg`` is given);
+    among phases free to go, data preparation (``auto``) first, then by name. ValueError on a cycle."""
+    deps = {n: {*(s.needs_for(cfg) if cfg is not None else s.needs), *s.uses} & set(registry)
+            for n, s in registry.items()}
+    order: list[str] = []
+    while len(order) < len(deps):
+        ready = sorted((n for n in deps if n not in order and deps[n] <= set(order)),
+                       key=lambda n: (not registry[n].auto, n))
+        if not ready:
+            raise ValueError(f"the phases {sorted(set(deps) - set(order))} depend on each other in a cycle")
+        order.append(ready[0])
+    return order
+
+
+def phase_dirs() -> dict[str, str]:
+    """Phase name -> its directory in a run (the ``dir`` each phase declares)."""
+    return {name: spec.dir for name, spec in load_phases().items()}
+
+
+def config_view(cfg: DictConfig, spec: PhaseSpec) -> DictConfig:
+    """The read-only view a phase gets: only its ``config_keys`` and ``reads`` (resolved), in struct mode, so a
+    read of any other key fails instead of silently escaping the up-to-date check."""
+    tree: dict[str, Any] = {}
+    for key in (*spec.config_keys, *spec.reads):
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        value = OmegaConf.select(cfg, key)
+        node[leaf] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    view = OmegaConf.create(tree)
+    OmegaConf.set_struct(view, True)
+    OmegaConf.set_readonly(view, True)
+    return view
+
+
+def check_phase_names(names: list[str]) -> None:
+    """Raise ConfigError naming any unknown phase and the valid choices (in run order)."""
+    registry = load_phases()
+    unknown = [n for n in names if n not in registry]
     if unknown:
-        valid = list(PHASE_ORDER)
+        valid = phase_order(registry, None)
         raise ConfigError(
             f"Unknown phase(s) in pipeline.phases: {', '.join(unknown)}. Valid phases: {', '.join(valid)}.",
             f"use e.g. pipeline.phases=[{','.join(valid)}].",

@@ -20,7 +20,8 @@ from streetvision.io.manifest import FileRecord, load_hash_memo, save_hash_memo,
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import DISTRIBUTED_PHASES, global_rank, publish_plan, read_plan, wait_for
 from streetvision.pipeline.lock import run_lock
-from streetvision.pipeline.registry import PHASE_ORDER, PhaseContext, PhaseSpec, load_phases
+from streetvision.pipeline.registry import (PhaseContext, PhaseSpec, check_phase_names, config_view, load_phases,
+                                            phase_order)
 
 
 @dataclass
@@ -37,7 +38,7 @@ def config_slice(cfg: DictConfig, spec: PhaseSpec) -> dict:
     """The part of the config a phase depends on, plus its fingerprint (hashed for up-to-date checks)."""
     out = {key: to_plain(OmegaConf.select(cfg, key)) for key in spec.config_keys}
     if spec.fingerprint is not None:
-        out["_fingerprint"] = spec.fingerprint(cfg)
+        out["_fingerprint"] = spec.fingerprint(config_view(cfg, spec))
     return out
 
 
@@ -61,7 +62,7 @@ def plan(cfg: DictConfig, artifacts: ArtifactSchema) -> list[PhaseSpec]:
         for dep in registry[name].needs_for(cfg):
             if registry[dep].auto and not _up_to_date(cfg, artifacts, registry[dep]):
                 wanted.add(dep)
-    ordered = [registry[n] for n in PHASE_ORDER if n in wanted]
+    ordered = [registry[n] for n in phase_order(registry, cfg) if n in wanted]
     for spec in ordered:
         for dep in spec.needs_for(cfg):
             if dep in wanted or registry[dep].auto:
@@ -91,6 +92,14 @@ def fingerprint(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> 
     (a training checkpoint resumes only under the same fingerprint)."""
     return {"config": config_slice(cfg, spec),
             "inputs": {r.path: r.sha256 for r in upstream_records(cfg, artifacts, spec)}}
+
+
+def phase_context(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, console: Console) -> PhaseContext:
+    """What the phase gets: its config view, the paths, the console, its fingerprint and its committed upstream."""
+    upstream = (*spec.needs_for(cfg), *spec.uses)
+    return PhaseContext(cfg=config_view(cfg, spec), artifacts=artifacts, console=console,
+                        fingerprint=fingerprint(cfg, artifacts, spec),
+                        committed=frozenset(d for d in upstream if committed(artifacts, d) is not None))
 
 
 def _up_to_date(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> bool:
@@ -140,6 +149,7 @@ def prepare_run_dir(cfg: DictConfig, artifacts: ArtifactSchema) -> None:
 def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseOutcome]:
     """Run the configured phases in order; return what each did (see pipeline.distributed for ranks > 0)."""
     console = console or Console()
+    check_phase_names(list(cfg.pipeline.phases))
     check_machine(cfg)
     artifacts = ArtifactSchema.from_config(cfg)
     prepare_run_dir(cfg, artifacts)
@@ -185,8 +195,7 @@ def _run_as_worker_rank(cfg: DictConfig, artifacts: ArtifactSchema) -> list[Phas
         for dep in (*spec.needs_for(cfg), *(u for u in spec.uses if u in planned)):
             wait_for(lambda d=dep: committed(artifacts, d) is not None, f"phase '{dep}' to be committed", 3600)
         start = time.perf_counter()
-        spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=Console(quiet=True),
-                              fingerprint=fingerprint(cfg, artifacts, spec)))
+        spec.run(phase_context(cfg, artifacts, spec, Console(quiet=True)))
         outcomes.append(PhaseOutcome(name, f"rank {global_rank()}", time.perf_counter() - start, {}))
     return outcomes
 
@@ -201,8 +210,7 @@ def _run_phase(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, cons
     manifest_path = artifacts.manifest(spec.name)
     manifest_path.unlink(missing_ok=True)  # uncommit first: a crash below leaves no manifest claiming old outputs
     started, start = utc_now(), time.perf_counter()
-    result = spec.run(PhaseContext(cfg=cfg, artifacts=artifacts, console=console,
-                                   fingerprint=fingerprint(cfg, artifacts, spec)))
+    result = spec.run(phase_context(cfg, artifacts, spec, console))
     upstream = [artifacts.run_dir / r.path for r in upstream_records(cfg, artifacts, spec)]
     metrics = dict(result.metrics, _summary=result.summary)
     manifest = StepManifest.build(

@@ -1,4 +1,8 @@
-"""Phase implementations; importing this package registers every phase that exists."""
+"""Phase implementations, one module each; importing this package registers every phase in it (a new phase is a
+new module here plus its config group: nothing else lists phases)."""
 
-from streetvision.pipeline.phases import splits  # noqa: F401
-from streetvision.pipeline.phases import evaluation, phase1, phase2, phase4, phase5, phase6  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -24,7 +24,7 @@ def learning_curves(art: ArtifactSchema) -> dict:
 
 
 @phase("evaluation", "bundle on the test split: clean + validator conditions, bootstrap CIs, HTML report",
-       needs=("phase6", "splits"), uses=("phase1", "phase4"), config_keys=("evaluation", "deploy"))
+       dir="evaluation", needs=("phase6", "splits"), uses=("phase1", "phase4"), config_keys=("evaluation", "deploy"))
 def run_evaluation(ctx: PhaseContext) -> PhaseResult:
     """Write evaluation/predictions.csv, metrics_summary.json, bootstrap_ci.json, stream_steps.csv and report.html."""
     cfg, art = ctx.cfg, ctx.artifacts

@@ -42,13 +42,12 @@ from streetvision.models.training import (
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
-from streetvision.pipeline.runner import committed
 
 
-def backbone_source(cfg: DictConfig, art: ArtifactSchema) -> str:
+def backbone_source(cfg: DictConfig, art: ArtifactSchema, committed: frozenset[str]) -> str:
     """phase4's merged backbone when requested or (by default) when committed; else ``model.backbone``."""
     use = cfg.model.init_from_explora
-    has_phase4 = committed(art, "phase4") is not None
+    has_phase4 = "phase4" in committed
     if use and not has_phase4:
         raise MissingArtifactError(
             "model.init_from_explora=true but phase4 has no committed (validated) backbone in this run.",
@@ -116,18 +115,20 @@ def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassi
 
 def phase1_loggers(cfg: DictConfig, art: ArtifactSchema) -> list:
     """The configured experiment trackers (logging.loggers) for this run's phase1."""
-    return make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase1", cfg.experiment_name, str(cfg.run_id),
+    run = art.identity()
+    return make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase1", run["experiment_name"], run["run_id"],
                         cfg.logging.wandb_project)
 
 
-@phase("phase1", "supervised training of backbone + head", needs=("splits",), uses=("phase4",),
-       config_keys=("seed", "model", "training", "hardware.precision", "phase1"))
+@phase("phase1", "supervised training of backbone + head", dir="phase1", needs=("splits",), uses=("phase4",),
+       config_keys=("seed", "model", "training", "hardware.precision", "phase1"),
+       reads=("hardware", "logging", "pipeline.force"))
 def run_phase1(ctx: PhaseContext) -> PhaseResult:
     """Train, then score the evaluation splits with the best weights and save everything."""
     cfg, art = ctx.cfg, ctx.artifacts
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     splits = load_splits(art.splits_json)
-    source = backbone_source(cfg, art)
+    source = backbone_source(cfg, art, ctx.committed)
     model = build_model(cfg, source, splits.class_names)
     trainable, total = trainable_parameters(model)
     ctx.console.print(f"backbone: {source}  finetune: {cfg.model.finetune}  trainable: {trainable:,} / {total:,} "

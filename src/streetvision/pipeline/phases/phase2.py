@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-import io
-
 from streetvision.eval.logits import read_logits
 from streetvision.metrics.classification import binary_metrics, softmax_probs
+from streetvision.metrics.policy import threshold_document
 from streetvision.metrics.thresholds import select_threshold
-from streetvision.io import atomic_write_json, atomic_write_text
+from streetvision.io import atomic_write_csv, atomic_write_json
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 from streetvision.validator.prior import prior_weights
 
 
-@phase("phase2", "decision-threshold sweep on val_select", needs=("phase1",), config_keys=("phase2", "deploy"))
+@phase("phase2", "decision-threshold sweep on val_select", dir="phase2", needs=("phase1",),
+       config_keys=("phase2", "deploy"))
 def run_phase2(ctx: PhaseContext) -> PhaseResult:
     """Write threshold_sweep.csv and thresholds.json."""
     cfg, art = ctx.cfg, ctx.artifacts
@@ -23,25 +22,19 @@ def run_phase2(ctx: PhaseContext) -> PhaseResult:
     prior = float(cfg.deploy.prior_roadwork)
     weights = prior_weights(val.labels, prior)  # the sweep counts images as if P(roadwork) were the deploy prior
     best, s = select_threshold(val.labels, probs, p2.metric, p2.n_thresholds, p2.max_fnr, weights)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["threshold", "mcc", "accuracy", "fnr", "fpr", "reward"])
-    for row in zip(s.thresholds, s.mcc, s.accuracy, s.fnr, s.fpr, s.reward):
-        writer.writerow([f"{v:.6f}" for v in row])
-    atomic_write_text(art.threshold_sweep_csv, buf.getvalue())
+    atomic_write_csv(art.threshold_sweep_csv, ["threshold", "mcc", "accuracy", "fnr", "fpr", "reward"],
+                     ([f"{v:.6f}" for v in row] for row in zip(s.thresholds, s.mcc, s.accuracy, s.fnr, s.fpr, s.reward)))
     at_best, at_half = binary_metrics(val.labels, probs, best, weights), binary_metrics(val.labels, probs, 0.5, weights)
     at_best_data_prior = binary_metrics(val.labels, probs, best)
-    class_names = val.class_names
-    atomic_write_json(art.thresholds_json, {
-        "policy_type": "threshold", "class_names": class_names, "probability_of": class_names[1],
-        "thresholds": {"best": best, "n_thresholds": int(p2.n_thresholds), "metric": str(p2.metric),
-                       "max_fnr": float(p2.max_fnr) if p2.metric == "fnr_constrained" else None},
+    selection = {"n_thresholds": int(p2.n_thresholds), "metric": str(p2.metric),
+                 "max_fnr": float(p2.max_fnr) if p2.metric == "fnr_constrained" else None}
+    atomic_write_json(art.thresholds_json, threshold_document(best, val.class_names, selection, {
         "tie_rule": "middle of the widest run of thresholds attaining the best value",
         "split": "val_select", "deploy_prior_roadwork": prior, "data_prior_roadwork": float(val.labels.mean()),
         "prior_method": "importance weights per class (streetvision.validator.prior)",
         "metrics_at_best": at_best, "metrics_at_0.5": at_half, "metrics_at_best_data_prior": at_best_data_prior,
         "sweep_csv": art.rel(art.threshold_sweep_csv),
-    })
+    }))
     return PhaseResult(
         outputs=[art.threshold_sweep_csv, art.thresholds_json],
         metrics={"threshold": best, "metric": str(p2.metric), "deploy_prior_roadwork": prior,

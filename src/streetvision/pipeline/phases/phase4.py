@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 from streetvision.data import synthetic
 from streetvision.data.datamodules import (ImageDataset, LabeledDataModule, LoaderOptions, UnlabeledDataModule,
                                           unlabeled_paths)
-from streetvision.data.decode import decode_image
 from streetvision.data.splits import load_splits
 from streetvision.data.transforms import EvalTransform, MultiCropTransform, Preprocess, TrainTransform
 from streetvision.errors import ConfigError, MissingArtifactError
@@ -98,6 +97,7 @@ def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
 
 
 @phase("phase4", "ExPLoRA extended pre-training (PEFT LoRA + unfrozen last block), merge and prove the merge",
+       dir="phase4_explora", reads=("hardware", "logging", "pipeline.force"),
        config_keys=("seed", "model.backbone", "model.explora", "phase4", "data.unlabeled", "hardware.precision",
                     "training.augment", "training.augment_level_probs", "training.gradient_clip",
                     "data.synthetic.seed", "data.synthetic.image_size"),  # synthetic unlabelled images use both
@@ -130,8 +130,9 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
         ctx.console.print(f"resuming phase4 from {art.rel(checkpointing.resume)}")
     trainer = make_trainer(plan, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
                            max_steps=int(p4.max_steps), checkpointing=checkpointing,
-                           loggers=make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase4", cfg.experiment_name,
-                                                str(cfg.run_id), cfg.logging.wandb_project))
+                           loggers=make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase4",
+                                                art.identity()["experiment_name"], art.identity()["run_id"],
+                                                cfg.logging.wandb_project))
     resume = checkpointing.resume
     run_fit(trainer, module, train_dataloaders=loader, ckpt_path=str(resume) if resume else None)
     if global_rank() > 0:

@@ -3,22 +3,19 @@ test, the decision threshold re-expressed on calibrated probabilities, and a cer
 
 from __future__ import annotations
 
-import csv
-import io
-
+from streetvision.models.temperature import fit_temperature
 from streetvision.metrics.calibration import (
     calibrated_probs,
     calibration_metrics,
-    fit_temperature,
     recalibrated_threshold,
 )
 from streetvision.eval.logits import read_logits
 from streetvision.metrics.classification import binary_metrics
-from streetvision.metrics.selective import apply_policy, decided_confidence, learn_then_test, risk_coverage_curve
+from streetvision.metrics.policy import THRESHOLD, Policy, decided_confidence, scrc_document
+from streetvision.metrics.selective import apply_policy, learn_then_test, risk_coverage_curve
 from streetvision.metrics.thresholds import select_threshold
-from streetvision.io import atomic_write_json, atomic_write_text, read_json
+from streetvision.io import atomic_write_csv, atomic_write_json
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
-from streetvision.pipeline.runner import committed
 from streetvision.validator.prior import prior_weights
 
 
@@ -28,8 +25,8 @@ def _improvement(pre: dict, post: dict) -> dict:
     return out
 
 
-@phase("phase5", "temperature scaling + certified selective policy on val_calib", needs=("phase1",),
-       uses=("phase2",), config_keys=("phase5", "phase2", "deploy"))
+@phase("phase5", "temperature scaling + certified selective policy on val_calib", dir="phase5_scrc",
+       needs=("phase1",), uses=("phase2",), config_keys=("phase5", "phase2", "deploy"))
 def run_phase5(ctx: PhaseContext) -> PhaseResult:
     """Write calibration_metrics.json, risk_coverage.csv and scrcparams.json."""
     cfg, art = ctx.cfg, ctx.artifacts
@@ -39,8 +36,8 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
     temperature = fit_temperature(calib.logits, calib.labels)  # fitted on val_calib ONLY
     calib_probs = calibrated_probs(calib.logits, temperature)
 
-    if committed(art, "phase2") is not None:
-        raw_threshold = float(read_json(art.thresholds_json)["thresholds"]["best"])
+    if "phase2" in ctx.committed:
+        raw_threshold = Policy.from_file(art.thresholds_json, THRESHOLD).decision_threshold
         threshold = recalibrated_threshold(raw_threshold, temperature)
         source = "phase2 (val_select), re-expressed on calibrated probabilities"
     else:
@@ -51,11 +48,8 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
     decisions, confidence = decided_confidence(calib_probs, threshold)
     policy = learn_then_test(confidence, decisions != calib.labels, p5.target_risk, p5.delta)
     coverage, risk, aurc = risk_coverage_curve(confidence, decisions != calib.labels)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["coverage", "selective_risk"])
-    writer.writerows([[f"{c:.6f}", f"{r:.6f}"] for c, r in zip(coverage, risk)])
-    atomic_write_text(art.risk_coverage_csv, buf.getvalue())
+    atomic_write_csv(art.risk_coverage_csv, ["coverage", "selective_risk"],
+                     ([f"{c:.6f}", f"{r:.6f}"] for c, r in zip(coverage, risk)))
 
     # Reporting only (after fitting): the untouched test split.
     test = read_logits(art.logits_csv("test"))
@@ -82,15 +76,12 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
     }
     test_metrics = binary_metrics(test.labels, test_probs, threshold)
     test_metrics_deploy = binary_metrics(test.labels, test_probs, threshold, prior_weights(test.labels, prior))
-    atomic_write_json(art.scrcparams_json, {
-        "policy_type": "scrc", "class_names": calib.class_names, "probability_of": calib.class_names[1],
-        "scrc_params": {"method": "temperature_scaling", "temperature": temperature,
-                        "decision_threshold": threshold, "decision_threshold_uncalibrated": raw_threshold,
-                        "threshold_source": source, "selective": selective},
-        "metrics": {"test_at_threshold": test_metrics, "test_at_threshold_deploy_prior": test_metrics_deploy,
-                    "deploy_prior_roadwork": prior, "prior_method": "importance weights per class"},
-        "calibration_metrics": art.rel(art.calibration_metrics_json),
-    })
+    atomic_write_json(art.scrcparams_json, scrc_document(
+        temperature, threshold, calib.class_names,
+        {"decision_threshold_uncalibrated": raw_threshold, "threshold_source": source}, selective,
+        {"metrics": {"test_at_threshold": test_metrics, "test_at_threshold_deploy_prior": test_metrics_deploy,
+                     "deploy_prior_roadwork": prior, "prior_method": "importance weights per class"},
+         "calibration_metrics": art.rel(art.calibration_metrics_json)}))
     pre, post = report["val_calib"]["pre_calibration"], report["val_calib"]["post_calibration"]
     return PhaseResult(
         outputs=[art.calibration_metrics_json, art.risk_coverage_csv, art.scrcparams_json],

@@ -6,19 +6,44 @@ from __future__ import annotations
 import json
 import shutil
 
-from streetvision.bundle.export import build_bundle
-from streetvision.bundle.hf_export import check_hf_parity, export_hf, is_exportable
+from omegaconf import OmegaConf
+
+from streetvision.bundle.export import BundleSources, build_bundle
+from streetvision.bundle.hf_export import check_hf_parity, export_hf
+from streetvision.bundle.hf_format import is_exportable
+from streetvision.errors import MissingArtifactError
+from streetvision.io import config_hash
+from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
-from streetvision.pipeline.runner import committed
 
 
-@phase("phase6", "self-contained bundle: model, policy, ONNX, probes, checksums", needs=("phase1",),
-       uses=("phase2", "phase5"), config_keys=("phase6",))
+def bundle_sources(art: ArtifactSchema, committed: frozenset[str]) -> BundleSources:
+    """The run files the bundle is built from: phase1's model, the splits, and phase5's policy (else phase2's)."""
+    if "phase5" in committed:
+        policy_type, policy_json, calibration = "scrc", art.scrcparams_json, art.calibration_metrics_json
+    elif "phase2" in committed:
+        policy_type, policy_json, calibration = "threshold", art.thresholds_json, None
+    else:
+        raise MissingArtifactError("phase6 needs a decision policy: neither phase5 (scrcparams.json) nor phase2 "
+                                   "(thresholds.json) is committed in this run.",
+                                   "add phase5 (or phase2) to pipeline.phases, e.g. pipeline.phases=[phase1,phase2,"
+                                   "phase5,phase6].")
+    identity = art.identity()
+    lineage = {"run_id": identity["run_id"], "experiment_name": identity["experiment_name"],
+               "config_hash": config_hash(OmegaConf.to_container(OmegaConf.load(art.config_yaml)))}
+    return BundleSources(model_dir=art.phase1_model_dir, splits_json=art.splits_json,
+                         phase1_metrics_json=art.metrics_json("phase1"), policy_type=policy_type,
+                         policy_json=policy_json, calibration_metrics_json=calibration, lineage=lineage)
+
+
+@phase("phase6", "self-contained bundle: model, policy, ONNX, probes, checksums", dir="export",
+       needs=("phase1",), uses=("phase2", "phase5"), config_keys=("phase6",))
 def run_phase6(ctx: PhaseContext) -> PhaseResult:
     """Build export/bundle and export/bundle.json, and export/hf when the model is exportable."""
     art = ctx.artifacts
-    done = {p for p in ("phase2", "phase5") if committed(art, p) is not None}
-    summary = build_bundle(ctx.cfg, art, done)
+    summary = build_bundle(bundle_sources(art, ctx.committed), ctx.cfg.phase6, art.bundle_dir,
+                           art.bundle_pointer_json)
+    summary["bundle_dir"] = art.rel(art.bundle_dir)
     diff = summary["onnx_max_abs_diff"]
     outputs = [art.bundle_dir, art.bundle_pointer_json]
     spec = json.loads((art.bundle_dir / "model" / "model.json").read_text())

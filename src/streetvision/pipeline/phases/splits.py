@@ -55,7 +55,7 @@ def _size_stats(values: list[int]) -> dict[str, float]:
     return {"min": min(values), "median": median(values), "max": max(values)} if values else {}
 
 
-@phase("splits", "decode, quarantine, de-duplicate and split the labelled data", auto=True,
+@phase("splits", "decode, quarantine, de-duplicate and split the labelled data", dir="data", auto=True,
        config_keys=("data",), fingerprint=source_fingerprint)
 def run_splits(ctx: PhaseContext) -> PhaseResult:
     """Write data_report.json and splits.json for the configured source."""

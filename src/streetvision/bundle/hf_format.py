@@ -1,0 +1,132 @@
+"""The Hugging Face folder format StreetVision writes and reads: what an export must be (a DINOv2 with
+``cls_mean`` pooling and a linear head), how calibration and threshold are folded into its classifier
+(:func:`folded_score`), and how such a folder is loaded back (:func:`load_hf_model`) behind the Predictor API.
+
+The calibration and the decision threshold are folded into the classifier: with ``z`` our logits, ``T`` the
+temperature and ``t`` the threshold on the calibrated probability, the exported logits are ``z / T`` shifted by
+``-logit(t) / 2`` (roadwork) and ``+logit(t) / 2`` (none), so the pipeline's "Roadwork" score is
+``sigmoid(logit(p) - logit(t))`` for the calibrated ``p``: it crosses 0.5 exactly at the chosen threshold and is
+monotone in ``p``. A loaded export therefore has temperature 1 and threshold 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from streetvision.data.transforms import CENTRE_CROP, SQUASH, Preprocess
+from streetvision.errors import ConfigError, IntegrityError
+from streetvision.validator.prior import CHALLENGE_TYPE
+
+EXPORTABLE_POOLING = "cls_mean"
+EXPORTABLE_HEAD = "linear"
+POSITIVE_LABEL = CHALLENGE_TYPE[1]
+HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "model_card.json", "README.md")
+THRESHOLD_CLIP = 1e-6
+PARITY_TOLERANCE = 1e-4
+
+
+def logit(p: float) -> float:
+    """log(p / (1 - p)), with p clipped to [THRESHOLD_CLIP, 1 - THRESHOLD_CLIP]."""
+    p = min(max(float(p), THRESHOLD_CLIP), 1 - THRESHOLD_CLIP)
+    return math.log(p) - math.log1p(-p)
+
+
+def folded_score(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """The exported pipeline's "Roadwork" score for calibrated probabilities ``probs``: sigmoid(logit(p) - logit(t))."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1 - 1e-12)
+    z = np.log(p) - np.log1p(-p) - logit(threshold)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def check_exportable(spec: dict[str, Any], model_type: str) -> None:
+    """Raise ConfigError unless the classifier maps onto Dinov2ForImageClassification."""
+    if model_type != "dinov2":
+        raise ConfigError(f"The Hugging Face export needs a DINOv2 backbone; this one is '{model_type}'.",
+                          "train with a DINOv2 backbone (model=dinov2_small, dinov2_base, dinov2_tiny).")
+    if spec.get("pooling") != EXPORTABLE_POOLING or spec.get("head") != EXPORTABLE_HEAD:
+        raise ConfigError(f"The Hugging Face export needs model.pooling={EXPORTABLE_POOLING} and "
+                          f"model.head={EXPORTABLE_HEAD} (what Dinov2ForImageClassification computes); this model "
+                          f"has pooling '{spec.get('pooling')}' and head '{spec.get('head')}'.",
+                          f"retrain with model.pooling={EXPORTABLE_POOLING} model.head={EXPORTABLE_HEAD}; the "
+                          "StreetVision bundle itself serves any pooling.")
+
+
+def is_exportable(spec: dict[str, Any], model_type: str) -> bool:
+    """Whether :func:`check_exportable` passes."""
+    try:
+        check_exportable(spec, model_type)
+        return True
+    except ConfigError:
+        return False
+
+
+BILINEAR = 2  # PIL's code, as preprocessor_config.json stores "resample"
+
+
+def preprocess_from_processor(raw: dict[str, Any], where: str) -> Preprocess:
+    """Our Preprocess for a preprocessor_config.json: resize the short side to S and centre-crop S x S (what
+    :func:`export_hf` writes), or resize to S x S without a crop; bilinear, scaled by 1/255, normalised. Anything
+    else would be scored differently from the miner's pipeline, so it is refused, naming the fields."""
+    size, crop = raw.get("size") or {}, raw.get("crop_size") or {}
+    side, rule = None, None
+    if raw.get("do_resize", True) and raw.get("do_center_crop") and size.get("shortest_edge") is not None \
+            and crop.get("height") == crop.get("width") == size["shortest_edge"]:
+        side, rule = int(size["shortest_edge"]), CENTRE_CROP
+    elif raw.get("do_resize", True) and not raw.get("do_center_crop") and size.get("height") is not None \
+            and size.get("height") == size.get("width"):
+        side, rule = int(size["height"]), SQUASH
+    rescale = raw.get("do_rescale", True) and abs(float(raw.get("rescale_factor", 1 / 255)) - 1 / 255) < 1e-9
+    if side is None or raw.get("resample", BILINEAR) != BILINEAR or not rescale:
+        raise IntegrityError(f"'{where}': size {size}, crop_size {crop}, do_center_crop {raw.get('do_center_crop')}, "
+                             f"resample {raw.get('resample')}, rescale_factor {raw.get('rescale_factor')}: the "
+                             f"Predictor reproduces a square bilinear input (short side resized and centre-cropped "
+                             f"to S, or resized to S x S) scaled by 1/255.",
+                             "export the model with `streetvision export RUN --format hf`, or score this folder "
+                             "with transformers.pipeline directly.")
+    normalise = raw.get("do_normalize", True)
+    return Preprocess.from_dict({"size": side, "mean": raw.get("image_mean") if normalise else [0.0] * 3,
+                                 "std": raw.get("image_std") if normalise else [1.0] * 3, "resize_rule": rule})
+
+
+def load_hf_model(hf_dir: Path, backend: str = "torch") -> tuple[torch.nn.Module, Preprocess, list[str], int]:
+    """(model, preprocessing, class names [negative, positive], index of the "Roadwork" logit) of a Hugging Face
+    export (config.json + preprocessor_config.json): AutoModelForImageClassification (safetensors only, no remote
+    code), preprocessing from preprocessor_config.json, class names from id2label."""
+    from transformers import AutoModelForImageClassification
+
+    hf_dir = Path(hf_dir)
+    if backend != "torch":
+        raise ConfigError(f"The Hugging Face export '{hf_dir}' has no {backend} model.",
+                          "use backend='torch' (ONNX is served from a StreetVision bundle).")
+    missing = [n for n in ("config.json", "preprocessor_config.json") if not (hf_dir / n).is_file()]
+    if missing:
+        raise IntegrityError(f"'{hf_dir}' is neither a StreetVision bundle (no bundle.json) nor a Hugging Face "
+                             f"export (no {', '.join(missing)}).",
+                             "pass an export/bundle or export/hf folder, or a Hub repo id published with "
+                             "`streetvision publish`.")
+    try:
+        config = json.loads((hf_dir / "config.json").read_text())
+        preprocess = preprocess_from_processor(json.loads((hf_dir / "preprocessor_config.json").read_text()),
+                                               str(hf_dir / "preprocessor_config.json"))
+        labels = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"'{hf_dir}': config.json or preprocessor_config.json is malformed ({exc}).",
+                             "re-export it with `streetvision export RUN --format hf`.") from exc
+    if sorted(labels) != [0, 1] or POSITIVE_LABEL not in labels.values():
+        raise IntegrityError(f"'{hf_dir / 'config.json'}': id2label {labels} is not two classes with "
+                             f"'{POSITIVE_LABEL}' (the label the NATIX miner answers).",
+                             "re-export it with `streetvision export RUN --format hf`.")
+    positive = next(i for i, name in labels.items() if name == POSITIVE_LABEL)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(str(hf_dir), use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise IntegrityError(f"'{hf_dir}' does not load as an image classifier from safetensors "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).",
+                             "re-export it with `streetvision export RUN --format hf`.") from exc
+    return model, preprocess, [labels[1 - positive], labels[positive]], positive
