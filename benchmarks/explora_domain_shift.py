@@ -42,6 +42,8 @@ from streetvision.models.explora import ExploraModule  # noqa: E402
 from streetvision.models.devices import resolve_devices  # noqa: E402
 from streetvision.models.training import make_trainer  # noqa: E402
 from streetvision.pipeline.artifacts import ArtifactSchema  # noqa: E402
+from streetvision.pipeline.phases.phase1 import train_settings  # noqa: E402
+from streetvision.pipeline.phases.phase4 import explora_settings  # noqa: E402
 from streetvision.pipeline.runner import run_pipeline  # noqa: E402
 
 
@@ -52,8 +54,9 @@ def pretrain_source(out: Path, images: list[Path], epochs: int, cfg) -> None:
     pre = preprocess_for(backbone, "dinov2-tiny")
     dm = UnlabeledDataModule(images, MultiCropTransform(pre, 56), batch_size=32)
     loader = dm.train_dataloader()
-    module = ExploraModule(backbone, "dino", cfg.phase4, total_steps=epochs * len(loader))
-    trainer = make_trainer(resolve_devices(cfg.hardware), cfg.training, [], epochs, out.parent, validate=False)
+    module = ExploraModule(backbone, "dino", explora_settings(cfg.phase4), total_steps=epochs * len(loader))
+    trainer = make_trainer(resolve_devices(cfg.hardware), train_settings(cfg.training).trainer, [], epochs, out.parent,
+                           validate=False)
     trainer.fit(module, train_dataloaders=loader)
     module.student.save_pretrained(out, safe_serialization=True)
 

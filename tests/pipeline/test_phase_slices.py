@@ -33,8 +33,7 @@ HOW_NOT_WHAT = {"hardware": "devices, loader workers, decode cache and compile c
                 "training.progress_bar": "display only"}
 NOT_IN_SLICE = {"splits": {}, "phase2": {}, "phase5": {}, "evaluation": {},
                 "phase1": {**RUN_IDENTITY, **RUNNER, **HOW_NOT_WHAT},
-                "phase4": {**RUN_IDENTITY, **RUNNER, **HOW_NOT_WHAT,
-                           "training.grad_accum": "phase4 replaces it by phase4.grad_accum before make_trainer"},
+                "phase4": {**RUN_IDENTITY, **RUNNER, **HOW_NOT_WHAT},
                 "phase6": {**RUN_IDENTITY, WHOLE_CONFIG: "to_plain(cfg): the bundle's lineage records the hash of "
                                                          "the whole config as provenance, nothing it computes"}}
 CONFIG_METHODS = {"copy", "get", "items", "keys", "values"}

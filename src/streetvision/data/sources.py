@@ -10,8 +10,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
-
 from streetvision.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -23,6 +21,17 @@ class Sample:
 
     path: Path
     label: int
+
+
+@dataclass(frozen=True)
+class HFSource:
+    """A Hugging Face ``datasets`` dataset: a save_to_disk directory, a parquet file or a directory of parquet
+    files (``path``); ``split`` picks one split of a DatasetDict (None: the first)."""
+
+    path: str | None
+    split: str | None
+    image_column: str
+    label_column: str
 
 
 @dataclass
@@ -100,34 +109,34 @@ def list_csv(csv_path: Path, class_names: list[str]) -> Listing:
     return Listing(root, samples, skipped)
 
 
-def list_hf(cfg: DictConfig, cache_dir: Path, class_names: list[str]) -> Listing:
+def list_hf(source: HFSource, cache_dir: Path, class_names: list[str]) -> Listing:
     """A `datasets` dataset (save_to_disk directory or parquet), its images written once into ``cache_dir``."""
     try:
         import datasets
     except ImportError as exc:
         raise ConfigError("data.source=hf needs the `datasets` library.",
                           "install the extra: pip install -e '.[hf]'.") from exc
-    path = Path(cfg.hf.path or "")
-    if not cfg.hf.path or not path.exists():
-        raise ConfigError(f"data.hf.path '{cfg.hf.path}' does not exist.", "set data.hf.path=PATH.")
+    path = Path(source.path or "")
+    if not source.path or not path.exists():
+        raise ConfigError(f"data.hf.path '{source.path}' does not exist.", "set data.hf.path=PATH.")
     if path.is_file() or any(path.glob("*.parquet")):
         files = [str(path)] if path.is_file() else sorted(str(p) for p in path.glob("*.parquet"))
         ds = datasets.load_dataset("parquet", data_files=files, split="train")
     else:
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
-            ds = ds[cfg.hf.split or next(iter(ds))]
-    for column in (cfg.hf.image_column, cfg.hf.label_column):
+            ds = ds[source.split or next(iter(ds))]
+    for column in (source.image_column, source.label_column):
         if column not in ds.column_names:
             raise DataError(f"HF dataset has no column '{column}'; columns: {ds.column_names}.",
                             "set data.hf.image_column / data.hf.label_column.")
-    ds = ds.cast_column(cfg.hf.image_column, datasets.Image(decode=False))
-    label_names = getattr(ds.features[cfg.hf.label_column], "names", None)
+    ds = ds.cast_column(source.image_column, datasets.Image(decode=False))
+    label_names = getattr(ds.features[source.label_column], "names", None)
     samples = []
     for i, row in enumerate(ds):
-        raw = row[cfg.hf.label_column]
+        raw = row[source.label_column]
         label = _parse_label(label_names[raw] if label_names else str(raw), class_names, f"row {i}")
-        data = row[cfg.hf.image_column]
+        data = row[source.image_column]
         blob = data["bytes"] if data.get("bytes") is not None else Path(data["path"]).read_bytes()
         out = cache_dir / class_names[label] / f"{i:07d}_{hashlib.sha256(blob).hexdigest()[:12]}.img"
         if not out.exists():

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
@@ -34,6 +34,22 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 OBJECTIVES = ("dino", "masked")
+
+
+@dataclass(frozen=True)
+class ExploraSettings:
+    """What :class:`ExploraModule` reads: the optimizer and schedule, and each objective's hyper-parameters."""
+
+    lr: float
+    weight_decay: float
+    warmup_fraction: float  # of the total optimizer steps (linear warm-up, then cosine decay)
+    ema_momentum: float  # dino: the teacher's EMA momentum at step 0 (cosine-scheduled to 1)
+    dino_out_dim: int  # dino: prototypes of the projection head
+    n_global_crops: int  # dino: the first views of a batch, which the teacher sees
+    teacher_temp: float
+    student_temp: float
+    center_momentum: float  # dino: the teacher centre's EMA momentum
+    mask_ratio: float  # masked: fraction of patches masked
 
 
 def num_blocks(backbone: PreTrainedModel) -> int:
@@ -108,7 +124,7 @@ def patchify(x: torch.Tensor, patch: int) -> torch.Tensor:
 class ExploraModule(L.LightningModule):
     """Self-supervised (or labelled) extended pre-training of a PEFT-parameterised backbone."""
 
-    def __init__(self, student: PeftModel, objective: str, phase4: DictConfig, total_steps: int,
+    def __init__(self, student: PeftModel, objective: str, settings: ExploraSettings, total_steps: int,
                  gather_embeddings: bool = False, num_classes: int = 2, compile_backend: str | None = None) -> None:
         super().__init__()
         if objective not in (*OBJECTIVES, "supervised"):
@@ -116,18 +132,18 @@ class ExploraModule(L.LightningModule):
                               f"{', '.join(OBJECTIVES)}.", "set model.explora.objective=dino|masked.")
         self.student = student
         self.objective = objective
-        self.cfg = phase4
+        self.settings = settings
         self.total_steps = max(1, total_steps)
         self.gather_embeddings = gather_embeddings
         dim = embedding_dim(student)
         self.patch = int(student.config.patch_size)
         if objective == "dino":
-            self.head = DINOHead(dim, int(phase4.dino_out_dim))
+            self.head = DINOHead(dim, int(settings.dino_out_dim))
             self.teacher = copy.deepcopy(student)
             self.teacher_head = copy.deepcopy(self.head)
             for p in (*self.teacher.parameters(), *self.teacher_head.parameters()):
                 p.requires_grad = False
-            self.register_buffer("center", torch.zeros(1, int(phase4.dino_out_dim)))
+            self.register_buffer("center", torch.zeros(1, int(settings.dino_out_dim)))
             self.register_buffer("center_ready", torch.zeros((), dtype=torch.bool))
         elif objective == "masked":
             self.head = nn.Linear(dim, self.patch * self.patch * 3)
@@ -151,16 +167,16 @@ class ExploraModule(L.LightningModule):
 
     # -- objectives -----------------------------------------------------------------------------------
     def _dino_step(self, views: list[torch.Tensor]) -> torch.Tensor:
-        n_global = int(self.cfg.n_global_crops)
+        n_global = int(self.settings.n_global_crops)
         with torch.no_grad():
             t_out = [self.teacher_head(pooled_embedding(self.teacher, v)) for v in views[:n_global]]
             if not bool(self.center_ready):  # start the centre at the first batch mean, not at zero, so the
                 self._update_center(torch.cat(t_out), momentum=0.0)  # targets do not jump in the first steps
                 self.center_ready.fill_(True)
-            t_probs = [torch.softmax((t - self.center) / float(self.cfg.teacher_temp), dim=-1) for t in t_out]
+            t_probs = [torch.softmax((t - self.center) / float(self.settings.teacher_temp), dim=-1) for t in t_out]
             self._update_center(torch.cat(t_out))
         s_out = [self.head(pooled_embedding(self.student, v)) for v in views]
-        return dino_loss(s_out, t_probs, float(self.cfg.student_temp))
+        return dino_loss(s_out, t_probs, float(self.settings.student_temp))
 
     @torch.no_grad()
     def _update_center(self, teacher_out: torch.Tensor, momentum: float | None = None) -> None:
@@ -169,13 +185,13 @@ class ExploraModule(L.LightningModule):
         if self.gather_embeddings and dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_center)  # centre over the global batch, as DINO does
             dist.all_reduce(count)
-        m = float(self.cfg.center_momentum) if momentum is None else momentum
+        m = float(self.settings.center_momentum) if momentum is None else momentum
         self.center.mul_(m).add_(batch_center / count, alpha=1 - m)
 
     def _masked_step(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         n = (x.shape[-1] // self.patch) * (x.shape[-2] // self.patch)
-        n_mask = max(1, int(round(float(self.cfg.mask_ratio) * n)))
+        n_mask = max(1, int(round(float(self.settings.mask_ratio) * n)))
         scores = torch.rand(b, n, device=x.device)
         mask = torch.zeros(b, n, dtype=torch.bool, device=x.device)
         mask.scatter_(1, scores.argsort(dim=1)[:, :n_mask], True)
@@ -201,7 +217,7 @@ class ExploraModule(L.LightningModule):
         if self.objective != "dino":
             return
         progress = self.global_step / self.total_steps
-        m = 1 - (1 - float(self.cfg.ema_momentum)) * (math.cos(math.pi * min(1.0, progress)) + 1) / 2
+        m = 1 - (1 - float(self.settings.ema_momentum)) * (math.cos(math.pi * min(1.0, progress)) + 1) / 2
         with torch.no_grad():
             for src, dst in ((self.student, self.teacher), (self.head, self.teacher_head)):
                 for ps, pt in zip(src.parameters(), dst.parameters()):
@@ -209,8 +225,8 @@ class ExploraModule(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("teacher")]
-        opt = torch.optim.AdamW(params, lr=float(self.cfg.lr), weight_decay=float(self.cfg.weight_decay))
-        warmup = int(round(float(self.cfg.warmup_fraction) * self.total_steps))
+        opt = torch.optim.AdamW(params, lr=float(self.settings.lr), weight_decay=float(self.settings.weight_decay))
+        warmup = int(round(float(self.settings.warmup_fraction) * self.total_steps))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, self.total_steps, warmup))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

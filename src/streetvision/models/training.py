@@ -1,6 +1,6 @@
 """Supervised training with Lightning: the LightningModule, best-state tracking, the learning-curve writer, the
 trainer factory (for a models.devices plan: devices, precision, strategy), in-place backbone compilation and
-batched prediction."""
+batched prediction. Settings arrive as the frozen dataclasses below (built by the phases from their config)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -31,6 +30,31 @@ from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
 
 LOSSES = CHOICES["training.loss"]
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """What :func:`make_trainer` hands the Lightning Trainer besides the device plan and the epoch budget."""
+
+    grad_accum: int  # batches per optimizer step (accumulate_grad_batches)
+    gradient_clip: float  # gradient norm clip (gradient_clip_val)
+    progress_bar: bool
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What :class:`ClassifierModule` (optimizer, schedule, loss) and :func:`fit_classifier` (epoch budget, early
+    stopping, ``trainer``) read."""
+
+    lr: float  # parameters under ``head_prefix``
+    backbone_lr: float  # every other trainable parameter
+    weight_decay: float
+    warmup_fraction: float  # of the total optimizer steps (linear warm-up, then cosine decay)
+    loss: str  # one of LOSSES
+    focal_gamma: float  # loss="focal" only
+    epochs: int
+    early_stopping_patience: int  # validations without val_score improvement; 0 disables
+    trainer: TrainerSettings
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float,
@@ -83,7 +107,7 @@ class ClassifierModule(L.LightningModule):
     """Trains any ``inputs -> logits`` module; selects on ``val_score`` = val_select MCC - 1e-3 * val loss
     (the loss term only breaks MCC ties, which are common on small validation sets)."""
 
-    def __init__(self, model: nn.Module, training: DictConfig, total_steps: int,
+    def __init__(self, model: nn.Module, training: TrainSettings, total_steps: int,
                  class_weights: torch.Tensor | None = None, head_prefix: str = "head.",
                  compile_backend: str | None = None, compile_path: str = "model.backbone") -> None:
         super().__init__()
@@ -235,7 +259,7 @@ class CurveWriter(Callback):
             atomic_write_text(self.path, buf.getvalue())
 
 
-def make_trainer(plan: DevicePlan, training: DictConfig, callbacks: list[Callback], max_epochs: int,
+def make_trainer(plan: DevicePlan, training: TrainerSettings, callbacks: list[Callback], max_epochs: int,
                  root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1,
                  checkpointing: Checkpointing | None = None, loggers: list[Logger] | None = None) -> L.Trainer:
     """A Lightning Trainer for ``plan`` (see models.devices) and ``training``, logging to ``loggers``
@@ -275,7 +299,7 @@ def run_fit(trainer: L.Trainer, module: L.LightningModule, **loaders: Any) -> No
 
 
 def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, plan: DevicePlan,
-                   training: DictConfig, curve_path: os.PathLike[str], root_dir: os.PathLike[str],
+                   training: TrainSettings, curve_path: os.PathLike[str], root_dir: os.PathLike[str],
                    checkpointing: Checkpointing | None = None, loggers: list[Logger] | None = None) -> dict:
     """Fit with early stopping on ``val_score``; the module ends with the best weights. Returns the best epoch
     (read from the learning curve, which spawned DDP workers write too), world size, strategy, accelerator,
@@ -284,8 +308,8 @@ def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader,
     callbacks: list[Callback] = [best, CurveWriter(curve_path)]
     if training.early_stopping_patience > 0:
         callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
-    trainer = make_trainer(plan, training, callbacks, int(training.epochs), root_dir, checkpointing=checkpointing,
-                           loggers=loggers)
+    trainer = make_trainer(plan, training.trainer, callbacks, int(training.epochs), root_dir,
+                           checkpointing=checkpointing, loggers=loggers)
     resume = checkpointing.resume if checkpointing else None
     run_fit(trainer, module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
     with open(curve_path, newline="") as handle:

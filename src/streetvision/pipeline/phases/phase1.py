@@ -34,6 +34,8 @@ from streetvision.models.embedding_cache import cached_embeddings
 from streetvision.models.tracking import make_loggers
 from streetvision.models.training import (
     ClassifierModule,
+    TrainerSettings,
+    TrainSettings,
     class_weights,
     fit_classifier,
     optimizer_steps_per_epoch,
@@ -67,6 +69,17 @@ def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> Roadwor
                                lora.dropout, list(lora.target_modules) or None, lora.use_dora)
 
 
+def train_settings(training: DictConfig) -> TrainSettings:
+    """The settings models.training reads, from ``cfg.training``."""
+    return TrainSettings(
+        lr=float(training.lr), backbone_lr=float(training.backbone_lr), weight_decay=float(training.weight_decay),
+        warmup_fraction=float(training.warmup_fraction), loss=str(training.loss),
+        focal_gamma=float(training.focal_gamma), epochs=int(training.epochs),
+        early_stopping_patience=int(training.early_stopping_patience),
+        trainer=TrainerSettings(grad_accum=int(training.grad_accum), gradient_clip=float(training.gradient_clip),
+                                progress_bar=bool(training.progress_bar)))
+
+
 def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> LabeledDataModule:
     pre = spec_preprocess(model.spec)
     train_tf = TrainTransform(pre, cfg.training.augment, tuple(cfg.training.augment_level_probs))
@@ -89,12 +102,11 @@ def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier
     bs = int(cfg.training.batch_size)
     train = DataLoader(data["train"], batch_size=bs, shuffle=True)
     val = DataLoader(data["val_select"], batch_size=512)
-    module = ClassifierModule(model.head, cfg.training,
+    training = replace(train_settings(cfg.training), epochs=epochs)
+    module = ClassifierModule(model.head, training,
                               total_steps=epochs * optimizer_steps_per_epoch(train, plan.world_size),
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               head_prefix="")
-    training = cfg.training.copy()
-    training.epochs = epochs
     info = fit_classifier(module, train, val, replace(plan, compile=False), training, art.training_curve_csv,
                           art.phase_dir("phase1"),  # nothing to compile: the head trains on cached embeddings
                           loggers=phase1_loggers(cfg, art))
@@ -106,10 +118,11 @@ def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassi
     """LoRA or full fine-tuning with validator-style augmentation (the backbone compiled when requested)."""
     train = dm.train_dataloader()
     steps = int(cfg.training.epochs) * optimizer_steps_per_epoch(train, plan.world_size, cfg.training.grad_accum)
-    module = ClassifierModule(model, cfg.training, total_steps=steps,
+    training = train_settings(cfg.training)
+    module = ClassifierModule(model, training, total_steps=steps,
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               compile_backend=plan.compile_backend if plan.compile else None)
-    return fit_classifier(module, train, dm.val_dataloader(), plan, cfg.training, art.training_curve_csv,
+    return fit_classifier(module, train, dm.val_dataloader(), plan, training, art.training_curve_csv,
                           art.phase_dir("phase1"), checkpointing, phase1_loggers(cfg, art))
 
 

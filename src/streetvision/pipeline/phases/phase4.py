@@ -19,6 +19,7 @@ from streetvision.io import atomic_write_json, replace_dir
 from streetvision.models.backbones import load_backbone, preprocess_for
 from streetvision.models.explora import (
     ExploraModule,
+    ExploraSettings,
     backbone_outputs,
     explora_parameterise,
     save_merged,
@@ -28,7 +29,7 @@ from streetvision.models.explora import (
 from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import resolve_devices
 from streetvision.models.tracking import make_loggers
-from streetvision.models.training import make_trainer, optimizer_steps_per_epoch, run_fit
+from streetvision.models.training import TrainerSettings, make_trainer, optimizer_steps_per_epoch, run_fit
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
@@ -89,6 +90,15 @@ def validation_batch(paths: list[Path], pre: Preprocess, n: int) -> torch.Tensor
     return torch.stack([ds[i] for i in range(min(n, len(ds)))])
 
 
+def explora_settings(p4: DictConfig) -> ExploraSettings:
+    """The settings models.explora reads, from ``cfg.phase4``."""
+    return ExploraSettings(
+        lr=float(p4.lr), weight_decay=float(p4.weight_decay), warmup_fraction=float(p4.warmup_fraction),
+        ema_momentum=float(p4.ema_momentum), dino_out_dim=int(p4.dino_out_dim), n_global_crops=int(p4.n_global_crops),
+        teacher_temp=float(p4.teacher_temp), student_temp=float(p4.student_temp),
+        center_momentum=float(p4.center_momentum), mask_ratio=float(p4.mask_ratio))
+
+
 def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
     """Labelled ExPLoRA and ``data.unlabeled.source=train_split`` read splits.json: then phase4 needs the splits
     phase (added to the plan, recorded among phase4's inputs, so a changed split makes phase4 stale)."""
@@ -120,15 +130,16 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     plan = resolve_devices(cfg.hardware)
     steps_per_epoch = optimizer_steps_per_epoch(loader, plan.world_size, p4.grad_accum)
     total = p4.max_steps if p4.max_steps > 0 else int(p4.epochs) * steps_per_epoch
-    module = ExploraModule(student, objective, p4, total, ex.gather_embeddings,
+    module = ExploraModule(student, objective, explora_settings(p4), total, ex.gather_embeddings,
                            compile_backend=plan.compile_backend if plan.compile else None)
-    training = cfg.training.copy()
-    training.grad_accum = p4.grad_accum
+    # phase4's own gradient accumulation; clipping and the progress bar as in phase1
+    trainer_settings = TrainerSettings(grad_accum=int(p4.grad_accum), gradient_clip=float(cfg.training.gradient_clip),
+                                       progress_bar=bool(cfg.training.progress_bar))
     checkpointing = Checkpointing.prepare(art.checkpoint_dir("phase4"), ctx.fingerprint, "phase4",
                                           bool(cfg.pipeline.force))
     if checkpointing.resume:
         ctx.console.print(f"resuming phase4 from {art.rel(checkpointing.resume)}")
-    trainer = make_trainer(plan, training, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
+    trainer = make_trainer(plan, trainer_settings, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
                            max_steps=int(p4.max_steps), checkpointing=checkpointing,
                            loggers=make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase4",
                                                 art.identity()["experiment_name"], art.identity()["run_id"],

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from streetvision.config import SPLIT_NAMES
 from streetvision.data import synthetic
-from streetvision.data.sources import Listing, folder_fingerprint, list_csv, list_folder, list_hf
+from streetvision.data.sources import HFSource, Listing, folder_fingerprint, list_csv, list_folder, list_hf
 from streetvision.data.splits import (assign_splits, check_quality, group_duplicates, quarantine_label_conflicts, scan,
                                       write_splits)
 from streetvision.io import atomic_write_json
@@ -38,7 +38,9 @@ def list_source(cfg: DictConfig, artifacts: ArtifactSchema) -> Listing:
 
             raise ConfigError("'data.csv_path' is not set.", "pass data.csv_path=PATH.")
         return list_csv(Path(data.csv_path), names)
-    return list_hf(data, artifacts.phase_dir("splits") / "hf_images", names)
+    hf = HFSource(path=data.hf.path, split=data.hf.split, image_column=str(data.hf.image_column),
+                  label_column=str(data.hf.label_column))
+    return list_hf(hf, artifacts.phase_dir("splits") / "hf_images", names)
 
 
 def source_fingerprint(cfg: DictConfig) -> Any:
