@@ -176,7 +176,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         samples = write_dataset(out, n=args.synthetic, domain=args.domain, seed=args.seed + 7)
         what = f"{args.synthetic} synthetic {args.domain} scenes"
     summary, intervals, paths = evaluate_to_dir(bundle, samples, Path(args.out), args.seed, args.resamples, what,
-                                                args.backend)
+                                                args.backend, console=console)
     print_table(summary, intervals, console, paths[-1])
     return 0
 
@@ -193,10 +193,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     listing = list_folder(Path(args.folder), load_index(bundle)["class_names"])
     predictor = Predictor.from_bundle(bundle, backend=args.backend)
-    images, labels, skipped = load_labelled_images([(s.path, s.label) for s in listing.samples])
+    images, labels, skipped = load_labelled_images([(s.path, s.label) for s in listing.samples], console)
     for row in skipped:
         err_console.print(f"skipped {row['path']}: {row['reason']}", markup=False, highlight=False)
-    result = simulate(predictor.scores, images, labels, args.n, args.seed, args.prior)
+    result = simulate(predictor.scores, images, labels, args.n, args.seed, args.prior, console=console)
     s = result["summary"]
     ci = s["mean_reward_ci"]
     console.print(f"{s['steps']} challenges over {len(images)} images (P(roadwork) {s['prior_roadwork']:g}, levels "

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import Progress
 
 from streetvision.bundle.predictor import Predictor
+from streetvision.console import progress
 from streetvision.data.decode import DecodeError
 from streetvision.data.sources import list_images
 from streetvision.errors import DataError, UsageError
@@ -69,11 +69,12 @@ def _error_row(path: Path, reason: str) -> dict:
             "error": reason}
 
 
-def score_entries(predictor: Predictor, entries: list[Entry], batch_size: int, err_console: Console) -> list[dict]:
-    """One row per entry, in entry order: the prediction, or the reason it could not be scored."""
+def score_entries(predictor: Predictor, entries: list[Entry], batch_size: int,
+                  console: Console | None = None) -> list[dict]:
+    """One row per entry, in entry order: the prediction, or the reason it could not be scored; a ``console``
+    shows a progress bar."""
     rows: list[dict | None] = [None] * len(entries)
-    with Progress(console=err_console, disable=len(entries) < 64, transient=True) as progress:
-        task = progress.add_task("scoring", total=len(entries))
+    with progress("scoring images", len(entries), console) as advance:
         for start in range(0, len(entries), batch_size):
             tensors, kept = [], []
             for i in range(start, min(start + batch_size, len(entries))):
@@ -89,7 +90,7 @@ def score_entries(predictor: Predictor, entries: list[Entry], batch_size: int, e
             if tensors:
                 for i, pred in zip(kept, predictor.predict_tensor(torch.stack(tensors))):
                     rows[i] = {"path": str(entries[i].path), **pred.as_dict(), "error": None}
-            progress.advance(task, min(batch_size, len(entries) - start))
+            advance(min(batch_size, len(entries) - start))
     return [r for r in rows if r is not None]
 
 
@@ -107,7 +108,7 @@ def predict_files(bundle: str, paths: list[str], out: str | None, fmt: str, back
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}.", "pass e.g. --batch-size 32.")
     target = check_output_path(out) if out else None
     predictor = Predictor.from_bundle(bundle, backend=backend)
-    rows = score_entries(predictor, collect(paths), batch_size, err_console)
+    rows = score_entries(predictor, collect(paths), batch_size, err_console)  # the bar on stderr: stdout has rows
     failed = [r for r in rows if r["error"]]
     for r in failed:
         err_console.print(f"unreadable: {r['path']}: {r['error']}", markup=False, highlight=False)

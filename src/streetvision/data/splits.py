@@ -12,17 +12,21 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import imagehash
 import numpy as np
 
 from streetvision.config import SPLIT_NAMES
+from streetvision.console import progress
 from streetvision.data.decode import DecodeError, decode_image
 from streetvision.data.sources import Sample
 from streetvision.errors import DataError
 from streetvision.io import atomic_write_json, read_json, sha256_file
 from streetvision.io.atomic import dumps_json
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SPLITS_VERSION = 1
 
@@ -47,20 +51,23 @@ class ScanResult:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def scan(samples: list[Sample], root: Path, max_pixels: int) -> ScanResult:
-    """Decode each sample once; hash content and perceptual hash; quarantine what fails, with the reason."""
+def scan(samples: list[Sample], root: Path, max_pixels: int, console: Console | None = None) -> ScanResult:
+    """Decode each sample once; hash content and perceptual hash; quarantine what fails, with the reason. A
+    ``console`` shows a progress bar (:func:`streetvision.console.progress`)."""
     result = ScanResult()
-    for sample in samples:
-        rel = Path(os.path.relpath(sample.path, root)).as_posix()
-        try:
-            img = decode_image(sample.path, max_pixels=max_pixels)
-            width, height = img.size
-            img.thumbnail((256, 256))
-            phash = int(str(imagehash.phash(img)), 16)
-        except DecodeError as exc:
-            result.quarantined.append({"path": rel, "label": sample.label, "reason": exc.reason})
-            continue
-        result.ok.append(ScannedFile(sample, sha256_file(sample.path), phash, width, height))
+    with progress("decoding and hashing images", len(samples), console) as advance:
+        for sample in samples:
+            rel = Path(os.path.relpath(sample.path, root)).as_posix()
+            try:
+                img = decode_image(sample.path, max_pixels=max_pixels)
+                width, height = img.size
+                img.thumbnail((256, 256))
+                phash = int(str(imagehash.phash(img)), 16)
+            except DecodeError as exc:
+                result.quarantined.append({"path": rel, "label": sample.label, "reason": exc.reason})
+            else:
+                result.ok.append(ScannedFile(sample, sha256_file(sample.path), phash, width, height))
+            advance()
     return result
 
 

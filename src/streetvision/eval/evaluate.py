@@ -14,14 +14,17 @@ Every metric is computed from the per-image rows of :mod:`streetvision.eval.pred
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
 from streetvision.bundle.predictor import Predictor
+from streetvision.console import progress
 from streetvision.data.decode import DecodeError, decode_image
 from streetvision.eval.bootstrap import bootstrap_intervals
 from streetvision.metrics.calibration import calibration_metrics, ece_along_last_axis
@@ -36,6 +39,9 @@ from streetvision.eval.predictions import NO_LEVEL, ConditionPredictions, from_l
 from streetvision.io import sha256_file
 from streetvision.validator.challenge import LEVELS, challenge, draw_level
 from streetvision.validator.prior import VALIDATOR_PRIOR, prior_weights
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 CONDITIONS = ("clean", *(f"level{lv}" for lv in LEVELS), "validator_mix")
 CI_METRICS = ("mcc", "accuracy", "precision", "recall", "fnr", "fpr", "reward", "auroc", "ece", "brier",
@@ -63,19 +69,31 @@ def condition_image(image: Image.Image, seed: int, index: int, level: int) -> Im
 
 
 def score_conditions(predictor: Predictor, images: list[Image.Image], labels: np.ndarray, seed: int,
-                     batch_size: int = 64) -> dict[str, ConditionOutputs]:
-    """Logits for every condition; each image's challenge is seeded by (seed, index, level)."""
-    def logits_of(imgs: list[Image.Image]) -> np.ndarray:
-        chunks = [predictor.logits(torch.stack([predictor.preprocess.to_tensor(im) for im in imgs[i:i + batch_size]]))
-                  for i in range(0, len(imgs), batch_size)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, 2))
-
+                     batch_size: int = 64, console: Console | None = None) -> dict[str, ConditionOutputs]:
+    """Logits for every condition; each image's challenge is seeded by (seed, index, level). A ``console`` shows a
+    progress bar over every (condition, image)."""
     n = len(images)
-    out = {"clean": ConditionOutputs(logits_of(images), labels, np.full(n, NO_LEVEL), [{} for _ in images])}
-    for level in LEVELS:
-        drawn = [challenge(im, np.random.default_rng([seed, i, level]), level=level) for i, im in enumerate(images)]
-        out[f"level{level}"] = ConditionOutputs(logits_of([d[0] for d in drawn]), labels, np.full(n, level),
-                                                [d[2] for d in drawn])
+    with progress(f"scoring clean + levels {LEVELS[0]}-{LEVELS[-1]}", n * (1 + len(LEVELS)), console) as advance:
+
+        def logits_of(image_at: Callable[[int], Image.Image]) -> np.ndarray:
+            chunks = []
+            for start in range(0, n, batch_size):
+                batch = [image_at(i) for i in range(start, min(start + batch_size, n))]
+                chunks.append(predictor.logits(torch.stack([predictor.preprocess.to_tensor(im) for im in batch])))
+                advance(len(batch))
+            return np.concatenate(chunks) if chunks else np.zeros((0, 2))
+
+        out = {"clean": ConditionOutputs(logits_of(images.__getitem__), labels, np.full(n, NO_LEVEL),
+                                         [{} for _ in images])}
+        for level in LEVELS:
+            params: list[dict] = []
+
+            def challenged(i: int, level: int = level, params: list[dict] = params) -> Image.Image:
+                image, _, drawn = challenge(images[i], np.random.default_rng([seed, i, level]), level=level)
+                params.append(drawn)
+                return image
+
+            out[f"level{level}"] = ConditionOutputs(logits_of(challenged), labels, np.full(n, level), params)
     mix_rng = np.random.default_rng([seed, MIX_SEED])
     mix_levels = np.array([draw_level(mix_rng) for _ in images], dtype=np.int64)
     mix = np.stack([out[f"level{lv}"].logits[i] for i, lv in enumerate(mix_levels)]) if n else np.zeros((0, 2))
@@ -163,34 +181,45 @@ def common_root(paths: list[Path]) -> Path:
     return Path(os.path.commonpath([str(Path(p).absolute().parent) for p in paths]))
 
 
-def load_samples(samples: list[tuple[Path, int]]) -> tuple[list[Image.Image], np.ndarray, list[Path], list[dict]]:
-    """Decode (path, label) pairs: (images, labels, their paths, skipped files with the reason)."""
+def load_samples(samples: list[tuple[Path, int]], console: Console | None = None,
+                 ) -> tuple[list[Image.Image], np.ndarray, list[Path], list[dict]]:
+    """Decode (path, label) pairs: (images, labels, their paths, skipped files with the reason); a ``console``
+    shows a progress bar."""
     images, labels, kept, skipped = [], [], [], []
-    for path, label in samples:
-        try:
-            images.append(decode_image(path))
-            labels.append(label)
-            kept.append(Path(path))
-        except DecodeError as exc:
-            skipped.append({"path": str(path), "reason": exc.reason})
+    with progress("decoding images", len(samples), console) as advance:
+        for path, label in samples:
+            try:
+                images.append(decode_image(path))
+                labels.append(label)
+                kept.append(Path(path))
+            except DecodeError as exc:
+                skipped.append({"path": str(path), "reason": exc.reason})
+            advance()
     return images, np.asarray(labels, dtype=np.int64), kept, skipped
 
 
-def load_labelled_images(samples: list[tuple[Path, int]]) -> tuple[list[Image.Image], np.ndarray, list[dict]]:
+def load_labelled_images(samples: list[tuple[Path, int]], console: Console | None = None,
+                         ) -> tuple[list[Image.Image], np.ndarray, list[dict]]:
     """Decode (path, label) pairs; unreadable files are returned as skipped with their reason."""
-    images, labels, _, skipped = load_samples(samples)
+    images, labels, _, skipped = load_samples(samples, console)
     return images, labels, skipped
 
 
 def predict_conditions(predictor: Predictor, images: list[Image.Image], labels: np.ndarray, seed: int = 0,
-                       paths: list[Path] | None = None) -> tuple[dict[str, ConditionPredictions], Path]:
+                       paths: list[Path] | None = None, console: Console | None = None,
+                       ) -> tuple[dict[str, ConditionPredictions], Path]:
     """(per-image predictions per condition, the data root sample ids are relative to); ``paths`` (the files the
-    images came from) give the sample ids and content hashes."""
+    images came from) give the sample ids and content hashes; a ``console`` shows progress bars."""
     paths = paths if paths is not None else [Path(f"image_{i:05d}") for i in range(len(images))]
     root = common_root(paths)
     sample_ids = [Path(os.path.relpath(Path(p).absolute(), root)).as_posix() for p in paths]
-    hashes = [sha256_file(p) if Path(p).is_file() else "" for p in paths]
-    return to_predictions(score_conditions(predictor, images, labels, seed), predictor, sample_ids, hashes), root
+    hashes = []
+    with progress("hashing images", len(paths), console) as advance:
+        for p in paths:
+            hashes.append(sha256_file(p) if Path(p).is_file() else "")
+            advance()
+    outputs = score_conditions(predictor, images, labels, seed, console=console)
+    return to_predictions(outputs, predictor, sample_ids, hashes), root
 
 
 def evaluate(predictor: Predictor, images: list[Image.Image], labels: np.ndarray, seed: int = 0,

@@ -18,21 +18,22 @@ from streetvision.validator.stream import DEFAULT_STEPS, simulate
 def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: Path, seed: int,
                     n_resamples: int, data_description: str, backend: str = "torch",
                     prior: float = VALIDATOR_PRIOR, stream_steps: int = DEFAULT_STEPS,
-                    curves: dict | None = None) -> tuple[dict, dict, list[Path]]:
+                    curves: dict | None = None, console: Console | None = None) -> tuple[dict, dict, list[Path]]:
     """Score ``samples`` with the bundle under every condition, write predictions.csv (one row per image and
     condition), replay a validator stream over them (when both classes are present and ``stream_steps`` > 0) and
     write the report into ``out_dir`` (with the run's learning ``curves`` when given); every metric and figure is
-    computed from predictions.csv as read back."""
+    computed from predictions.csv as read back. A ``console`` shows progress bars of the decoding and scoring."""
     predictor = Predictor.from_bundle(bundle_dir, backend=backend)
-    images, labels, paths, skipped = load_samples(samples)
-    predictions, data_root = predict_conditions(predictor, images, labels, seed, paths)
+    images, labels, paths, skipped = load_samples(samples, console)
+    predictions, data_root = predict_conditions(predictor, images, labels, seed, paths, console)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / PREDICTIONS_CSV, predictions)
     predictions = read_predictions(out_dir / PREDICTIONS_CSV)
     summary, intervals = summarise(predictions, n_resamples, seed, prior)
     stream = None
     if stream_steps > 0 and len(set(labels.tolist())) == 2:
-        stream = simulate(predictor.scores, images, labels, stream_steps, seed, prior, n_resamples=n_resamples)
+        stream = simulate(predictor.scores, images, labels, stream_steps, seed, prior, n_resamples=n_resamples,
+                          console=console)
         summary["stream"] = stream["summary"]
     meta = {"bundle": str(bundle_dir), "data": data_description, "data_root": str(data_root),
             "images": int(len(labels)), "unreadable": len(skipped), "seed": seed, "bootstrap_resamples": n_resamples,

@@ -12,14 +12,19 @@ is a moving-block bootstrap with blocks of one MCC window.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from streetvision.console import progress
 from streetvision.errors import ConfigError
 from streetvision.validator.challenge import LEVEL_PROBS, challenge
 from streetvision.validator.prior import VALIDATOR_PRIOR, check_prior
 from streetvision.validator.reward import MCC_WINDOW, RewardTracker
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 DEFAULT_STEPS = 1000
 
@@ -42,8 +47,10 @@ def block_bootstrap_mean(values: np.ndarray, block: int, n_resamples: int, seed:
 
 def simulate(score_batch: Callable[[list[Image.Image]], np.ndarray], images: Sequence[Image.Image],
              labels: np.ndarray, n_steps: int = DEFAULT_STEPS, seed: int = 0, prior: float = VALIDATOR_PRIOR,
-             level_probs: tuple[float, ...] = LEVEL_PROBS, n_resamples: int = 1000, batch_size: int = 64) -> dict:
-    """Stream ``n_steps`` challenges drawn from (``images``, ``labels``); ``score_batch`` maps images to floats.
+             level_probs: tuple[float, ...] = LEVEL_PROBS, n_resamples: int = 1000, batch_size: int = 64,
+             console: Console | None = None) -> dict:
+    """Stream ``n_steps`` challenges drawn from (``images``, ``labels``); ``score_batch`` maps images to floats; a
+    ``console`` shows a progress bar.
 
     Returns the summary (mean reward with its block-bootstrap interval, p5 / p50 / p95, accuracy and MCC of the
     rounded answers, per-level mean reward) and the per-step rows."""
@@ -64,13 +71,15 @@ def simulate(score_batch: Callable[[list[Image.Image]], np.ndarray], images: Seq
         steps.append((label, index))
     answers = np.empty(n_steps)
     levels = np.empty(n_steps, dtype=np.int64)
-    for start in range(0, n_steps, batch_size):
-        batch = []
-        for k in range(start, min(n_steps, start + batch_size)):
-            img, levels[k], _ = challenge(images[steps[k][1]], np.random.default_rng([seed, k]),
-                                          level_probs=level_probs)
-            batch.append(img)
-        answers[start:start + len(batch)] = np.asarray(score_batch(batch), dtype=np.float64)
+    with progress("simulating the validator stream", n_steps, console) as advance:
+        for start in range(0, n_steps, batch_size):
+            batch = []
+            for k in range(start, min(n_steps, start + batch_size)):
+                img, levels[k], _ = challenge(images[steps[k][1]], np.random.default_rng([seed, k]),
+                                              level_probs=level_probs)
+                batch.append(img)
+            answers[start:start + len(batch)] = np.asarray(score_batch(batch), dtype=np.float64)
+            advance(len(batch))
     tracker = RewardTracker()
     rewards = np.array([tracker.update(a, label) for a, (label, _) in zip(answers, steps)])
     step_labels = np.array([label for label, _ in steps])

@@ -64,7 +64,7 @@ def run_splits(ctx: PhaseContext) -> PhaseResult:
     cfg, art = ctx.cfg, ctx.artifacts
     names = list(cfg.data.class_names) if cfg.data.source != "synthetic" else list(synthetic.CLASS_DIRS)
     listing = list_source(cfg, art)
-    result = scan(listing.samples, listing.root, cfg.data.max_image_pixels)
+    result = scan(listing.samples, listing.root, cfg.data.max_image_pixels, ctx.console)
     conflicts = quarantine_label_conflicts(result, listing.root, names)
     report: dict[str, Any] = {
         "source": cfg.data.source, "data_root": art.rel(listing.root), "class_names": names,
