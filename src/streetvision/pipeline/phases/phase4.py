@@ -107,7 +107,7 @@ def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
 
 
 @phase("phase4", "ExPLoRA extended pre-training (PEFT LoRA + unfrozen last block), merge and prove the merge",
-       dir="phase4_explora", reads=("hardware", "logging", "pipeline.force"),
+       dir="phase4_explora", reads=("hardware", "logging", "pipeline.force", "training.progress_bar"),
        config_keys=("seed", "model.backbone", "model.explora", "phase4", "data.unlabeled", "hardware.precision",
                     "training.augment", "training.augment_level_probs", "training.gradient_clip",
                     "data.synthetic.seed", "data.synthetic.image_size"),  # synthetic unlabelled images use both
