@@ -26,7 +26,7 @@ from streetvision.data.synthetic import render_scene
 from streetvision.errors import ValidationFailure
 from streetvision.io import atomic_path, atomic_write_json, read_json, replace_dir
 from streetvision.io.manifest import git_commit, library_versions, records_for
-from streetvision.models.classifier import load_classifier
+from streetvision.models.classifier import MODEL_FILES, SPEC_FILE, load_classifier
 
 MODEL_DIR = "model"
 ONNX_FILE = "model.onnx"
@@ -92,12 +92,12 @@ def build_bundle(sources: BundleSources, phase6: Mapping[str, Any], bundle_dir: 
     p6 = phase6
     splits = load_splits(sources.splits_json)
     phase1_metrics = read_json(sources.phase1_metrics_json)
-    spec = read_json(sources.model_dir / "model.json")
+    spec = read_json(sources.model_dir / SPEC_FILE)
     with replace_dir(bundle_dir) as tmp:
         model_dir = tmp / MODEL_DIR
-        shutil.copytree(sources.model_dir / "backbone", model_dir / "backbone")
-        for name in ("head.safetensors", "model.json"):
-            shutil.copy2(sources.model_dir / name, model_dir / name)
+        for name in MODEL_FILES:
+            copy = shutil.copytree if (sources.model_dir / name).is_dir() else shutil.copy2
+            copy(sources.model_dir / name, model_dir / name)
         atomic_write_json(tmp / "preprocess.json", spec["preprocess"])
         shutil.copy2(sources.policy_json, tmp / sources.policy_json.name)
         counts = {s: len(splits.rows(s)) for s in SPLIT_NAMES}

@@ -22,8 +22,11 @@ import torch
 from streetvision.bundle.hf_format import (HF_FILES, PARITY_TOLERANCE, POSITIVE_LABEL, check_exportable, folded_score,
                                            logit)
 from streetvision.bundle.predictor import Predictor
+from streetvision.config import SPLIT_NAMES
 from streetvision.errors import IntegrityError
+from streetvision.models.classifier import SPEC_FILE
 from streetvision.io import atomic_write_json, atomic_write_text, replace_dir
+from streetvision.metrics.classification import validator_decisions
 from streetvision.validator.prior import CHALLENGE_TYPE
 
 def _readme(card: dict[str, Any], facts: dict[str, Any]) -> str:
@@ -70,7 +73,7 @@ def _facts(bundle_dir: Path, index: dict[str, Any]) -> dict[str, Any]:
             raw = json.loads(path.read_text())
             if key == "counts":
                 facts["images (train / val_select / val_calib / test)"] = " / ".join(
-                    str(raw["counts"].get(s, "-")) for s in ("train", "val_select", "val_calib", "test"))
+                    str(raw["counts"].get(s, "-")) for s in SPLIT_NAMES)
             else:
                 test = raw.get("phase1", {}).get("test", {})
                 for metric in ("mcc", "accuracy", "auroc"):
@@ -100,7 +103,7 @@ def export_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = Non
 
     predictor = Predictor.from_bundle(bundle_dir)
     model_dir = bundle_dir / predictor.index["model"]["dir"]
-    spec = json.loads((model_dir / "model.json").read_text())
+    spec = json.loads((model_dir / SPEC_FILE).read_text())
     classifier = load_classifier(model_dir)
     check_exportable(spec, getattr(classifier.backbone.config, "model_type", "?"))
     names = list(predictor.index["class_names"])
@@ -181,7 +184,7 @@ def check_hf_parity(bundle_dir: Path, hf_dir: Path, tolerance: float = PARITY_TO
     expected = folded_score(np.array([p.probability for p in preds]), predictor.policy.decision_threshold)
     got = pipeline_scores(Path(hf_dir), images)
     diff = float(np.max(np.abs(got - expected)))
-    same = bool(np.array_equal(got > 0.5, np.array([p.decision for p in preds], dtype=bool)))
+    same = bool(np.array_equal(validator_decisions(got), np.array([p.decision for p in preds], dtype=bool)))
     if diff > tolerance or not same:
         raise IntegrityError(f"Hugging Face export '{hf_dir}' disagrees with the bundle on {len(images)} images: "
                              f"max |score diff| {diff:.2e} (tolerance {tolerance:g}), same decisions: {same}.",

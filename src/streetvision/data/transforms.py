@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from streetvision.config import CHOICES
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.validator.challenge import LEVEL_PROBS, challenge
 from streetvision.validator.distortions import distort
@@ -27,7 +28,7 @@ from streetvision.validator.distortions import distort
 CENTRE_CROP = "centre_crop_resize_bilinear"
 SQUASH = "resize_to_square_bilinear"  # bundles exported before the validator's base transform was matched
 RESIZE_RULES = (CENTRE_CROP, SQUASH)
-AUGMENT_MODES = ("none", "flip", "validator")
+AUGMENT_MODES = CHOICES["training.augment"]
 
 
 @dataclass(frozen=True)

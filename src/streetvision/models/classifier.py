@@ -31,6 +31,10 @@ FINETUNE_MODES = CHOICES["model.finetune"]
 HEAD_TYPES = CHOICES["model.head"]
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "query", "key", "value", "qkv")
 
+# A saved classifier: the backbone (save_pretrained), the head, and the spec that rebuilds it around them.
+BACKBONE_DIR, HEAD_FILE, SPEC_FILE = "backbone", "head.safetensors", "model.json"
+MODEL_FILES = (BACKBONE_DIR, HEAD_FILE, SPEC_FILE)
+
 
 @dataclass
 class ClassifierSpec:
@@ -129,13 +133,13 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def save_classifier(model: RoadworkClassifier, out_dir: Path) -> list[Path]:
-    """Write ``backbone/`` (save_pretrained, safetensors), ``head.safetensors`` and ``model.json``."""
+    """Write ``backbone/`` (save_pretrained, safetensors), ``head.safetensors`` and ``model.json`` (MODEL_FILES)."""
     model = merged(model)
-    with replace_dir(out_dir / "backbone") as tmp:
+    with replace_dir(out_dir / BACKBONE_DIR) as tmp:
         model.backbone.save_pretrained(tmp, safe_serialization=True)
-    atomic_write_safetensors(out_dir / "head.safetensors", model.head.state_dict())
-    atomic_write_json(out_dir / "model.json", asdict(model.spec))
-    return [out_dir / "backbone", out_dir / "head.safetensors", out_dir / "model.json"]
+    atomic_write_safetensors(out_dir / HEAD_FILE, model.head.state_dict())
+    atomic_write_json(out_dir / SPEC_FILE, asdict(model.spec))
+    return [out_dir / name for name in MODEL_FILES]
 
 
 def load_backbone_dir(backbone_dir: Path) -> PreTrainedModel:
@@ -169,15 +173,15 @@ def load_backbone_dir(backbone_dir: Path) -> PreTrainedModel:
 def load_classifier(model_dir: Path) -> RoadworkClassifier:
     """Rebuild a saved classifier from safetensors and JSON only (nothing is unpickled)."""
     try:
-        spec = ClassifierSpec(**json.loads((model_dir / "model.json").read_text()))
+        spec = ClassifierSpec(**json.loads((model_dir / SPEC_FILE).read_text()))
     except (OSError, TypeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"'{model_dir / 'model.json'}' is missing or malformed ({exc}).",
+        raise IntegrityError(f"'{model_dir / SPEC_FILE}' is missing or malformed ({exc}).",
                              "re-export the model.") from exc
-    model = RoadworkClassifier(load_backbone_dir(model_dir / "backbone"), spec)
+    model = RoadworkClassifier(load_backbone_dir(model_dir / BACKBONE_DIR), spec)
     try:
-        head_state = load_file(model_dir / "head.safetensors")
+        head_state = load_file(model_dir / HEAD_FILE)
     except (OSError, SafetensorError) as exc:
-        raise IntegrityError(f"'{model_dir / 'head.safetensors'}' is not a readable safetensors file ({exc}).",
+        raise IntegrityError(f"'{model_dir / HEAD_FILE}' is not a readable safetensors file ({exc}).",
                              "restore the original file or re-export the model.") from exc
     try:
         model.head.load_state_dict(head_state)

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 
+from streetvision.config import CHOICES
 from streetvision.errors import ConfigError, ValidationFailure
 from streetvision.io import replace_dir
 from streetvision.models.backbones import embedding_dim, pooled_embedding
@@ -33,7 +34,7 @@ from streetvision.models.training import CompiledSubmodules, warmup_cosine
 if TYPE_CHECKING:
     from peft import PeftModel
 
-OBJECTIVES = ("dino", "masked")
+OBJECTIVES = CHOICES["model.explora.objective"]
 
 
 @dataclass(frozen=True)

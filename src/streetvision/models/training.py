@@ -23,13 +23,11 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from streetvision.config import CHOICES
 from streetvision.models.checkpoints import Checkpointing, EpochCheckpoint, SafeCheckpointIO
 from streetvision.models.devices import DevicePlan, compile_in_place, uncompile
 from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
 
-LOSSES = CHOICES["training.loss"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class TrainSettings:
     backbone_lr: float  # every other trainable parameter
     weight_decay: float
     warmup_fraction: float  # of the total optimizer steps (linear warm-up, then cosine decay)
-    loss: str  # one of LOSSES
+    loss: str  # one of CHOICES["training.loss"]
     focal_gamma: float  # loss="focal" only
     epochs: int
     early_stopping_patience: int  # validations without val_score improvement; 0 disables

@@ -8,11 +8,12 @@ import shutil
 
 from omegaconf import OmegaConf
 
-from streetvision.bundle.export import BundleSources, build_bundle
+from streetvision.bundle.export import MODEL_DIR, BundleSources, build_bundle
 from streetvision.bundle.hf_export import check_hf_parity, export_hf
 from streetvision.bundle.hf_format import is_exportable
 from streetvision.errors import MissingArtifactError
 from streetvision.io import config_hash
+from streetvision.models.classifier import BACKBONE_DIR, SPEC_FILE
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
@@ -46,8 +47,9 @@ def run_phase6(ctx: PhaseContext) -> PhaseResult:
     summary["bundle_dir"] = art.rel(art.bundle_dir)
     diff = summary["onnx_max_abs_diff"]
     outputs = [art.bundle_dir, art.bundle_pointer_json]
-    spec = json.loads((art.bundle_dir / "model" / "model.json").read_text())
-    model_type = json.loads((art.bundle_dir / "model" / "backbone" / "config.json").read_text()).get("model_type", "")
+    model_dir = art.bundle_dir / MODEL_DIR
+    spec = json.loads((model_dir / SPEC_FILE).read_text())
+    model_type = json.loads((model_dir / BACKBONE_DIR / "config.json").read_text()).get("model_type", "")
     if is_exportable(spec, model_type):
         export_hf(art.bundle_dir, art.hf_export_dir)
         summary["hf_export"] = {"dir": art.rel(art.hf_export_dir), "parity": check_hf_parity(art.bundle_dir,
