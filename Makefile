@@ -46,7 +46,7 @@ bench: install
 # Mutation testing of the core modules, each against the fast tests that cover it (not part of `make test` or CI):
 # mutmut, because it forks each mutant's tests from a process that has already imported torch and runs only the tests
 # that reach the mutated function (cosmic-ray and pytest-gremlins start a fresh interpreter per mutant). Writes
-# benchmarks/results/mutation.json. MUTATION_MODULES=eval.metrics runs one module (see benchmarks/mutation.py).
+# benchmarks/results/mutation.json. MUTATION_MODULES=metrics.classification runs one module (see benchmarks/mutation.py).
 MUTATION_MODULES ?=
 mutation: install
 	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut>=3.8,<4"

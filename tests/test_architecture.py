@@ -167,3 +167,15 @@ def test_the_checks_see_a_lazy_upward_import_and_a_cycle(tmp_path):
     ring = {"streetvision.io.a": {"streetvision.io.b"}, "streetvision.io.b": {"streetvision.io.c"},
             "streetvision.io.c": {"streetvision.io.a"}, "streetvision.io": {"streetvision.io.a"}}
     assert find_cycles(ring) == [["streetvision.io.a", "streetvision.io.b", "streetvision.io.c"]]
+
+
+def test_architecture_page_lists_every_layer_and_phase():
+    from streetvision.pipeline.registry import load_phases
+
+    page = (SRC / "ARCHITECTURE.md").read_text()
+    for _, prefixes in LAYERS:
+        for prefix in prefixes:
+            if prefix != "streetvision":
+                assert prefix.removeprefix("streetvision.").replace(".", "/") in page, prefix
+    for name, spec in load_phases().items():
+        assert f"| `{name}`" in page and f"`{spec.dir}/`" in page, name
