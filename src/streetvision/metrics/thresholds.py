@@ -44,7 +44,7 @@ def sweep(labels: np.ndarray, probs: np.ndarray, n_thresholds: int, weights: np.
     t = np.linspace(0.0, 1.0, int(n_thresholds))
     tp, fp = _weighted_above(p[y], w[y], t), _weighted_above(p[~y], w[~y], t)
     fn, tn = w[y].sum() - tp, w[~y].sum() - fp
-    denom = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    denom = np.sqrt(np.maximum((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn), 0.0))  # weighted sums: -1e-17, not < 0
     mcc = np.divide(tp * tn - fp * fn, denom, out=np.zeros_like(denom), where=denom > 0)
     acc = (tp + tn) / w.sum() if len(p) else np.zeros_like(t)
     fnr = np.divide(fn, tp + fn, out=np.zeros_like(fn), where=(tp + fn) > 0)
