@@ -29,20 +29,30 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(samples), samples
 
 
+def machine_facts() -> dict[str, Any]:
+    """Platform, processor and torch's thread count, as every results file records them."""
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The rows as a markdown table (columns from the first row; floats to 4 significant digits)."""
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        print("| " + " | ".join(f"{row.get(c, ''):.4g}" if isinstance(row.get(c), float) else str(row.get(c, ''))
+                                for c in cols) + " |")
+
+
 def report(name: str, rows: list[dict[str, Any]], notes: str = "") -> Path:
     """Write results/<name>.json (rows + machine facts) and print the rows as a markdown table."""
     path = RESULTS / f"{name}.json"
     atomic_write_json(path, {
         "benchmark": name, "measured_at": utc_now(), "notes": notes, "rows": rows,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch_threads": torch.get_num_threads()},
-        "versions": library_versions(),
+        "machine": machine_facts(), "versions": library_versions(),
     })
-    cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for row in rows:
-        print("| " + " | ".join(f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols) + " |")
+    print_table(rows)
     if notes:
         print(f"\n{notes}")
     print(f"\nwritten: {path}")

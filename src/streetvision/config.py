@@ -125,6 +125,8 @@ class TrainingConfig:
     """Supervised training (phase1)."""
 
     epochs: int = 12
+    optimizer_steps: int = 0  # > 0: train ceil(optimizer_steps / steps per epoch) epochs instead of `epochs` (lora /
+    # full), so the schedule's length follows the budget, not the data size (a small photo set gets as many updates)
     batch_size: int = 32
     lr: float = 1e-3  # head
     backbone_lr: float = 3e-4  # backbone (full) or adapters (lora)
@@ -324,6 +326,7 @@ RANGES: dict[str, str] = {
     "model.explora.dropout": "[0, 1)",
     "model.explora.merge_tolerance": "(0, inf)",
     "training.epochs": "[1, inf)",
+    "training.optimizer_steps": "[0, inf)",
     "training.batch_size": "[1, inf)",
     "training.lr": "(0, inf)",
     "training.backbone_lr": "(0, inf)",

@@ -151,3 +151,13 @@ def test_phase4_trains_with_its_own_grad_accum_and_phase1_frozen_with_its_epochs
                                                 progress_bar=False)
     frozen = seen["phase1"][4]
     assert frozen.epochs == 2 and frozen.trainer.grad_accum == 3 and frozen.lr == cfg.training.lr
+
+
+def test_training_optimizer_steps_sets_whole_epochs_whatever_the_data_size(make_cfg):
+    from streetvision.models.training import epochs_for_steps
+    from streetvision.pipeline.phases.phase1 import epoch_budget
+
+    assert [epochs_for_steps(300, n) for n in (60, 5, 7, 1000)] == [5, 60, 43, 1]  # at least 300 steps
+    assert epoch_budget(make_cfg("training.epochs=7").training, 5) == 7  # 0 (default): the epochs decide
+    assert epoch_budget(make_cfg("training.epochs=7", "training.optimizer_steps=300").training, 4) == 75
+    assert epoch_budget(make_cfg("training=small_data").training, 60) == 5

@@ -82,6 +82,11 @@ def optimizer_steps_per_epoch(loader: DataLoader, world_size: int, grad_accum: i
     return max(1, batches // int(grad_accum))
 
 
+def epochs_for_steps(optimizer_steps: int, steps_per_epoch: int) -> int:
+    """Whole epochs that give at least ``optimizer_steps`` optimizer steps at ``steps_per_epoch`` (at least 1)."""
+    return max(1, math.ceil(int(optimizer_steps) / max(1, int(steps_per_epoch))))
+
+
 @dataclass(frozen=True)
 class CompiledSubmodules:
     """Which submodules of a LightningModule to ``torch.compile`` in place (the backbone, never the

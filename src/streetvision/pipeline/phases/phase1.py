@@ -37,6 +37,7 @@ from streetvision.models.training import (
     TrainerSettings,
     TrainSettings,
     class_weights,
+    epochs_for_steps,
     fit_classifier,
     optimizer_steps_per_epoch,
     predict_logits,
@@ -117,13 +118,22 @@ def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassi
                      splits: Splits, plan: DevicePlan, checkpointing: Checkpointing | None = None) -> dict:
     """LoRA or full fine-tuning with validator-style augmentation (the backbone compiled when requested)."""
     train = dm.train_dataloader()
-    steps = int(cfg.training.epochs) * optimizer_steps_per_epoch(train, plan.world_size, cfg.training.grad_accum)
-    training = train_settings(cfg.training)
+    per_epoch = optimizer_steps_per_epoch(train, plan.world_size, cfg.training.grad_accum)
+    training = replace(train_settings(cfg.training), epochs=epoch_budget(cfg.training, per_epoch))
+    steps = training.epochs * per_epoch
     module = ClassifierModule(model, training, total_steps=steps,
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               compile_backend=plan.compile_backend if plan.compile else None)
-    return fit_classifier(module, train, dm.val_dataloader(), plan, training, art.training_curve_csv,
+    info = fit_classifier(module, train, dm.val_dataloader(), plan, training, art.training_curve_csv,
                           art.phase_dir("phase1"), checkpointing, phase1_loggers(cfg, art))
+    return {**info, "epochs": training.epochs, "optimizer_steps": steps}
+
+
+def epoch_budget(training: DictConfig, steps_per_epoch: int) -> int:
+    """``training.epochs``, or with ``training.optimizer_steps > 0`` the whole epochs reaching that many optimizer
+    steps at ``steps_per_epoch`` (the schedule then has the same length on 135 photos as on 3,200 scenes)."""
+    steps = int(training.optimizer_steps)
+    return epochs_for_steps(steps, steps_per_epoch) if steps > 0 else int(training.epochs)
 
 
 def phase1_loggers(cfg: DictConfig, art: ArtifactSchema) -> list:

@@ -1,0 +1,105 @@
+"""benchmarks/real_recipe.py's fold assignment (no training): on a small folder with planted exact and near
+duplicates, the splits phase's grouping finds them, whole groups stay in one fold in every repeat, labels are
+stratified across folds, and the assignment is seeded."""
+
+import importlib.util
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_recipe.py"
+
+
+@pytest.fixture(scope="module")
+def real_recipe():
+    spec = importlib.util.spec_from_file_location("real_recipe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["real_recipe"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("real_recipe", None)
+
+
+def scene(seed: int) -> Image.Image:
+    """A smooth random 96 px image (8 x 8 random colours, bilinear): distinct perceptual hashes per seed."""
+    cells = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    return Image.fromarray(cells).resize((96, 96), Image.BILINEAR)
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """18 no_roadwork and 9 roadwork originals; planted: 3 exact copies, 3 near duplicates (brightened, JPEG)
+    and one triple, all within a class. Returns (root, planted sets of relative paths)."""
+    root = tmp_path_factory.mktemp("photos")
+    planted = []
+    for label, name, n in ((0, "no_roadwork", 18), (1, "roadwork", 9)):
+        (root / name).mkdir()
+        for i in range(n):
+            scene(1000 * label + i).save(root / name / f"img{i:02d}.png")
+        for i in (0, 1, 2)[: 3 - label]:  # exact copies
+            (root / name / f"copy{i:02d}.png").write_bytes((root / name / f"img{i:02d}.png").read_bytes())
+            planted.append({f"{name}/img{i:02d}.png", f"{name}/copy{i:02d}.png"})
+        for i in (3, 4, 5)[: 3 - label]:  # near duplicates: a little brighter, re-encoded as JPEG
+            near = Image.eval(scene(1000 * label + i), lambda v: min(255, v + 6))
+            near.save(root / name / f"near{i:02d}.jpg", quality=85)
+            planted.append({f"{name}/img{i:02d}.png", f"{name}/near{i:02d}.jpg"})
+    # a triple: the original, an exact copy and a near copy
+    (root / "roadwork" / "trip_a.png").write_bytes((root / "roadwork" / "img08.png").read_bytes())
+    Image.eval(scene(1008), lambda v: max(0, v - 6)).save(root / "roadwork" / "trip_b.jpg", quality=85)
+    planted.append({"roadwork/img08.png", "roadwork/trip_a.png", "roadwork/trip_b.jpg"})
+    return root, planted
+
+
+def test_planted_duplicates_share_a_group_and_distinct_images_do_not(real_recipe, photo_folder):
+    root, planted = photo_folder
+    files = real_recipe.scan_groups(root)
+    group = {f["path"]: f["group"] for f in files}
+    assert len(files) == 27 + 5 + 5 + 2
+    for members in planted:
+        assert len({group[p] for p in members}) == 1, members
+    assert len(set(group.values())) == 27  # every original is its own group
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_groups_never_straddle_folds_and_labels_are_stratified(real_recipe, photo_folder, k):
+    root, _ = photo_folder
+    files = real_recipe.scan_groups(root)
+    labels = [f["label"] for f in files]
+    groups = [f["group"] for f in files]
+    sizes = Counter(groups)
+    assignments = [real_recipe.assign_folds(labels, groups, k, [0, r]) for r in range(2)]
+    for folds in assignments:
+        assert set(folds) == set(range(k))
+        for g in set(groups):  # a duplicate group lies in exactly one fold
+            assert len({fo for fo, gg in zip(folds, groups) if gg == g}) == 1
+        for label in (0, 1):
+            counts = [sum(1 for fo, y in zip(folds, labels) if fo == f and y == label) for f in range(k)]
+            largest = max(sizes[g] for g, y in zip(groups, labels) if y == label)
+            assert min(counts) >= 1 and max(counts) - min(counts) <= largest, (label, counts)
+            assert sum(counts) == labels.count(label)
+    assert assignments[0] != assignments[1]  # each repeat has its own folds
+    assert real_recipe.assign_folds(labels, groups, k, [0, 0]) == assignments[0]  # seeded
+
+
+def test_a_class_with_fewer_groups_than_folds_is_refused(real_recipe):
+    with pytest.raises(ValueError, match="label 1 has 2 duplicate group"):
+        real_recipe.assign_folds([0, 0, 0, 1, 1, 1], [0, 1, 2, 3, 3, 4], 3, 0)
+
+
+def test_the_fold_tree_links_every_training_photo_and_copies_nothing(real_recipe, photo_folder, tmp_path):
+    root, _ = photo_folder
+    rel = ["no_roadwork/img00.png", "roadwork/img01.png"]
+    tree = real_recipe.link_tree(tmp_path / "tree", root, rel)
+    linked = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.png"))
+    assert linked == sorted(rel)
+    assert all((tree / r).is_symlink() and (tree / r).resolve() == (root / r).resolve() for r in rel)
+
+
+def test_missing_data_exits_zero_with_a_message(real_recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["real_recipe.py", "--data", str(tmp_path / "absent"), "--quick"])
+    assert real_recipe.main() == 0
+    assert "no photo set at" in capsys.readouterr().out
