@@ -52,9 +52,9 @@ MODULES: dict[str, list[str]] = {
     "bundle.predictor": ["tests/bundle/test_predictor_policy.py"],
     "validator.reward": ["tests/validator/test_reward.py"],
     "validator.prior": ["tests/validator/test_reward.py"],
-    "validator.challenge": ["tests/validator/test_challenge.py"],
-    "validator.distortions": ["tests/validator/test_distortions.py", "tests/validator/test_torchvision_parity.py"],
-    "validator.stream": ["tests/validator/test_stream.py"],
+    "validator.challenge": ["tests/validator/test_challenge.py"],  # test_torchvision_parity.py skips on CPU torch
+    "validator.distortions": ["tests/validator/test_distortions.py"],
+    "validator.stream": ["tests/validator/test_stream.py", "-k", "not simulate_command"],  # that one trains
 }
 # Only these functions of a module are mutated (mutmut name globs); the rest need a trained model to be tested.
 ONLY = {"bundle.predictor": ["streetvision.bundle.predictor.xǁPolicyǁ*", "streetvision.bundle.predictor.xǁPredictorǁpredict_tensor*",
@@ -84,7 +84,85 @@ _COUNTER = "only whether the count of hashes since the last save is zero is ever
 _KEYNAME = ("the key only names the fingerprint inside the hashed slice: any fixed name gives the same "
             "up-to-date decisions")
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
+_INTEGERS = "Generator.integers(n) draws from [0, n) exactly as integers(0, n): the same values, the same state after"
+_TORCH_F32 = "torch's default dtype is float32 (nothing in the project changes it)"
+_BOTH_SIDES = "the other half of the condition still requires side > 0"
+_INTERP = "interpolate reads align_corners=None as False for bilinear, without a warning"
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "streetvision.validator.challenge.x_base__mutmut_24": (
+        "return img if (img.size == (size, size)) and False else img.resize((size, size), Image.BILINEAR)",
+        "Pillow's resize to the image's own size returns a copy: the shortcut only saves the call"),
+    "streetvision.validator.challenge.x_challenge__mutmut_82": ("kind_level = int(rng.integers(highest + 1))",
+                                                                _INTEGERS),
+    "streetvision.validator.challenge.x_check_level_probs__mutmut_16": (
+        "if len(probs) != len(LEVELS) or any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, ):",
+        "math.isclose's default rel_tol is 1e-09"),
+    "streetvision.validator.challenge.x_crop_params__mutmut_11": (
+        "if 0 <= side <= width and 0 < side <= height:", _BOTH_SIDES),
+    "streetvision.validator.challenge.x_crop_params__mutmut_14": (
+        "if 0 < side <= width and 0 <= side <= height:", _BOTH_SIDES),
+    "streetvision.validator.challenge.x_crop_params__mutmut_19": (
+        "return int(rng.integers(height - side + 1)), int(rng.integers(0, width - side + 1)), side, side", _INTEGERS),
+    "streetvision.validator.challenge.x_crop_params__mutmut_28": (
+        "return int(rng.integers(0, height - side + 1)), int(rng.integers(width - side + 1)), side, side", _INTEGERS),
+    "streetvision.validator.challenge.x_resized_crop__mutmut_9": (
+        'return F.interpolate(crop.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=None,', _INTERP),
+    "streetvision.validator.challenge.x_resized_crop__mutmut_14": (
+        'return F.interpolate(crop.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True)[0]', _INTERP),
+    "streetvision.validator.challenge.x_rotate__mutmut_6": ("dtype=None)", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_8": (")", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_21": ("grid = torch.empty(1, h, w, 3, dtype=None)", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_22": (
+        "grid = torch.empty(h, w, 3, dtype=torch.float32)", "the grid is viewed as (1, h * w, 3) before it is used"),
+    "streetvision.validator.challenge.x_rotate__mutmut_26": ("grid = torch.empty(1, h, w, 3, )", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_64": (
+        "grid[..., 1] = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h).unsqueeze(+1)",
+        "linspace is 1-D: its dimension 1 is its last, -1"),
+    "streetvision.validator.challenge.x_rotate__mutmut_68": (
+        "grid[..., 2] = 2.0", "the third coordinate only multiplies the inverse map's translation, which is zero"),
+    "streetvision.validator.challenge.x_rotate__mutmut_74": (
+        "scaled = inverse.t().unsqueeze(0) / torch.tensor([0.5 * w, 0.5 * h], dtype=None)", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_76": (
+        "scaled = inverse.t().unsqueeze(0) / torch.tensor([0.5 * w, 0.5 * h], )", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_110": (
+        'return F.grid_sample(t.unsqueeze(0), sample_at, mode="nearest", align_corners=False)[0]',
+        "grid_sample's padding_mode defaults to zeros"),
+    "streetvision.validator.challenge.x_to_float_tensor__mutmut_10": (
+        "return torch.from_numpy(np.array(img, dtype=None)).permute(2, 0, 1).contiguous().float().div(255)",
+        "an RGB image's array is uint8 already"),
+    "streetvision.validator.challenge.x_to_float_tensor__mutmut_12": (
+        "return torch.from_numpy(np.array(img, )).permute(2, 0, 1).contiguous().float().div(255)",
+        "an RGB image's array is uint8 already"),
+    "streetvision.validator.challenge.x_wire__mutmut_7": (
+        'image.save(buf, format="JPEG", )', "Pillow's JPEG default quality (-1) is libjpeg's 75"),
+    "streetvision.validator.challenge.x_wire__mutmut_9": (
+        'image.save(buf, format="jpeg", quality=WIRE_JPEG_QUALITY)', "Pillow upper-cases the format name"),
+    "streetvision.validator.challenge.x_wire__mutmut_11": ("buf.seek(1)", "Image.open seeks the file object to 0 itself"),
+    "streetvision.validator.distortions.x__blocks__mutmut_17": (
+        "x = int(rng.integers(w - 1 - BW_BLOCK + 1))", _INTEGERS),
+    "streetvision.validator.distortions.x__blocks__mutmut_29": (
+        "y = int(rng.integers(h - 1 - BW_BLOCK + 1))", _INTEGERS),
+    "streetvision.validator.distortions.x__blur__mutmut_10": (
+        "return cv2.GaussianBlur(bgr, (k, k), k / 1.0 / 6)", "k / 1.0 and k * 1.0 are the same float"),
+    "streetvision.validator.stream.x_block_bootstrap_mean__mutmut_28": (
+        "starts = rng.integers(n - block + 1, size=(n_resamples, -(-n // block)))", _INTEGERS),
+    "streetvision.validator.stream.x_block_bootstrap_mean__mutmut_46": (
+        "idx = (starts[:, :, None] + np.arange(block)).reshape(n_resamples, -2)[:, :n]",
+        "numpy reads any negative size in reshape as the one inferred dimension"),
+    "streetvision.validator.stream.x_simulate__mutmut_6": ("y_all = np.asarray(labels, dtype=None)", _DTYPE),
+    "streetvision.validator.stream.x_simulate__mutmut_8": ("y_all = np.asarray(labels, )", _DTYPE),
+    "streetvision.validator.stream.x_simulate__mutmut_45": (
+        "index = int(by_class[label][rng.integers(len(by_class[label]))])", _INTEGERS),
+    "streetvision.validator.stream.x_simulate__mutmut_53": (
+        "levels = np.empty(n_steps, dtype=None)", "levels are 0-3: as float64 they compare and convert to int the same"),
+    "streetvision.validator.stream.x_simulate__mutmut_55": (
+        "levels = np.empty(n_steps, )", "levels are 0-3: as float64 they compare and convert to int the same"),
+    "streetvision.validator.stream.x_simulate__mutmut_86": (
+        "answers[start:start + len(batch)] = np.asarray(score_batch(batch), dtype=None)",
+        "answers is a float64 array: the assignment converts whatever comes"),
+    "streetvision.validator.stream.x_simulate__mutmut_88": (
+        "answers[start:start + len(batch)] = np.asarray(score_batch(batch), )",
+        "answers is a float64 array: the assignment converts whatever comes"),
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
     "streetvision.eval.metrics.x_auroc__mutmut_17": ("s = np.asarray(scores, )", _DTYPE),
     "streetvision.eval.metrics.x_auroc__mutmut_20": ('order = np.argsort(s, kind=None)', _STABLE),
@@ -293,6 +371,10 @@ def prepare(module: str) -> Path:
     work.mkdir(parents=True)
     for name in ("src", "tests", "configs"):
         (work / name).symlink_to(ROOT / name)
+    # mutmut runs a copy of tests/ under work/mutants/, and tests find the shared data (the validator's golden
+    # outputs, the real photos) next to the checkout's parent: ROOT/../shared is work/mutants/../shared there.
+    if (ROOT.parent / "shared").is_dir():
+        (work / "shared").symlink_to(ROOT.parent / "shared")
     (work / "pyproject.toml").write_text(pyproject_for(module))
     return work
 
@@ -321,6 +403,10 @@ def run_module(module: str) -> dict:
     """Run mutmut on one module; return its summary entry."""
     work = prepare(module)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts mutants/src first itself
+    # One thread per test process: mutmut runs --max-children of them side by side, and a process forked after
+    # torch has started its OpenMP threads hangs at its next parallel op (GNU OpenMP is not fork-safe), which mutmut
+    # would count as a timeout, i.e. a kill, whatever the mutant did.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(os.cpu_count() or 2), *ONLY.get(module, [])]
     start = time.perf_counter()
