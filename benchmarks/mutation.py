@@ -88,7 +88,66 @@ _INTEGERS = "Generator.integers(n) draws from [0, n) exactly as integers(0, n): 
 _TORCH_F32 = "torch's default dtype is float32 (nothing in the project changes it)"
 _BOTH_SIDES = "the other half of the condition still requires side > 0"
 _INTERP = "interpolate reads align_corners=None as False for bilinear, without a warning"
+_RATIO = "rates_from_counts, the only caller, passes float64 arrays already"
+_ASTYPE_NONE = "astype(None) is astype(float64)"
+_PROBS64 = ("labels are integers, so p - y is float64 whatever p's float type, and reliability, top_label and nll "
+            "convert p to float64 themselves")
+_RANKS = "ranks depend only on the order and the ties of the scores, which a float64 cast keeps"
+_ZERO_OVER_ZERO = ("with one class the rank sum is exactly n_pos (n_pos + 1) / 2: the numerator is 0 wherever the "
+                   "denominator is, so there is no division by zero to silence, only 0/0")
+_NAN_ALREADY = "a one-class row is 0/0 = NaN already: the mask only restates it"
+_DEN_SHAPE = ("every denominator in rates_from_counts involves the counts of its numerator, so the broadcast shape "
+              "is the denominator's")
+_PROMOTED = ("the logits are first divided by a float64 tensor: torch promotes them to float64, exactly as the cast "
+             "would")
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "streetvision.eval.metrics.x_nll__mutmut_17": (
+        "y = np.asarray(labels).astype(None)", "labels are 0/1: as floats they are just as true or false in np.where"),
+    "streetvision.eval.metrics.x__ratio__mutmut_3": (
+        "num, den = np.asarray(num, dtype=None), np.asarray(den, dtype=np.float64)", _RATIO),
+    "streetvision.eval.metrics.x__ratio__mutmut_5": (
+        "num, den = np.asarray(num, ), np.asarray(den, dtype=np.float64)", _RATIO),
+    "streetvision.eval.metrics.x__ratio__mutmut_7": (
+        "num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=None)", _RATIO),
+    "streetvision.eval.metrics.x__ratio__mutmut_9": (
+        "num, den = np.asarray(num, dtype=np.float64), np.asarray(den, )", _RATIO),
+    "streetvision.eval.calibration.x_reliability__mutmut_4": (
+        "correct = (pred == np.asarray(labels)).astype(None)", _ASTYPE_NONE),
+    "streetvision.eval.calibration.x_calibration_metrics__mutmut_5": ("p = np.asarray(probs, dtype=None)", _PROBS64),
+    "streetvision.eval.calibration.x_calibration_metrics__mutmut_7": ("p = np.asarray(probs, )", _PROBS64),
+    "streetvision.eval.calibration.x_ece_along_last_axis__mutmut_4": (
+        "correct = (pred == np.asarray(labels)).astype(None)", _ASTYPE_NONE),
+    "streetvision.eval.calibration.x_ece_along_last_axis__mutmut_23": (
+        'gap = np.abs(np.einsum("...NB,...N->...B", onehot, correct - conf))',
+        "einsum subscripts are only labels: upper-case letters name the same axes"),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_16": (
+        "n_pos, n_neg = y.sum(-1).astype(None), (~y).sum(-1).astype(np.float64)", _ASTYPE_NONE),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_20": (
+        "n_pos, n_neg = y.sum(-1).astype(np.float64), (~y).sum(-1).astype(None)", _ASTYPE_NONE),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_10": (
+        "ranks = rankdata(np.asarray(scores, dtype=None), axis=-1)", _RANKS),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_12": (
+        "ranks = rankdata(np.asarray(scores, ), axis=-1)", _RANKS),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_26": (
+        'with np.errstate(invalid="ignore", divide=None):', _ZERO_OVER_ZERO),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_28": (
+        'with np.errstate(invalid="ignore", ):', _ZERO_OVER_ZERO),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_52": (
+        "return np.where((n_pos > 0) | (n_neg > 0), value, np.nan)", _NAN_ALREADY),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_53": (
+        "return np.where((n_pos >= 0) & (n_neg > 0), value, np.nan)", _NAN_ALREADY),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_55": (
+        "return np.where((n_pos > 0) & (n_neg >= 0), value, np.nan)", _NAN_ALREADY),
+    "streetvision.eval.metrics.x__ratio__mutmut_19": (
+        "return np.divide(num, den, out=np.zeros(np.broadcast(None, den).shape), where=den != 0)", _DEN_SHAPE),
+    "streetvision.eval.metrics.x__ratio__mutmut_21": (
+        "return np.divide(num, den, out=np.zeros(np.broadcast(den).shape), where=den != 0)", _DEN_SHAPE),
+    "streetvision.eval.calibration.x_bin_index__mutmut_13": (
+        'return np.clip(np.searchsorted(edges, confidence, side="right") - 1, None, n_bins - 1)',
+        "a confidence is >= 0 = edges[0], so searchsorted(side='right') - 1 is never below 0"),
+    "streetvision.eval.calibration.x_fit_temperature__mutmut_4": (
+        "z = torch.as_tensor(np.asarray(logits), dtype=None)", _PROMOTED),
+    "streetvision.eval.calibration.x_fit_temperature__mutmut_6": ("z = torch.as_tensor(np.asarray(logits), )", _PROMOTED),
     "streetvision.validator.challenge.x_base__mutmut_24": (
         "return img if (img.size == (size, size)) and False else img.resize((size, size), Image.BILINEAR)",
         "Pillow's resize to the image's own size returns a copy: the shortcut only saves the call"),
