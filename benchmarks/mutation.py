@@ -52,9 +52,9 @@ MODULES: dict[str, list[str]] = {
     "bundle.predictor": ["tests/bundle/test_predictor_policy.py"],
     "validator.reward": ["tests/validator/test_reward.py"],
     "validator.prior": ["tests/validator/test_reward.py"],
-    "validator.challenge": ["tests/validator/test_challenge.py"],
-    "validator.distortions": ["tests/validator/test_distortions.py", "tests/validator/test_torchvision_parity.py"],
-    "validator.stream": ["tests/validator/test_stream.py"],
+    "validator.challenge": ["tests/validator/test_challenge.py"],  # test_torchvision_parity.py skips on CPU torch
+    "validator.distortions": ["tests/validator/test_distortions.py"],
+    "validator.stream": ["tests/validator/test_stream.py", "-k", "not simulate_command"],  # that one trains
 }
 # Only these functions of a module are mutated (mutmut name globs); the rest need a trained model to be tested.
 ONLY = {"bundle.predictor": ["streetvision.bundle.predictor.xǁPolicyǁ*", "streetvision.bundle.predictor.xǁPredictorǁpredict_tensor*",
@@ -84,7 +84,144 @@ _COUNTER = "only whether the count of hashes since the last save is zero is ever
 _KEYNAME = ("the key only names the fingerprint inside the hashed slice: any fixed name gives the same "
             "up-to-date decisions")
 _STABLE = "tied scores get the average rank of their whole block, so the order a sort leaves them in is irrelevant"
+_INTEGERS = "Generator.integers(n) draws from [0, n) exactly as integers(0, n): the same values, the same state after"
+_TORCH_F32 = "torch's default dtype is float32 (nothing in the project changes it)"
+_BOTH_SIDES = "the other half of the condition still requires side > 0"
+_INTERP = "interpolate reads align_corners=None as False for bilinear, without a warning"
+_RATIO = "rates_from_counts, the only caller, passes float64 arrays already"
+_ASTYPE_NONE = "astype(None) is astype(float64)"
+_PROBS64 = ("labels are integers, so p - y is float64 whatever p's float type, and reliability, top_label and nll "
+            "convert p to float64 themselves")
+_RANKS = "ranks depend only on the order and the ties of the scores, which a float64 cast keeps"
+_ZERO_OVER_ZERO = ("with one class the rank sum is exactly n_pos (n_pos + 1) / 2: the numerator is 0 wherever the "
+                   "denominator is, so there is no division by zero to silence, only 0/0")
+_NAN_ALREADY = "a one-class row is 0/0 = NaN already: the mask only restates it"
+_DEN_SHAPE = ("every denominator in rates_from_counts involves the counts of its numerator, so the broadcast shape "
+              "is the denominator's")
+_PROMOTED = ("the logits are first divided by a float64 tensor: torch promotes them to float64, exactly as the cast "
+             "would")
 EQUIVALENT: dict[str, tuple[str, str]] = {
+    "streetvision.eval.metrics.x_nll__mutmut_17": (
+        "y = np.asarray(labels).astype(None)", "labels are 0/1: as floats they are just as true or false in np.where"),
+    "streetvision.eval.metrics.x__ratio__mutmut_3": (
+        "num, den = np.asarray(num, dtype=None), np.asarray(den, dtype=np.float64)", _RATIO),
+    "streetvision.eval.metrics.x__ratio__mutmut_5": (
+        "num, den = np.asarray(num, ), np.asarray(den, dtype=np.float64)", _RATIO),
+    "streetvision.eval.metrics.x__ratio__mutmut_7": (
+        "num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=None)", _RATIO),
+    "streetvision.eval.metrics.x__ratio__mutmut_9": (
+        "num, den = np.asarray(num, dtype=np.float64), np.asarray(den, )", _RATIO),
+    "streetvision.eval.calibration.x_reliability__mutmut_4": (
+        "correct = (pred == np.asarray(labels)).astype(None)", _ASTYPE_NONE),
+    "streetvision.eval.calibration.x_calibration_metrics__mutmut_5": ("p = np.asarray(probs, dtype=None)", _PROBS64),
+    "streetvision.eval.calibration.x_calibration_metrics__mutmut_7": ("p = np.asarray(probs, )", _PROBS64),
+    "streetvision.eval.calibration.x_ece_along_last_axis__mutmut_4": (
+        "correct = (pred == np.asarray(labels)).astype(None)", _ASTYPE_NONE),
+    "streetvision.eval.calibration.x_ece_along_last_axis__mutmut_23": (
+        'gap = np.abs(np.einsum("...NB,...N->...B", onehot, correct - conf))',
+        "einsum subscripts are only labels: upper-case letters name the same axes"),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_16": (
+        "n_pos, n_neg = y.sum(-1).astype(None), (~y).sum(-1).astype(np.float64)", _ASTYPE_NONE),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_20": (
+        "n_pos, n_neg = y.sum(-1).astype(np.float64), (~y).sum(-1).astype(None)", _ASTYPE_NONE),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_10": (
+        "ranks = rankdata(np.asarray(scores, dtype=None), axis=-1)", _RANKS),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_12": (
+        "ranks = rankdata(np.asarray(scores, ), axis=-1)", _RANKS),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_26": (
+        'with np.errstate(invalid="ignore", divide=None):', _ZERO_OVER_ZERO),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_28": (
+        'with np.errstate(invalid="ignore", ):', _ZERO_OVER_ZERO),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_52": (
+        "return np.where((n_pos > 0) | (n_neg > 0), value, np.nan)", _NAN_ALREADY),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_53": (
+        "return np.where((n_pos >= 0) & (n_neg > 0), value, np.nan)", _NAN_ALREADY),
+    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_55": (
+        "return np.where((n_pos > 0) & (n_neg >= 0), value, np.nan)", _NAN_ALREADY),
+    "streetvision.eval.metrics.x__ratio__mutmut_19": (
+        "return np.divide(num, den, out=np.zeros(np.broadcast(None, den).shape), where=den != 0)", _DEN_SHAPE),
+    "streetvision.eval.metrics.x__ratio__mutmut_21": (
+        "return np.divide(num, den, out=np.zeros(np.broadcast(den).shape), where=den != 0)", _DEN_SHAPE),
+    "streetvision.eval.calibration.x_bin_index__mutmut_13": (
+        'return np.clip(np.searchsorted(edges, confidence, side="right") - 1, None, n_bins - 1)',
+        "a confidence is >= 0 = edges[0], so searchsorted(side='right') - 1 is never below 0"),
+    "streetvision.eval.calibration.x_fit_temperature__mutmut_4": (
+        "z = torch.as_tensor(np.asarray(logits), dtype=None)", _PROMOTED),
+    "streetvision.eval.calibration.x_fit_temperature__mutmut_6": ("z = torch.as_tensor(np.asarray(logits), )", _PROMOTED),
+    "streetvision.validator.challenge.x_base__mutmut_24": (
+        "return img if (img.size == (size, size)) and False else img.resize((size, size), Image.BILINEAR)",
+        "Pillow's resize to the image's own size returns a copy: the shortcut only saves the call"),
+    "streetvision.validator.challenge.x_challenge__mutmut_82": ("kind_level = int(rng.integers(highest + 1))",
+                                                                _INTEGERS),
+    "streetvision.validator.challenge.x_check_level_probs__mutmut_16": (
+        "if len(probs) != len(LEVELS) or any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, ):",
+        "math.isclose's default rel_tol is 1e-09"),
+    "streetvision.validator.challenge.x_crop_params__mutmut_11": (
+        "if 0 <= side <= width and 0 < side <= height:", _BOTH_SIDES),
+    "streetvision.validator.challenge.x_crop_params__mutmut_14": (
+        "if 0 < side <= width and 0 <= side <= height:", _BOTH_SIDES),
+    "streetvision.validator.challenge.x_crop_params__mutmut_19": (
+        "return int(rng.integers(height - side + 1)), int(rng.integers(0, width - side + 1)), side, side", _INTEGERS),
+    "streetvision.validator.challenge.x_crop_params__mutmut_28": (
+        "return int(rng.integers(0, height - side + 1)), int(rng.integers(width - side + 1)), side, side", _INTEGERS),
+    "streetvision.validator.challenge.x_resized_crop__mutmut_9": (
+        'return F.interpolate(crop.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=None,', _INTERP),
+    "streetvision.validator.challenge.x_resized_crop__mutmut_14": (
+        'return F.interpolate(crop.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True)[0]', _INTERP),
+    "streetvision.validator.challenge.x_rotate__mutmut_6": ("dtype=None)", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_8": (")", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_21": ("grid = torch.empty(1, h, w, 3, dtype=None)", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_22": (
+        "grid = torch.empty(h, w, 3, dtype=torch.float32)", "the grid is viewed as (1, h * w, 3) before it is used"),
+    "streetvision.validator.challenge.x_rotate__mutmut_26": ("grid = torch.empty(1, h, w, 3, )", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_64": (
+        "grid[..., 1] = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h).unsqueeze(+1)",
+        "linspace is 1-D: its dimension 1 is its last, -1"),
+    "streetvision.validator.challenge.x_rotate__mutmut_68": (
+        "grid[..., 2] = 2.0", "the third coordinate only multiplies the inverse map's translation, which is zero"),
+    "streetvision.validator.challenge.x_rotate__mutmut_74": (
+        "scaled = inverse.t().unsqueeze(0) / torch.tensor([0.5 * w, 0.5 * h], dtype=None)", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_76": (
+        "scaled = inverse.t().unsqueeze(0) / torch.tensor([0.5 * w, 0.5 * h], )", _TORCH_F32),
+    "streetvision.validator.challenge.x_rotate__mutmut_110": (
+        'return F.grid_sample(t.unsqueeze(0), sample_at, mode="nearest", align_corners=False)[0]',
+        "grid_sample's padding_mode defaults to zeros"),
+    "streetvision.validator.challenge.x_to_float_tensor__mutmut_10": (
+        "return torch.from_numpy(np.array(img, dtype=None)).permute(2, 0, 1).contiguous().float().div(255)",
+        "an RGB image's array is uint8 already"),
+    "streetvision.validator.challenge.x_to_float_tensor__mutmut_12": (
+        "return torch.from_numpy(np.array(img, )).permute(2, 0, 1).contiguous().float().div(255)",
+        "an RGB image's array is uint8 already"),
+    "streetvision.validator.challenge.x_wire__mutmut_7": (
+        'image.save(buf, format="JPEG", )', "Pillow's JPEG default quality (-1) is libjpeg's 75"),
+    "streetvision.validator.challenge.x_wire__mutmut_9": (
+        'image.save(buf, format="jpeg", quality=WIRE_JPEG_QUALITY)', "Pillow upper-cases the format name"),
+    "streetvision.validator.challenge.x_wire__mutmut_11": ("buf.seek(1)", "Image.open seeks the file object to 0 itself"),
+    "streetvision.validator.distortions.x__blocks__mutmut_17": (
+        "x = int(rng.integers(w - 1 - BW_BLOCK + 1))", _INTEGERS),
+    "streetvision.validator.distortions.x__blocks__mutmut_29": (
+        "y = int(rng.integers(h - 1 - BW_BLOCK + 1))", _INTEGERS),
+    "streetvision.validator.distortions.x__blur__mutmut_10": (
+        "return cv2.GaussianBlur(bgr, (k, k), k / 1.0 / 6)", "k / 1.0 and k * 1.0 are the same float"),
+    "streetvision.validator.stream.x_block_bootstrap_mean__mutmut_28": (
+        "starts = rng.integers(n - block + 1, size=(n_resamples, -(-n // block)))", _INTEGERS),
+    "streetvision.validator.stream.x_block_bootstrap_mean__mutmut_46": (
+        "idx = (starts[:, :, None] + np.arange(block)).reshape(n_resamples, -2)[:, :n]",
+        "numpy reads any negative size in reshape as the one inferred dimension"),
+    "streetvision.validator.stream.x_simulate__mutmut_6": ("y_all = np.asarray(labels, dtype=None)", _DTYPE),
+    "streetvision.validator.stream.x_simulate__mutmut_8": ("y_all = np.asarray(labels, )", _DTYPE),
+    "streetvision.validator.stream.x_simulate__mutmut_45": (
+        "index = int(by_class[label][rng.integers(len(by_class[label]))])", _INTEGERS),
+    "streetvision.validator.stream.x_simulate__mutmut_53": (
+        "levels = np.empty(n_steps, dtype=None)", "levels are 0-3: as float64 they compare and convert to int the same"),
+    "streetvision.validator.stream.x_simulate__mutmut_55": (
+        "levels = np.empty(n_steps, )", "levels are 0-3: as float64 they compare and convert to int the same"),
+    "streetvision.validator.stream.x_simulate__mutmut_86": (
+        "answers[start:start + len(batch)] = np.asarray(score_batch(batch), dtype=None)",
+        "answers is a float64 array: the assignment converts whatever comes"),
+    "streetvision.validator.stream.x_simulate__mutmut_88": (
+        "answers[start:start + len(batch)] = np.asarray(score_batch(batch), )",
+        "answers is a float64 array: the assignment converts whatever comes"),
     "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
     "streetvision.eval.metrics.x_auroc__mutmut_17": ("s = np.asarray(scores, )", _DTYPE),
     "streetvision.eval.metrics.x_auroc__mutmut_20": ('order = np.argsort(s, kind=None)', _STABLE),
@@ -293,6 +430,10 @@ def prepare(module: str) -> Path:
     work.mkdir(parents=True)
     for name in ("src", "tests", "configs"):
         (work / name).symlink_to(ROOT / name)
+    # mutmut runs a copy of tests/ under work/mutants/, and tests find the shared data (the validator's golden
+    # outputs, the real photos) next to the checkout's parent: ROOT/../shared is work/mutants/../shared there.
+    if (ROOT.parent / "shared").is_dir():
+        (work / "shared").symlink_to(ROOT.parent / "shared")
     (work / "pyproject.toml").write_text(pyproject_for(module))
     return work
 
@@ -321,6 +462,10 @@ def run_module(module: str) -> dict:
     """Run mutmut on one module; return its summary entry."""
     work = prepare(module)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut puts mutants/src first itself
+    # One thread per test process: mutmut runs --max-children of them side by side, and a process forked after
+    # torch has started its OpenMP threads hangs at its next parallel op (GNU OpenMP is not fork-safe), which mutmut
+    # would count as a timeout, i.e. a kill, whatever the mutant did.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(os.cpu_count() or 2), *ONLY.get(module, [])]
     start = time.perf_counter()

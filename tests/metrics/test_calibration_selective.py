@@ -244,3 +244,97 @@ def test_a_p_value_equal_to_delta_rejects():
     conf = np.array([0.9, 0.8, 0.7, 0.6])
     policy = learn_then_test(conf, np.zeros(4, dtype=bool), 0.5, 0.25)  # two correct images: p = 0.25 exactly
     assert policy.n_tested > 1 and policy.threshold == 0.0 and policy.n_accepted == 4
+
+
+# ------------------------------------------------------------------------- calibration metrics piece by piece
+def test_calibration_metrics_are_their_definitions():
+    from sklearn.metrics import log_loss
+
+    from streetvision.eval.calibration import reliability
+
+    rng = np.random.default_rng(3)
+    labels, probs = rng.integers(0, 2, 300), np.round(rng.random(300), 3)
+    m = calibration_metrics(labels, probs, n_bins=10)
+    assert set(m) == {"ece", "mce", "brier", "nll", "accuracy", "n", "bins"} and m["n"] == 300
+    assert m["brier"] == pytest.approx(np.mean((probs - labels) ** 2), abs=1e-12)
+    assert m["nll"] == pytest.approx(log_loss(labels, probs), abs=1e-9)
+    assert m["accuracy"] == pytest.approx(np.mean((probs > 0.5) == labels), abs=1e-12)
+    assert m["bins"] == reliability(labels, probs, 10) and len(m["bins"]) == 10
+    filled = [b for b in m["bins"] if b["count"]]
+    assert m["ece"] == pytest.approx(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in filled) / 300)
+    assert m["mce"] == pytest.approx(max(abs(b["accuracy"] - b["confidence"]) for b in filled))
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning, match="Mean of empty slice"):  # the NLL
+        empty = calibration_metrics(np.array([], int), np.array([]), n_bins=5)
+    assert {k: empty[k] for k in ("ece", "mce", "brier", "accuracy", "n")} == {"ece": 0.0, "mce": 0.0, "brier": 0.0,
+                                                                                "accuracy": 0.0, "n": 0}
+
+
+def test_reliability_bins_are_equal_width_and_empty_bins_say_none():
+    from streetvision.eval.calibration import reliability
+
+    bins = reliability(np.array([1, 0, 1]), np.array([0.95, 0.3, 0.62]), n_bins=5)  # confidences 0.95, 0.7, 0.62
+    assert [b["lower"] for b in bins] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert [b["upper"] for b in bins] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert [b["count"] for b in bins] == [0, 0, 0, 2, 1]
+    assert bins[3]["confidence"] == pytest.approx(0.66) and bins[3]["accuracy"] == 1.0
+    assert bins[4]["confidence"] == pytest.approx(0.95) and bins[4]["accuracy"] == 1.0
+    assert all(b["confidence"] is None and b["accuracy"] is None for b in bins[:3])
+
+
+def test_bins_put_an_edge_in_the_upper_bin_and_one_in_the_last():
+    from streetvision.eval.calibration import bin_index
+
+    edges = np.linspace(0, 1, 11)
+    assert bin_index(edges, 10).tolist() == list(range(10)) + [9]
+    assert bin_index(np.array([0.0, 0.05, 0.999]), 10).tolist() == [0, 0, 9]
+    assert bin_index(np.array([1.0])).tolist() == [14]  # 15 bins by default
+
+
+def test_top_label_ties_predict_class_zero_in_float64():
+    from streetvision.eval.calibration import top_label
+
+    conf, pred = top_label(np.array([0.5, 0.8, 0.1], dtype=np.float32))
+    assert pred.tolist() == [0, 1, 0] and pred.dtype == np.int64 and conf.dtype == np.float64
+    assert conf == pytest.approx([0.5, 0.8, 0.9])
+
+
+def test_vectorised_ece_agrees_with_the_scalar_path_row_by_row():
+    from streetvision.eval.calibration import ece_along_last_axis
+
+    rng = np.random.default_rng(5)
+    labels, probs = rng.integers(0, 2, (8, 60)), np.round(rng.random((8, 60)), 2)
+    out = ece_along_last_axis(labels, probs)
+    assert out.shape == (8,)
+    for i in range(8):
+        assert out[i] == pytest.approx(calibration_metrics(labels[i], probs[i])["ece"], abs=1e-12)
+    assert ece_along_last_axis(labels, probs, 5)[0] == pytest.approx(calibration_metrics(labels[0], probs[0], 5)["ece"])
+    assert np.array_equal(ece_along_last_axis(np.zeros((3, 0), int), np.zeros((3, 0))), np.zeros(3))
+
+
+def test_temperature_is_clipped_and_takes_any_integer_labels():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    separable = np.stack([np.zeros(200), np.where(labels == 1, 0.01, -0.01)], 1)  # wants T -> 0
+    noise = np.stack([np.zeros(200), rng.normal(0, 1, 200)], 1)  # uninformative: wants T -> infinity
+    assert fit_temperature(separable, labels) == 0.05 and fit_temperature(noise, labels) == 100.0
+    logits, y = overconfident(2, 500)
+    assert fit_temperature(logits, y.astype(np.int32)) == fit_temperature(logits, y)
+
+
+def test_thresholds_within_1e_15_of_the_ends_are_clamped_there():
+    t = 3.0
+    assert recalibrated_threshold(float(np.nextafter(1.0, 0.0)), t) == recalibrated_threshold(1 - 1e-15, t) < 1.0
+    assert recalibrated_threshold(1e-16, t) == recalibrated_threshold(1e-15, t) > 0.0
+
+
+def test_calibration_works_in_float64_and_along_the_last_of_any_number_of_axes():
+    from streetvision.eval.calibration import ece_along_last_axis
+
+    rng = np.random.default_rng(6)
+    labels, probs = rng.integers(0, 2, (2, 3, 50)), rng.random((2, 3, 50))
+    assert np.array_equal(ece_along_last_axis(labels, probs).ravel(),
+                          ece_along_last_axis(labels.reshape(6, 50), probs.reshape(6, 50)))
+    assert np.array_equal(ece_along_last_axis(np.zeros((2, 3, 0), int), np.zeros((2, 3, 0))), np.zeros((2, 3)))
+    single = probs[0, 0].astype(np.float32)
+    as_double = calibration_metrics(labels[0, 0], single.astype(np.float64))
+    assert calibration_metrics(labels[0, 0], single) == as_double

@@ -118,3 +118,117 @@ def test_rates_on_small_confusions(labels, preds, expected):
     m = metrics_from_decisions(np.array(labels), np.array(preds, dtype=bool))
     for key, value in expected.items():
         assert m[key] == pytest.approx(value), key
+
+
+# ------------------------------------------------------- the vectorised path (bootstrap resamples) row by row
+def _rows(seed: int = 0, r: int = 12, n: int = 40):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, (r, n))
+    labels[0] = 1  # one class only: AUROC undefined, MCC 0
+    labels[1, :] = 0
+    probs = np.round(rng.random((r, n)), 1)  # ties
+    preds = probs >= 0.5
+    preds[2] = False  # no positive predicted: precision undefined
+    return labels, probs, preds
+
+
+def test_vectorised_confusion_and_rates_agree_with_the_scalar_path_row_by_row():
+    from streetvision.eval.metrics import confusion_along_last_axis, rates_from_counts
+
+    labels, probs, preds = _rows()
+    weights = np.random.default_rng(1).random(labels.shape) + 0.5
+    for w in (None, weights):
+        counts = confusion_along_last_axis(labels, preds, w)
+        rates = rates_from_counts(*counts)
+        assert all(c.shape == (len(labels),) and c.dtype == np.float64 for c in counts)
+        for i in range(len(labels)):
+            scalar = metrics_from_decisions(labels[i], preds[i], None if w is None else w[i])
+            assert [c[i] for c in counts] == pytest.approx([scalar[k] for k in ("tp", "tn", "fp", "fn")], abs=1e-12)
+            for key in ("mcc", "accuracy", "precision", "recall", "f1", "fnr", "fpr", "reward"):
+                assert rates[key].shape == (len(labels),)
+                assert rates[key][i] == pytest.approx(scalar[key], abs=1e-12), (key, i)
+
+
+def test_rates_of_scalar_counts_and_undefined_ratios():
+    from streetvision.eval.metrics import rates_from_counts
+
+    rates = rates_from_counts(3, 4, 1, 2)
+    assert float(rates["mcc"]) == pytest.approx((3 * 4 - 1 * 2) / np.sqrt(4 * 5 * 5 * 6))
+    assert (float(rates["precision"]), float(rates["recall"]), float(rates["fpr"])) == pytest.approx((0.75, 0.6, 0.2))
+    none = rates_from_counts(np.zeros(3), np.full(3, 5.0), np.zeros(3), np.zeros(3))  # no positives at all
+    for key in ("mcc", "precision", "recall", "f1", "fnr"):
+        assert np.array_equal(none[key], np.zeros(3)), key
+    assert np.array_equal(none["accuracy"], np.ones(3)) and np.array_equal(none["fpr"], np.zeros(3))
+
+
+def test_vectorised_auroc_agrees_row_by_row_and_is_nan_for_one_class():
+    from streetvision.eval.metrics import auroc_along_last_axis
+
+    labels, probs, _ = _rows(2)
+    out = auroc_along_last_axis(labels, probs)
+    assert out.shape == (len(labels),)
+    for i in range(len(labels)):
+        expected = auroc(labels[i], probs[i])
+        assert (np.isnan(out[i]) and expected is None) or out[i] == pytest.approx(expected, abs=1e-12), i
+    assert np.isnan(out[0]) and np.isnan(out[1]) and not np.isnan(out[2:]).any()
+
+
+def test_scalar_metrics_hold_exactly_their_keys():
+    out = metrics_from_decisions(np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1]))
+    assert set(out) == {"mcc", "accuracy", "precision", "recall", "f1", "fnr", "fpr", "reward", "tp", "tn", "fp",
+                        "fn", "n"}
+    assert out["mcc"] == pytest.approx(skm.matthews_corrcoef([1, 0, 1, 1], [1, 0, 0, 1]))
+
+
+def test_softmax_is_float64_stable_and_at_temperature_one_by_default():
+    logits = np.array([[0.0, 1.0], [1000.0, 1001.0], [-5.0, 3.0]], dtype=np.float32)
+    out = softmax_probs(logits)
+    assert out.dtype == np.float64 and np.array_equal(out, softmax_probs(logits, 1.0))
+    expected = 1 / (1 + np.exp(-np.array([1.0, 1.0, 8.0])))  # P(class 1) is the sigmoid of the logit gap
+    assert out == pytest.approx(expected, abs=1e-12)  # row 2 would overflow exp without the row max
+    assert softmax_probs(logits, 2.0) == pytest.approx(1 / (1 + np.exp(-np.array([0.5, 0.5, 4.0]))), abs=1e-12)
+
+
+def test_nll_clips_in_float64_whatever_the_input():
+    sure_and_wrong = np.array([0.0, 1.0], dtype=np.float32)
+    assert np.isfinite(nll(np.array([1, 0]), sure_and_wrong))  # 1 - 1e-12 is 1.0 in float32: log(0) there
+    assert nll(np.array([1, 0]), sure_and_wrong) == nll(np.array([1, 0]), sure_and_wrong.astype(np.float64))
+
+
+def test_vectorised_metrics_work_along_the_last_of_any_number_of_axes():
+    import warnings
+
+    from streetvision.eval.metrics import auroc_along_last_axis, confusion_along_last_axis, rates_from_counts
+
+    labels, probs, preds = _rows(3, r=12, n=30)
+    labels[3] = 0
+    labels[3, 7] = 1  # exactly one positive
+    labels[4] = 1
+    labels[4, 2] = 0  # exactly one negative
+    weights = np.arange(labels.size).reshape(labels.shape) % 3 + 1  # integer weights: sums come back as floats
+    flat = [confusion_along_last_axis(labels, preds, weights), rates_from_counts(
+        *confusion_along_last_axis(labels, preds)), auroc_along_last_axis(labels, probs)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a one-class row is NaN quietly
+        cube = [confusion_along_last_axis(labels.reshape(3, 4, 30), preds.reshape(3, 4, 30),
+                                          weights.reshape(3, 4, 30)),
+                rates_from_counts(*confusion_along_last_axis(labels.reshape(3, 4, 30), preds.reshape(3, 4, 30))),
+                auroc_along_last_axis(labels.reshape(3, 4, 30), probs.reshape(3, 4, 30))]
+    for a, b in zip(flat[0], cube[0]):
+        assert b.shape == (3, 4) and b.dtype == np.float64 and np.array_equal(a, b.ravel())
+    for key in flat[1]:
+        assert np.array_equal(flat[1][key], cube[1][key].ravel()), key
+    assert np.array_equal(flat[2], cube[2].ravel(), equal_nan=True)
+    assert flat[2][3] == auroc(labels[3], probs[3]) and flat[2][4] == auroc(labels[4], probs[4])
+
+
+def test_rates_take_scalars_mixed_with_arrays_and_large_counts():
+    from streetvision.eval.metrics import rates_from_counts
+
+    mixed = rates_from_counts(np.array([3, 5]), 4, 1, 2)
+    full = rates_from_counts(np.array([3, 5]), np.array([4, 4]), np.array([1, 1]), np.array([2, 2]))
+    for key in full:  # fnr = fn / (tp + fn): a scalar over an array
+        assert np.array_equal(np.broadcast_to(mixed[key], (2,)), full[key]), key
+    big = rates_from_counts(90_000, 80_000, 70_000, 60_000)  # the MCC denominator's product exceeds int64
+    expected = (9e4 * 8e4 - 7e4 * 6e4) / np.sqrt(16e4 * 15e4 * 15e4 * 14e4)
+    assert float(big["mcc"]) == pytest.approx(expected, rel=1e-12)

@@ -54,6 +54,7 @@ def test_colour_saturation_matches_the_formula(image, level):
     expected = np.trunc(_rgb_float64(ycbcr))
     diff = np.abs(distort(image, "CS", level).astype(np.float64) - expected)
     assert diff.max() <= 1  # float32 (cv2) vs float64 here; truncation can differ by one grey level
+    assert (diff > 0).mean() < 0.001  # ... at a value that sits on an integer, rarely
 
 
 @pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
@@ -126,3 +127,93 @@ def test_bad_kind_level_or_rng_is_a_clear_error(image, args, needle):
 def test_non_rgb_or_empty_arrays_are_refused(bad):
     with pytest.raises(ConfigError, match="HxWx3 uint8"):
         distort(bad, "CC", 1)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3, 4, 5])
+def test_gaussian_noise_matches_the_formula_at_every_level(image, level):
+    rng = np.random.default_rng(level)
+    out = distort(image, "GNC", level, np.random.default_rng(level))
+    noise = np.sqrt(PARAMS["GNC"][level - 1]) * rng.standard_normal(image.shape)
+    expected = np.clip(_rgb_float64((_ycbcr_float64(image) / 255 + noise) * 255), 0, 255)
+    diff = np.abs(out.astype(np.float64) - np.trunc(expected))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001  # float32 vs float64: rarely one level apart
+
+
+def test_gaussian_noise_saturates_at_black_and_white_instead_of_wrapping(image):
+    out = distort(image, "GNC", 5, np.random.default_rng(0))
+    assert (out == 0).any() and (out == 255).any()
+    dark = distort(np.zeros((32, 32, 3), np.uint8), "GNC", 5, np.random.default_rng(0))
+    assert (dark == 0).mean() > 0.2 and dark.max() == 255
+
+
+def _blocks_reference(shape: tuple[int, int], level: int, seed: int) -> np.ndarray:
+    """min(h, w) // 256 * param grey 8x8 blocks, each corner drawn x then y from [0, side - 9] as published."""
+    h, w = shape
+    rng, out = np.random.default_rng(seed), np.zeros((h, w, 3), np.uint8)
+    for _ in range(min(h, w) // 256 * PARAMS["BW"][level - 1]):
+        x, y = int(rng.integers(0, w - 8)), int(rng.integers(0, h - 8))
+        out[y:y + 8, x:x + 8] = 128
+    return out
+
+
+@pytest.mark.parametrize("shape, level", [((256, 256), 1), ((300, 520), 2), ((520, 300), 1), ((255, 900), 5),
+                                          ((600, 540), 5)])
+def test_block_wise_matches_its_description(shape, level):
+    out = distort(np.zeros((*shape, 3), np.uint8), "BW", level, np.random.default_rng(level))
+    assert np.array_equal(out, _blocks_reference(shape, level, level))
+    assert (out[-1] == 0).all() and (out[:, -1] == 0).all()  # a block never reaches the last row or column
+
+
+def test_block_wise_leaves_its_input_alone():
+    big = np.zeros((300, 300, 3), np.uint8)
+    assert (distort(big, "BW", 5, np.random.default_rng(0)) == 128).any() and (big == 0).all()
+
+
+def test_every_parameter_is_the_table_entry():
+    for kind in KINDS:
+        assert parameter(kind, 0) is None
+        assert [parameter(kind, level) for level in range(1, 6)] == list(PARAMS[kind])
+        assert parameter(kind, np.int64(3)) == PARAMS[kind][2]
+
+
+def test_channel_order_matters_only_where_it_should(image):
+    swapped = np.ascontiguousarray(image[:, :, ::-1])
+    for kind in ("CC", "JPEG", "GB"):  # per-channel: distorting the swapped image is swapping the distorted one
+        assert np.array_equal(distort(swapped, kind, 3)[:, :, ::-1], distort(image, kind, 3))
+    out = distort(image, "CS", 5)  # no saturation left: grey, equal channels up to rounding
+    assert np.abs(out.astype(int) - out.astype(int).mean(axis=2, keepdims=True)).max() <= 1
+    assert out.flags["C_CONTIGUOUS"] and distort(image, "GNC", 1, np.random.default_rng(0)).flags["C_CONTIGUOUS"]
+
+
+def test_errors_name_the_fix(image):
+    cases = [(("XX", 1), "use one of the published kinds."),
+             (("CS", True), "use an integer level 0 (off) to 5 (most severe)."),
+             (("CS", -1), "use an integer level 0 (off) to 5 (most severe)."),
+             (("BW", 2), "pass rng=np.random.default_rng(seed).")]
+    for args, fix in cases:
+        with pytest.raises(ConfigError) as exc:
+            distort(image, *args)
+        assert exc.value.fix == fix, args
+    for bad in (np.zeros((4, 4, 4), np.uint8), np.zeros((4, 4, 3, 1), np.uint8), "image"):
+        with pytest.raises(ConfigError, match="HxWx3 uint8") as exc:
+            distort(bad, "CC", 1)
+        assert exc.value.fix == "pass np.asarray(pil_image.convert('RGB'))."
+    with pytest.raises(ConfigError, match="Unknown distortion kind") as exc:
+        parameter("XX", 0)
+    assert np.array_equal(distort(image, "CC", np.int64(0)), image)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_output_is_uint8_of_the_input_shape(kind):
+    image = np.random.default_rng(1).integers(0, 256, (270, 300, 3), dtype=np.uint8)
+    for level in range(6):
+        out = distort(image, kind, level, np.random.default_rng(level))
+        assert out.dtype == np.uint8 and out.shape == image.shape, (kind, level)
+
+
+def test_errors_name_the_value_and_the_choices(image):
+    with pytest.raises(ConfigError) as exc:
+        distort(image, "XX", 1)
+    assert exc.value.message == "Unknown distortion kind 'XX'. Valid choices: CS, CC, BW, GNC, GB, JPEG."
+    with pytest.raises(ConfigError, match="Expected an HxWx3 uint8 numpy array, got str."):
+        distort("image", "CC", 1)
