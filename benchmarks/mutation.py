@@ -10,7 +10,7 @@ tests per module, the survivors with their diffs, and the equivalent mutants (EQ
 with the reason each cannot change behaviour. A module not run keeps its previous entry (marked with its date).
 
     .venv/bin/python benchmarks/mutation.py                       # every module
-    .venv/bin/python benchmarks/mutation.py eval.metrics io.atomic   # some of them
+    .venv/bin/python benchmarks/mutation.py metrics.classification io.atomic   # some of them
 
 Why mutmut: it forks each mutant's test run from a process that has already imported the tests (torch,
 transformers, sklearn take seconds to import; cosmic-ray and pytest-gremlins start a fresh interpreter per
@@ -37,14 +37,18 @@ WORK = ROOT / "build" / "mutation"
 
 # module (under src/streetvision) -> the fast tests that cover it (paths or node-id prefixes; "-k" filters allowed)
 MODULES: dict[str, list[str]] = {
-    "eval.metrics": ["tests/eval/test_metrics.py", "tests/eval/test_calibration_selective.py"],
-    "eval.thresholds": ["tests/eval/test_thresholds.py", "tests/eval/test_calibration_selective.py",
-                        "tests/validator/test_reward.py"],
-    "eval.calibration": ["tests/eval/test_calibration_selective.py"],
-    "eval.selective": ["tests/eval/test_calibration_selective.py"],
+    "metrics.classification": ["tests/metrics/test_metrics.py", "tests/metrics/test_calibration_selective.py"],
+    "metrics.thresholds": ["tests/metrics/test_thresholds.py", "tests/metrics/test_calibration_selective.py",
+                           "tests/validator/test_reward.py"],
+    "metrics.calibration": ["tests/metrics/test_calibration_selective.py"],
+    "metrics.selective": ["tests/metrics/test_calibration_selective.py"],
+    "metrics.policy": ["tests/metrics/test_calibration_selective.py", "tests/bundle/test_predictor_policy.py"],
+    "models.temperature": ["tests/metrics/test_calibration_selective.py"],
     "data.splits": ["tests/data/test_splits.py", "-k", "not real_data and not training_still_runs"],
     "pipeline.runner": ["tests/pipeline/test_runner.py", "tests/pipeline/test_phase_slices.py", "-k",
                         "not reruns_that_phase and not no_planned_phase"],
+    "pipeline.registry": ["tests/pipeline/test_runner.py", "tests/pipeline/test_phase_slices.py", "-k",
+                          "not reruns_that_phase and not no_planned_phase"],
     "io.manifest": ["tests/io/test_manifest.py", "tests/pipeline/test_runner.py"],
     "io.atomic": ["tests/io/test_atomic.py"],
     "bundle.schema": ["tests/bundle/test_schema.py"],
@@ -57,7 +61,7 @@ MODULES: dict[str, list[str]] = {
     "validator.stream": ["tests/validator/test_stream.py", "-k", "not simulate_command"],  # that one trains
 }
 # Only these functions of a module are mutated (mutmut name globs); the rest need a trained model to be tested.
-ONLY = {"bundle.predictor": ["streetvision.bundle.predictor.xǁPolicyǁ*", "streetvision.bundle.predictor.xǁPredictorǁpredict_tensor*",
+ONLY = {"bundle.predictor": ["streetvision.bundle.predictor.xǁPredictorǁpredict_tensor*",
                              "streetvision.bundle.predictor.xǁPredictorǁ__call__*",
                              "streetvision.bundle.predictor.xǁPredictorǁscores*",
                              "streetvision.bundle.predictor.xǁPredictorǁpredict_batch*"]}
@@ -101,53 +105,53 @@ _DEN_SHAPE = ("every denominator in rates_from_counts involves the counts of its
 _PROMOTED = ("the logits are first divided by a float64 tensor: torch promotes them to float64, exactly as the cast "
              "would")
 EQUIVALENT: dict[str, tuple[str, str]] = {
-    "streetvision.eval.metrics.x_nll__mutmut_17": (
+    "streetvision.metrics.classification.x_nll__mutmut_17": (
         "y = np.asarray(labels).astype(None)", "labels are 0/1: as floats they are just as true or false in np.where"),
-    "streetvision.eval.metrics.x__ratio__mutmut_3": (
+    "streetvision.metrics.classification.x__ratio__mutmut_3": (
         "num, den = np.asarray(num, dtype=None), np.asarray(den, dtype=np.float64)", _RATIO),
-    "streetvision.eval.metrics.x__ratio__mutmut_5": (
+    "streetvision.metrics.classification.x__ratio__mutmut_5": (
         "num, den = np.asarray(num, ), np.asarray(den, dtype=np.float64)", _RATIO),
-    "streetvision.eval.metrics.x__ratio__mutmut_7": (
+    "streetvision.metrics.classification.x__ratio__mutmut_7": (
         "num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=None)", _RATIO),
-    "streetvision.eval.metrics.x__ratio__mutmut_9": (
+    "streetvision.metrics.classification.x__ratio__mutmut_9": (
         "num, den = np.asarray(num, dtype=np.float64), np.asarray(den, )", _RATIO),
-    "streetvision.eval.calibration.x_reliability__mutmut_4": (
+    "streetvision.metrics.calibration.x_reliability__mutmut_4": (
         "correct = (pred == np.asarray(labels)).astype(None)", _ASTYPE_NONE),
-    "streetvision.eval.calibration.x_calibration_metrics__mutmut_5": ("p = np.asarray(probs, dtype=None)", _PROBS64),
-    "streetvision.eval.calibration.x_calibration_metrics__mutmut_7": ("p = np.asarray(probs, )", _PROBS64),
-    "streetvision.eval.calibration.x_ece_along_last_axis__mutmut_4": (
+    "streetvision.metrics.calibration.x_calibration_metrics__mutmut_5": ("p = np.asarray(probs, dtype=None)", _PROBS64),
+    "streetvision.metrics.calibration.x_calibration_metrics__mutmut_7": ("p = np.asarray(probs, )", _PROBS64),
+    "streetvision.metrics.calibration.x_ece_along_last_axis__mutmut_4": (
         "correct = (pred == np.asarray(labels)).astype(None)", _ASTYPE_NONE),
-    "streetvision.eval.calibration.x_ece_along_last_axis__mutmut_23": (
+    "streetvision.metrics.calibration.x_ece_along_last_axis__mutmut_23": (
         'gap = np.abs(np.einsum("...NB,...N->...B", onehot, correct - conf))',
         "einsum subscripts are only labels: upper-case letters name the same axes"),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_16": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_16": (
         "n_pos, n_neg = y.sum(-1).astype(None), (~y).sum(-1).astype(np.float64)", _ASTYPE_NONE),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_20": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_20": (
         "n_pos, n_neg = y.sum(-1).astype(np.float64), (~y).sum(-1).astype(None)", _ASTYPE_NONE),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_10": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_10": (
         "ranks = rankdata(np.asarray(scores, dtype=None), axis=-1)", _RANKS),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_12": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_12": (
         "ranks = rankdata(np.asarray(scores, ), axis=-1)", _RANKS),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_26": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_26": (
         'with np.errstate(invalid="ignore", divide=None):', _ZERO_OVER_ZERO),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_28": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_28": (
         'with np.errstate(invalid="ignore", ):', _ZERO_OVER_ZERO),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_52": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_52": (
         "return np.where((n_pos > 0) | (n_neg > 0), value, np.nan)", _NAN_ALREADY),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_53": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_53": (
         "return np.where((n_pos >= 0) & (n_neg > 0), value, np.nan)", _NAN_ALREADY),
-    "streetvision.eval.metrics.x_auroc_along_last_axis__mutmut_55": (
+    "streetvision.metrics.classification.x_auroc_along_last_axis__mutmut_55": (
         "return np.where((n_pos > 0) & (n_neg >= 0), value, np.nan)", _NAN_ALREADY),
-    "streetvision.eval.metrics.x__ratio__mutmut_19": (
+    "streetvision.metrics.classification.x__ratio__mutmut_19": (
         "return np.divide(num, den, out=np.zeros(np.broadcast(None, den).shape), where=den != 0)", _DEN_SHAPE),
-    "streetvision.eval.metrics.x__ratio__mutmut_21": (
+    "streetvision.metrics.classification.x__ratio__mutmut_21": (
         "return np.divide(num, den, out=np.zeros(np.broadcast(den).shape), where=den != 0)", _DEN_SHAPE),
-    "streetvision.eval.calibration.x_bin_index__mutmut_13": (
+    "streetvision.metrics.calibration.x_bin_index__mutmut_13": (
         'return np.clip(np.searchsorted(edges, confidence, side="right") - 1, None, n_bins - 1)',
         "a confidence is >= 0 = edges[0], so searchsorted(side='right') - 1 is never below 0"),
-    "streetvision.eval.calibration.x_fit_temperature__mutmut_4": (
+    "streetvision.models.temperature.x_fit_temperature__mutmut_4": (
         "z = torch.as_tensor(np.asarray(logits), dtype=None)", _PROMOTED),
-    "streetvision.eval.calibration.x_fit_temperature__mutmut_6": ("z = torch.as_tensor(np.asarray(logits), )", _PROMOTED),
+    "streetvision.models.temperature.x_fit_temperature__mutmut_6": ("z = torch.as_tensor(np.asarray(logits), )", _PROMOTED),
     "streetvision.validator.challenge.x_base__mutmut_24": (
         "return img if (img.size == (size, size)) and False else img.resize((size, size), Image.BILINEAR)",
         "Pillow's resize to the image's own size returns a copy: the shortcut only saves the call"),
@@ -222,38 +226,38 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "streetvision.validator.stream.x_simulate__mutmut_88": (
         "answers[start:start + len(batch)] = np.asarray(score_batch(batch), )",
         "answers is a float64 array: the assignment converts whatever comes"),
-    "streetvision.eval.metrics.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
-    "streetvision.eval.metrics.x_auroc__mutmut_17": ("s = np.asarray(scores, )", _DTYPE),
-    "streetvision.eval.metrics.x_auroc__mutmut_20": ('order = np.argsort(s, kind=None)', _STABLE),
-    "streetvision.eval.metrics.x_auroc__mutmut_22": ('order = np.argsort(s, )', _STABLE),
-    "streetvision.eval.metrics.x_auroc__mutmut_24": ('order = np.argsort(s, kind="MERGESORT")', _STABLE),
-    "streetvision.eval.metrics.x_auroc__mutmut_27": ("ranks = np.empty(len(s), dtype=None)",
+    "streetvision.metrics.classification.x_auroc__mutmut_15": ("s = np.asarray(scores, dtype=None)", _DTYPE),
+    "streetvision.metrics.classification.x_auroc__mutmut_17": ("s = np.asarray(scores, )", _DTYPE),
+    "streetvision.metrics.classification.x_auroc__mutmut_20": ('order = np.argsort(s, kind=None)', _STABLE),
+    "streetvision.metrics.classification.x_auroc__mutmut_22": ('order = np.argsort(s, )', _STABLE),
+    "streetvision.metrics.classification.x_auroc__mutmut_24": ('order = np.argsort(s, kind="MERGESORT")', _STABLE),
+    "streetvision.metrics.classification.x_auroc__mutmut_27": ("ranks = np.empty(len(s), dtype=None)",
                                                      "np.empty's default dtype is float64"),
-    "streetvision.eval.metrics.x_auroc__mutmut_29": ("ranks = np.empty(len(s), )", "np.empty's default dtype is float64"),
-    "streetvision.eval.metrics.x_binary_metrics__mutmut_4": ("probs = np.asarray(probs, dtype=None)", _DTYPE),
-    "streetvision.eval.metrics.x_binary_metrics__mutmut_6": ("probs = np.asarray(probs, )", _DTYPE),
-    "streetvision.eval.metrics.x_confusion__mutmut_21": ("w = np.asarray(weights, dtype=None)", _DTYPE),
-    "streetvision.eval.metrics.x_confusion__mutmut_23": ("w = np.asarray(weights, )", _DTYPE),
-    "streetvision.eval.metrics.x_validator_decisions__mutmut_2": (
+    "streetvision.metrics.classification.x_auroc__mutmut_29": ("ranks = np.empty(len(s), )", "np.empty's default dtype is float64"),
+    "streetvision.metrics.classification.x_binary_metrics__mutmut_4": ("probs = np.asarray(probs, dtype=None)", _DTYPE),
+    "streetvision.metrics.classification.x_binary_metrics__mutmut_6": ("probs = np.asarray(probs, )", _DTYPE),
+    "streetvision.metrics.classification.x_confusion__mutmut_21": ("w = np.asarray(weights, dtype=None)", _DTYPE),
+    "streetvision.metrics.classification.x_confusion__mutmut_23": ("w = np.asarray(weights, )", _DTYPE),
+    "streetvision.metrics.classification.x_validator_decisions__mutmut_2": (
         "return np.asarray(scores, dtype=None) > VALIDATOR_ROUNDING", _DTYPE),
-    "streetvision.eval.metrics.x_validator_decisions__mutmut_4": (
+    "streetvision.metrics.classification.x_validator_decisions__mutmut_4": (
         "return np.asarray(scores, ) > VALIDATOR_ROUNDING", _DTYPE),
-    "streetvision.eval.thresholds.x__weighted_above__mutmut_3": ('order = np.argsort(values, kind=None)', _SUFFIX),
-    "streetvision.eval.thresholds.x__weighted_above__mutmut_5": ('order = np.argsort(values, )', _SUFFIX),
-    "streetvision.eval.thresholds.x__weighted_above__mutmut_7": ('order = np.argsort(values, kind="MERGESORT")',
+    "streetvision.metrics.thresholds.x__weighted_above__mutmut_3": ('order = np.argsort(values, kind=None)', _SUFFIX),
+    "streetvision.metrics.thresholds.x__weighted_above__mutmut_5": ('order = np.argsort(values, )', _SUFFIX),
+    "streetvision.metrics.thresholds.x__weighted_above__mutmut_7": ('order = np.argsort(values, kind="MERGESORT")',
                                                                  _SUFFIX),
-    "streetvision.eval.thresholds.x__weighted_above__mutmut_21": (
+    "streetvision.metrics.thresholds.x__weighted_above__mutmut_21": (
         "return tail[np.searchsorted(values[order], t, )]", "side='left' is searchsorted's default"),
-    "streetvision.eval.thresholds.x_best_index__mutmut_9": (
+    "streetvision.metrics.thresholds.x_best_index__mutmut_9": (
         "for i, flag in enumerate(np.append(best, None)):", "the appended sentinel only needs to be falsy; None is"),
-    "streetvision.eval.thresholds.x_best_index__mutmut_33": (
+    "streetvision.metrics.thresholds.x_best_index__mutmut_33": (
         "a, b = max(runs, key=lambda r: (r[1] - r[0], -r[1]))",
         "among runs of equal width, the one that starts first also ends first"),
-    "streetvision.eval.thresholds.x_sweep__mutmut_6": ("p = np.asarray(probs, dtype=None)", _DTYPE),
-    "streetvision.eval.thresholds.x_sweep__mutmut_8": ("p = np.asarray(probs, )", _DTYPE),
-    "streetvision.eval.thresholds.x_sweep__mutmut_15": (
+    "streetvision.metrics.thresholds.x_sweep__mutmut_6": ("p = np.asarray(probs, dtype=None)", _DTYPE),
+    "streetvision.metrics.thresholds.x_sweep__mutmut_8": ("p = np.asarray(probs, )", _DTYPE),
+    "streetvision.metrics.thresholds.x_sweep__mutmut_15": (
         "w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=None)", _DTYPE),
-    "streetvision.eval.thresholds.x_sweep__mutmut_17": (
+    "streetvision.metrics.thresholds.x_sweep__mutmut_17": (
         "w = np.ones(len(p)) if weights is None else np.asarray(weights, )", _DTYPE),
     "streetvision.validator.reward.x_reward_from_metrics__mutmut_13": (
         "return (0.5 * np.maximum(mcc, 0.0) + 0.5 * np.asarray(accuracy, dtype=None)) ** CURVE_EXPONENT", _DTYPE),
@@ -318,43 +322,43 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
                                                                     "the scores are Python floats: float64 anyway"),
     "streetvision.bundle.predictor.xǁPredictorǁscores__mutmut_15": ("return np.asarray(out, )",
                                                                     "the scores are Python floats: float64 anyway"),
-    "streetvision.eval.selective.x_apply_policy__mutmut_3": (
+    "streetvision.metrics.selective.x_apply_policy__mutmut_3": (
         'conf = np.asarray(confidence, dtype=None)', _DTYPE),
-    "streetvision.eval.selective.x_apply_policy__mutmut_5": (
+    "streetvision.metrics.selective.x_apply_policy__mutmut_5": (
         'conf = np.asarray(confidence, )', _DTYPE),
-    "streetvision.eval.selective.x_apply_policy__mutmut_7": (
+    "streetvision.metrics.selective.x_apply_policy__mutmut_7": (
         'err = np.asarray(errors).astype(None)', _DTYPE),
-    "streetvision.eval.selective.x_apply_policy__mutmut_15": (
+    "streetvision.metrics.selective.x_apply_policy__mutmut_15": (
         'accepted = conf >= threshold if threshold is not None else np.zeros(len(conf), dtype=None)', _NONE_ACCEPTED),
-    "streetvision.eval.selective.x_apply_policy__mutmut_17": (
+    "streetvision.metrics.selective.x_apply_policy__mutmut_17": (
         'accepted = conf >= threshold if threshold is not None else np.zeros(len(conf), )', _NONE_ACCEPTED),
-    "streetvision.eval.selective.x_decided_confidence__mutmut_3": (
+    "streetvision.metrics.policy.x_decided_confidence__mutmut_3": (
         'p = np.asarray(probs, dtype=None)', _DTYPE),
-    "streetvision.eval.selective.x_decided_confidence__mutmut_5": (
+    "streetvision.metrics.policy.x_decided_confidence__mutmut_5": (
         'p = np.asarray(probs, )', _DTYPE),
-    "streetvision.eval.selective.x_learn_then_test__mutmut_3": (
+    "streetvision.metrics.selective.x_learn_then_test__mutmut_3": (
         'conf = np.asarray(confidence, dtype=None)', _DTYPE),
-    "streetvision.eval.selective.x_learn_then_test__mutmut_5": (
+    "streetvision.metrics.selective.x_learn_then_test__mutmut_5": (
         'conf = np.asarray(confidence, )', _DTYPE),
-    "streetvision.eval.selective.x_learn_then_test__mutmut_7": (
+    "streetvision.metrics.selective.x_learn_then_test__mutmut_7": (
         'err = np.asarray(errors).astype(None)', _DTYPE),
-    "streetvision.eval.selective.x_learn_then_test__mutmut_16": (
+    "streetvision.metrics.selective.x_learn_then_test__mutmut_16": (
         'order = np.argsort(-conf, kind=None)', _BLOCKS),
-    "streetvision.eval.selective.x_learn_then_test__mutmut_18": (
+    "streetvision.metrics.selective.x_learn_then_test__mutmut_18": (
         'order = np.argsort(-conf, )', _BLOCKS),
-    "streetvision.eval.selective.x_learn_then_test__mutmut_21": (
+    "streetvision.metrics.selective.x_learn_then_test__mutmut_21": (
         'order = np.argsort(-conf, kind="MERGESORT")', _BLOCKS),
-    "streetvision.eval.selective.x_learn_then_test__mutmut_24": (
+    "streetvision.metrics.selective.x_learn_then_test__mutmut_24": (
         'sorted_conf, cum_err = conf[order], np.concatenate([[1], np.cumsum(err[order])])', _EMPTY_UNTESTED),
-    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_8": (
+    "streetvision.metrics.selective.x_risk_coverage_curve__mutmut_8": (
         'order = np.argsort(-np.asarray(confidence, dtype=None), kind="mergesort")', _DTYPE),
-    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_10": (
+    "streetvision.metrics.selective.x_risk_coverage_curve__mutmut_10": (
         'order = np.argsort(-np.asarray(confidence, ), kind="mergesort")', _DTYPE),
-    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_12": (
+    "streetvision.metrics.selective.x_risk_coverage_curve__mutmut_12": (
         'order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="MERGESORT")', _CASE),
-    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_15": (
+    "streetvision.metrics.selective.x_risk_coverage_curve__mutmut_15": (
         'err = np.asarray(errors, dtype=None)[order]', _DTYPE),
-    "streetvision.eval.selective.x_risk_coverage_curve__mutmut_17": (
+    "streetvision.metrics.selective.x_risk_coverage_curve__mutmut_17": (
         'err = np.asarray(errors, )[order]', _DTYPE),
     "streetvision.io.manifest.x_git_commit__mutmut_31": (
         '["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=None,', _DIRTY),

@@ -250,7 +250,7 @@ def test_a_p_value_equal_to_delta_rejects():
 def test_calibration_metrics_are_their_definitions():
     from sklearn.metrics import log_loss
 
-    from streetvision.eval.calibration import reliability
+    from streetvision.metrics.calibration import reliability
 
     rng = np.random.default_rng(3)
     labels, probs = rng.integers(0, 2, 300), np.round(rng.random(300), 3)
@@ -270,7 +270,7 @@ def test_calibration_metrics_are_their_definitions():
 
 
 def test_reliability_bins_are_equal_width_and_empty_bins_say_none():
-    from streetvision.eval.calibration import reliability
+    from streetvision.metrics.calibration import reliability
 
     bins = reliability(np.array([1, 0, 1]), np.array([0.95, 0.3, 0.62]), n_bins=5)  # confidences 0.95, 0.7, 0.62
     assert [b["lower"] for b in bins] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
@@ -282,7 +282,7 @@ def test_reliability_bins_are_equal_width_and_empty_bins_say_none():
 
 
 def test_bins_put_an_edge_in_the_upper_bin_and_one_in_the_last():
-    from streetvision.eval.calibration import bin_index
+    from streetvision.metrics.calibration import bin_index
 
     edges = np.linspace(0, 1, 11)
     assert bin_index(edges, 10).tolist() == list(range(10)) + [9]
@@ -291,7 +291,7 @@ def test_bins_put_an_edge_in_the_upper_bin_and_one_in_the_last():
 
 
 def test_top_label_ties_predict_class_zero_in_float64():
-    from streetvision.eval.calibration import top_label
+    from streetvision.metrics.calibration import top_label
 
     conf, pred = top_label(np.array([0.5, 0.8, 0.1], dtype=np.float32))
     assert pred.tolist() == [0, 1, 0] and pred.dtype == np.int64 and conf.dtype == np.float64
@@ -299,7 +299,7 @@ def test_top_label_ties_predict_class_zero_in_float64():
 
 
 def test_vectorised_ece_agrees_with_the_scalar_path_row_by_row():
-    from streetvision.eval.calibration import ece_along_last_axis
+    from streetvision.metrics.calibration import ece_along_last_axis
 
     rng = np.random.default_rng(5)
     labels, probs = rng.integers(0, 2, (8, 60)), np.round(rng.random((8, 60)), 2)
@@ -328,7 +328,7 @@ def test_thresholds_within_1e_15_of_the_ends_are_clamped_there():
 
 
 def test_calibration_works_in_float64_and_along_the_last_of_any_number_of_axes():
-    from streetvision.eval.calibration import ece_along_last_axis
+    from streetvision.metrics.calibration import ece_along_last_axis
 
     rng = np.random.default_rng(6)
     labels, probs = rng.integers(0, 2, (2, 3, 50)), rng.random((2, 3, 50))

@@ -133,7 +133,7 @@ def _rows(seed: int = 0, r: int = 12, n: int = 40):
 
 
 def test_vectorised_confusion_and_rates_agree_with_the_scalar_path_row_by_row():
-    from streetvision.eval.metrics import confusion_along_last_axis, rates_from_counts
+    from streetvision.metrics.classification import confusion_along_last_axis, rates_from_counts
 
     labels, probs, preds = _rows()
     weights = np.random.default_rng(1).random(labels.shape) + 0.5
@@ -150,7 +150,7 @@ def test_vectorised_confusion_and_rates_agree_with_the_scalar_path_row_by_row():
 
 
 def test_rates_of_scalar_counts_and_undefined_ratios():
-    from streetvision.eval.metrics import rates_from_counts
+    from streetvision.metrics.classification import rates_from_counts
 
     rates = rates_from_counts(3, 4, 1, 2)
     assert float(rates["mcc"]) == pytest.approx((3 * 4 - 1 * 2) / np.sqrt(4 * 5 * 5 * 6))
@@ -162,7 +162,7 @@ def test_rates_of_scalar_counts_and_undefined_ratios():
 
 
 def test_vectorised_auroc_agrees_row_by_row_and_is_nan_for_one_class():
-    from streetvision.eval.metrics import auroc_along_last_axis
+    from streetvision.metrics.classification import auroc_along_last_axis
 
     labels, probs, _ = _rows(2)
     out = auroc_along_last_axis(labels, probs)
@@ -198,7 +198,7 @@ def test_nll_clips_in_float64_whatever_the_input():
 def test_vectorised_metrics_work_along_the_last_of_any_number_of_axes():
     import warnings
 
-    from streetvision.eval.metrics import auroc_along_last_axis, confusion_along_last_axis, rates_from_counts
+    from streetvision.metrics.classification import auroc_along_last_axis, confusion_along_last_axis, rates_from_counts
 
     labels, probs, preds = _rows(3, r=12, n=30)
     labels[3] = 0
@@ -223,7 +223,7 @@ def test_vectorised_metrics_work_along_the_last_of_any_number_of_axes():
 
 
 def test_rates_take_scalars_mixed_with_arrays_and_large_counts():
-    from streetvision.eval.metrics import rates_from_counts
+    from streetvision.metrics.classification import rates_from_counts
 
     mixed = rates_from_counts(np.array([3, 5]), 4, 1, 2)
     full = rates_from_counts(np.array([3, 5]), np.array([4, 4]), np.array([1, 1]), np.array([2, 2]))
