@@ -1,5 +1,5 @@
 """The real phases' up-to-date rules: a phase reruns when any config key or input it reads changes, and is skipped
-when none does. A phase runs on a read-only struct view of its declared keys (``config_view``), so a read outside
+when none does. A phase runs on a read-only view of its declared keys (``config_view``), so a read outside
 them fails in every test that runs the phase; here: the view itself, the reasons for the keys read but not hashed,
 and, on a committed micro run, that changing any key of a slice reruns exactly that phase and what is downstream
 while changing any other key reruns nothing; a folder source reruns the splits when a file is added or edited."""

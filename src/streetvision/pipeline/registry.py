@@ -118,8 +118,8 @@ def phase_dirs() -> dict[str, str]:
 
 
 def config_view(cfg: DictConfig, spec: PhaseSpec) -> DictConfig:
-    """The read-only view a phase gets: only its ``config_keys`` and ``reads`` (resolved), in struct mode, so a
-    read of any other key fails instead of silently escaping the up-to-date check."""
+    """The read-only view a phase gets: only its ``config_keys`` and ``reads``, resolved, so reading any other key
+    raises (attribute or item access) instead of silently escaping the up-to-date check."""
     tree: dict[str, Any] = {}
     for key in (*spec.config_keys, *spec.reads):
         *parents, leaf = key.split(".")
@@ -129,7 +129,6 @@ def config_view(cfg: DictConfig, spec: PhaseSpec) -> DictConfig:
         value = OmegaConf.select(cfg, key)
         node[leaf] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     view = OmegaConf.create(tree)
-    OmegaConf.set_struct(view, True)
     OmegaConf.set_readonly(view, True)
     return view
 
