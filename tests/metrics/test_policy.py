@@ -67,3 +67,10 @@ def test_the_decision_rule_is_p_at_or_above_the_threshold():
     np.testing.assert_allclose(confidence, [0.9, 0.4, 0.4000001, 0.9])
     d2, c2 = decided_confidence(probs, 0.4)
     assert np.array_equal(d2, decisions) and np.array_equal(c2, confidence)
+
+
+def test_a_policy_file_that_is_not_an_object_is_refused(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text("[0.5]")
+    with pytest.raises(IntegrityError, match="policy_type is 'None'"):
+        Policy.from_file(path)
