@@ -42,6 +42,7 @@ bench: install
 	$(PY) benchmarks/explora_domain_shift.py
 	$(PY) benchmarks/validator_fidelity.py
 	$(PY) benchmarks/compile_cpu.py
+	$(PY) benchmarks/real_recipe.py --recipes preset validator_aug cls_mean steps300
 
 # Mutation testing of the core modules, each against the fast tests that cover it (not part of `make test` or CI):
 # mutmut, because it forks each mutant's tests from a process that has already imported torch and runs only the tests
