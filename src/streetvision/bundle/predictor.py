@@ -113,7 +113,6 @@ class Predictor:
         """A local folder or a Hub repo id (``huggingface_hub.snapshot_download``; offline, the local cache serves
         it), in the bundle format (bundle.json: loaded and checked by :meth:`from_bundle`) or the Hugging Face
         format of ``streetvision export --format hf`` (config.json + preprocessor_config.json)."""
-
         if backend not in BACKENDS:
             raise ConfigError(f"Unknown backend '{backend}'. Valid choices: {', '.join(BACKENDS)}.",
                               "use backend='torch' or backend='onnx'.")

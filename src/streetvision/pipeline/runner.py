@@ -77,29 +77,26 @@ def plan(cfg: DictConfig, artifacts: ArtifactSchema) -> list[PhaseSpec]:
     return ordered
 
 
+def committed_upstream(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> dict[str, StepManifest]:
+    """The manifests of the phases this phase needs or uses that are committed in the run."""
+    manifests = {dep: committed(artifacts, dep) for dep in (*spec.needs_for(cfg), *spec.uses)}
+    return {dep: m for dep, m in manifests.items() if m is not None}
+
+
 def upstream_records(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> list[FileRecord]:
     """Outputs of the committed upstream phases this phase reads (its recorded inputs)."""
-    records: list[FileRecord] = []
-    for dep in (*spec.needs_for(cfg), *spec.uses):
-        manifest = committed(artifacts, dep)
-        if manifest is not None:
-            records.extend(manifest.outputs)
-    return records
-
-
-def fingerprint(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> dict:
-    """What identifies one run of a phase: its config slice and the checksums of the upstream outputs it reads
-    (a training checkpoint resumes only under the same fingerprint)."""
-    return {"config": config_slice(cfg, spec),
-            "inputs": {r.path: r.sha256 for r in upstream_records(cfg, artifacts, spec)}}
+    return [r for m in committed_upstream(cfg, artifacts, spec).values() for r in m.outputs]
 
 
 def phase_context(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec, console: Console) -> PhaseContext:
-    """What the phase gets: its config view, the paths, the console, its fingerprint and its committed upstream."""
-    upstream = (*spec.needs_for(cfg), *spec.uses)
-    return PhaseContext(cfg=config_view(cfg, spec), artifacts=artifacts, console=console,
-                        fingerprint=fingerprint(cfg, artifacts, spec),
-                        committed=frozenset(d for d in upstream if committed(artifacts, d) is not None))
+    """What the phase gets: its config view, the paths, the console, its committed upstream and its fingerprint
+    (config slice + checksums of the upstream outputs it reads: a training checkpoint resumes only under the same
+    fingerprint)."""
+    upstream = committed_upstream(cfg, artifacts, spec)
+    fingerprint = {"config": config_slice(cfg, spec),
+                   "inputs": {r.path: r.sha256 for m in upstream.values() for r in m.outputs}}
+    return PhaseContext(cfg=config_view(cfg, spec), artifacts=artifacts, console=console, fingerprint=fingerprint,
+                        committed=frozenset(upstream))
 
 
 def _up_to_date(cfg: DictConfig, artifacts: ArtifactSchema, spec: PhaseSpec) -> bool:

@@ -142,7 +142,7 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     trainer = make_trainer(plan, trainer_settings, [], int(p4.epochs), art.phase_dir("phase4"), validate=False,
                            max_steps=int(p4.max_steps), checkpointing=checkpointing,
                            loggers=make_loggers(list(cfg.logging.loggers), art.logs_dir, "phase4",
-                                                art.identity()["experiment_name"], art.identity()["run_id"],
+                                                *(art.identity()[k] for k in ("experiment_name", "run_id")),
                                                 cfg.logging.wandb_project))
     resume = checkpointing.resume
     run_fit(trainer, module, train_dataloaders=loader, ckpt_path=str(resume) if resume else None)
