@@ -38,12 +38,12 @@ from streetvision.eval.bootstrap import bootstrap_ci  # noqa: E402
 from streetvision.metrics.classification import metrics_from_decisions  # noqa: E402
 from streetvision.models.backbones import build_builtin, load_backbone, preprocess_for  # noqa: E402
 from streetvision.models.embedding_cache import compute_embeddings  # noqa: E402
-from streetvision.models.explora import ExploraModule  # noqa: E402
+from streetvision.models.explora import SelfSupervisedModule  # noqa: E402
 from streetvision.models.devices import resolve_devices  # noqa: E402
 from streetvision.models.training import make_trainer  # noqa: E402
 from streetvision.pipeline.artifacts import ArtifactSchema  # noqa: E402
 from streetvision.pipeline.phases.phase1 import train_settings  # noqa: E402
-from streetvision.pipeline.phases.phase4 import explora_settings  # noqa: E402
+from streetvision.pipeline.phases.phase4 import self_supervised_settings  # noqa: E402
 from streetvision.pipeline.runner import run_pipeline  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def pretrain_source(out: Path, images: list[Path], epochs: int, cfg) -> None:
     pre = preprocess_for(backbone, "dinov2-tiny")
     dm = UnlabeledDataModule(images, MultiCropTransform(pre, 56), batch_size=32)
     loader = dm.train_dataloader()
-    module = ExploraModule(backbone, "dino", explora_settings(cfg.phase4), total_steps=epochs * len(loader))
+    module = SelfSupervisedModule(backbone, "dino", self_supervised_settings(cfg.phase4), total_steps=epochs * len(loader))
     trainer = make_trainer(resolve_devices(cfg.hardware), train_settings(cfg.training).trainer, [], epochs, out.parent,
                            validate=False)
     trainer.fit(module, train_dataloaders=loader)

@@ -116,6 +116,8 @@ class ModelConfig:
     head_hidden: int = 256
     head_dropout: float = 0.0
     init_from_explora: Optional[bool] = None  # None: start from phase4's backbone when it is committed
+    init_from_pretrain: Optional[bool] = None  # None: phase4 (or phase1 without phase4) starts from the pretrain
+    # phase's backbone when it is committed
     lora: LoraSettings = field(default_factory=LoraSettings)
     explora: ExploraConfig = field(default_factory=ExploraConfig)
 
@@ -152,8 +154,8 @@ class Phase1Config:
 
 
 @dataclass
-class Phase4Config:
-    """Phase 4 (ExPLoRA) training budget and objective hyper-parameters."""
+class SelfSupervisedConfig:
+    """Budget and objective hyper-parameters of a self-supervised training phase (phase4 and pretrain)."""
 
     epochs: int = 3
     max_steps: int = -1  # -1: epochs decide
@@ -171,7 +173,22 @@ class Phase4Config:
     center_momentum: float = 0.9
     ema_momentum: float = 0.996
     mask_ratio: float = 0.5
+
+
+@dataclass
+class Phase4Config(SelfSupervisedConfig):
+    """Phase 4 (ExPLoRA) training budget and objective hyper-parameters."""
+
     validation_images: int = 8  # real preprocessed images used to prove the merge
+
+
+@dataclass
+class PretrainConfig(SelfSupervisedConfig):
+    """The pretrain phase: self-supervised training of the whole backbone (every weight, no adapters), starting
+    from ``model.backbone`` (a built-in name: random weights, i.e. from scratch), on unlabelled ``images``."""
+
+    objective: str = "dino"  # dino | masked
+    images: UnlabeledConfig = field(default_factory=lambda: UnlabeledConfig(n=1500, domain="source"))
 
 
 @dataclass
@@ -279,6 +296,7 @@ class StreetVisionConfig:
     phase1: Phase1Config = field(default_factory=Phase1Config)
     phase2: Phase2Config = field(default_factory=Phase2Config)
     phase4: Phase4Config = field(default_factory=Phase4Config)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     phase5: Phase5Config = field(default_factory=Phase5Config)
     phase6: Phase6Config = field(default_factory=Phase6Config)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -299,6 +317,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.loss": ("ce", "focal"),
     "training.augment": ("none", "flip", "validator"),
     "model.explora.objective": ("dino", "masked"),
+    "pretrain.objective": ("dino", "masked"),
+    "pretrain.images.source": ("folder", "synthetic", "train_split"),
+    "pretrain.images.domain": ("source", "target"),
     "phase2.metric": ("mcc", "validator_reward", "fnr_constrained"),
     "evaluation.backend": ("torch", "onnx"),
     "hardware.precision": ("32", "bf16-mixed", "16-mixed"),
@@ -339,21 +360,6 @@ RANGES: dict[str, str] = {
     "phase1.frozen_epochs": "[1, inf)",
     "phase2.n_thresholds": "[2, inf)",
     "phase2.max_fnr": "[0, 1]",
-    "phase4.epochs": "[1, inf)",
-    "phase4.batch_size": "[1, inf)",
-    "phase4.lr": "(0, inf)",
-    "phase4.weight_decay": "[0, inf)",
-    "phase4.warmup_fraction": "[0, 1)",
-    "phase4.grad_accum": "[1, inf)",
-    "phase4.n_global_crops": "[1, inf)",
-    "phase4.n_local_crops": "[0, inf)",
-    "phase4.local_crop_size": "[0, inf)",
-    "phase4.dino_out_dim": "[1, inf)",
-    "phase4.teacher_temp": "(0, inf)",
-    "phase4.student_temp": "(0, inf)",
-    "phase4.center_momentum": "[0, 1]",
-    "phase4.ema_momentum": "[0, 1]",
-    "phase4.mask_ratio": "(0, 1)",
     "phase4.validation_images": "[1, inf)",
     "phase5.n_bins": "[1, inf)",
     "phase5.target_risk": "(0, 1)",
@@ -369,6 +375,28 @@ RANGES: dict[str, str] = {
     "hardware.num_workers": "[0, inf)",
     "hardware.decode_cache_mb": "[0, inf)",
 }
+# The self-supervised phases (phase4, pretrain) share their budget and objective keys.
+_SELF_SUPERVISED_RANGES = {
+    "epochs": "[1, inf)",
+    "batch_size": "[1, inf)",
+    "lr": "(0, inf)",
+    "weight_decay": "[0, inf)",
+    "warmup_fraction": "[0, 1)",
+    "grad_accum": "[1, inf)",
+    "n_global_crops": "[1, inf)",
+    "n_local_crops": "[0, inf)",
+    "local_crop_size": "[0, inf)",
+    "dino_out_dim": "[1, inf)",
+    "teacher_temp": "(0, inf)",
+    "student_temp": "(0, inf)",
+    "center_momentum": "[0, 1]",
+    "ema_momentum": "[0, 1]",
+    "mask_ratio": "(0, 1)",
+}
+RANGES.update({f"{phase}.{key}": spec for phase in ("phase4", "pretrain") for key, spec in
+               _SELF_SUPERVISED_RANGES.items()})
+RANGES["pretrain.images.n"] = RANGES["data.unlabeled.n"]
+
 # List keys that are a probability distribution, and over what (checked after composition).
 DISTRIBUTIONS: dict[str, tuple[int, str]] = {"training.augment_level_probs": (4, "the validator's levels 0-3")}
 

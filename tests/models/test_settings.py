@@ -18,7 +18,7 @@ from streetvision.data.sources import HFSource, list_hf
 from streetvision.models.backbones import build_builtin
 from streetvision.models.classifier import ClassifierSpec, RoadworkClassifier, apply_finetune_mode
 from streetvision.models.devices import DevicePlan
-from streetvision.models.explora import ExploraModule, ExploraSettings
+from streetvision.models.selfsup import SelfSupervisedModule, SelfSupervisedSettings
 from streetvision.models.training import (
     ClassifierModule,
     TrainerSettings,
@@ -34,7 +34,7 @@ CPU = DevicePlan(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", pre
 TRAINER = TrainerSettings(grad_accum=1, gradient_clip=1.0, progress_bar=False)
 TRAIN = TrainSettings(lr=1e-2, backbone_lr=1e-3, weight_decay=0.01, warmup_fraction=0.1, loss="ce", focal_gamma=2.0,
                       epochs=4, early_stopping_patience=0, trainer=TRAINER)
-EXPLORA = ExploraSettings(lr=1e-3, weight_decay=0.04, warmup_fraction=0.0, ema_momentum=0.996, dino_out_dim=32,
+EXPLORA = SelfSupervisedSettings(lr=1e-3, weight_decay=0.04, warmup_fraction=0.0, ema_momentum=0.996, dino_out_dim=32,
                           n_global_crops=2, teacher_temp=0.04, student_temp=0.1, center_momentum=0.9, mask_ratio=0.5)
 
 
@@ -53,7 +53,7 @@ def micro_classifier() -> RoadworkClassifier:
 def test_the_settings_are_frozen_and_no_models_or_data_entry_point_takes_a_config():
     with pytest.raises(FrozenInstanceError):
         TRAIN.lr = 1.0  # type: ignore[misc]
-    for fn in (ClassifierModule.__init__, make_trainer, fit_classifier, ExploraModule.__init__, list_hf):
+    for fn in (ClassifierModule.__init__, make_trainer, fit_classifier, SelfSupervisedModule.__init__, list_hf):
         hints = " ".join(str(p.annotation) for p in inspect.signature(fn).parameters.values())
         assert "Config" not in hints, (fn.__qualname__, hints)
 
@@ -83,11 +83,11 @@ def test_make_trainer_hands_the_trainer_settings_to_lightning(tmp_path):
     assert trainer.progress_bar_callback is None
 
 
-def test_explora_module_trains_with_explora_settings_only(tmp_path):
+def test_explora_module_trains_with_self_supervised_settings_only(tmp_path):
     torch.manual_seed(0)
-    dino = ExploraModule(build_builtin("dinov2-micro", seed=0), "dino", EXPLORA, total_steps=4)
+    dino = SelfSupervisedModule(build_builtin("dinov2-micro", seed=0), "dino", EXPLORA, total_steps=4)
     assert dino.head.prototypes.shape[0] == dino.center.shape[1] == EXPLORA.dino_out_dim
-    module = ExploraModule(build_builtin("dinov2-micro", seed=0).train(), "masked", EXPLORA, total_steps=4)
+    module = SelfSupervisedModule(build_builtin("dinov2-micro", seed=0).train(), "masked", EXPLORA, total_steps=4)
     start = {k: v.clone() for k, v in module.student.state_dict().items()}
     images = torch.randn(16, 3, 56, 56, generator=torch.Generator().manual_seed(0))
     trainer = make_trainer(CPU, TRAINER, [], 1, tmp_path, validate=False, max_steps=3)
@@ -111,9 +111,10 @@ def test_hf_source_is_plain_arguments(tmp_path):
 
 def test_the_phases_build_the_settings_from_their_config(make_cfg):
     from streetvision.pipeline.phases.phase1 import train_settings
-    from streetvision.pipeline.phases.phase4 import explora_settings
+    from streetvision.pipeline.phases.pretrain import self_supervised_settings
 
-    cfg = make_cfg("training.lr=0.123", "training.grad_accum=3", "training.loss=focal", "phase4.teacher_temp=0.07")
+    cfg = make_cfg("training.lr=0.123", "training.grad_accum=3", "training.loss=focal", "phase4.teacher_temp=0.07",
+                   "pretrain.lr=0.0321")
     settings = train_settings(cfg.training)
     assert (settings.lr, settings.loss, settings.trainer.grad_accum) == (0.123, "focal", 3)
     for f in fields(TrainSettings):
@@ -121,15 +122,17 @@ def test_the_phases_build_the_settings_from_their_config(make_cfg):
             assert getattr(settings, f.name) == cfg.training[f.name], f.name
     for f in fields(TrainerSettings):
         assert getattr(settings.trainer, f.name) == cfg.training[f.name], f.name
-    explora = explora_settings(cfg.phase4)
-    assert explora.teacher_temp == 0.07
-    for f in fields(ExploraSettings):
-        assert getattr(explora, f.name) == cfg.phase4[f.name], f.name
+    for node in (cfg.phase4, cfg.pretrain):  # both self-supervised phases, each from its own keys
+        ssl = self_supervised_settings(node)
+        for f in fields(SelfSupervisedSettings):
+            assert getattr(ssl, f.name) == node[f.name], f.name
+    assert self_supervised_settings(cfg.phase4).teacher_temp == 0.07
+    assert self_supervised_settings(cfg.pretrain).lr == 0.0321
 
 
 def test_phase4_trains_with_its_own_grad_accum_and_phase1_frozen_with_its_epochs(make_cfg, monkeypatch):
     from streetvision.pipeline.phases import phase1 as phase1_mod
-    from streetvision.pipeline.phases import phase4 as phase4_mod
+    from streetvision.pipeline.phases import pretrain as pretrain_mod
     from streetvision.pipeline.runner import run_pipeline
 
     seen = {}
@@ -140,7 +143,7 @@ def test_phase4_trains_with_its_own_grad_accum_and_phase1_frozen_with_its_epochs
             return real(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(phase4_mod, "make_trainer", record("phase4", phase4_mod.make_trainer))
+    monkeypatch.setattr(pretrain_mod, "make_trainer", record("phase4", pretrain_mod.make_trainer))
     monkeypatch.setattr(phase1_mod, "fit_classifier", record("phase1", phase1_mod.fit_classifier))
     cfg = make_cfg("model=dinov2_micro", "data.synthetic.n=48", "data.unlabeled.n=16", "phase4.batch_size=8",
                    "training.batch_size=8", "training.progress_bar=false", "pipeline.phases=[phase4,phase1]",

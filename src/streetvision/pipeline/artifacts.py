@@ -87,9 +87,9 @@ class ArtifactSchema:
     def synthetic_dir(self) -> Path:
         return self.phase_dir("splits") / "synthetic"
 
-    @property
-    def unlabeled_synthetic_dir(self) -> Path:
-        return self.phase_dir("splits") / "synthetic_unlabeled"
+    def unlabeled_synthetic_dir(self, phase: str) -> Path:
+        """Synthetic unlabelled images generated for a self-supervised phase (phase4, pretrain)."""
+        return self.phase_dir(phase) / "synthetic_unlabeled"
 
     @property
     def cache_dir(self) -> Path:
@@ -132,7 +132,11 @@ class ArtifactSchema:
     def risk_coverage_csv(self) -> Path:
         return self.phase_dir("phase5") / "risk_coverage.csv"
 
-    # phase4
+    # pretrain / phase4
+    @property
+    def pretrain_backbone_dir(self) -> Path:
+        return self.phase_dir("pretrain") / "backbone"
+
     @property
     def explora_backbone_dir(self) -> Path:
         return self.phase_dir("phase4") / "backbone"

@@ -44,18 +44,20 @@ from streetvision.models.training import (
 )
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
+from streetvision.pipeline.phases.pretrain import start_backbone
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
 
 def backbone_source(cfg: DictConfig, art: ArtifactSchema, committed: frozenset[str]) -> str:
-    """phase4's merged backbone when requested or (by default) when committed; else ``model.backbone``."""
+    """phase4's merged backbone when requested or (by default) when committed; else the pretrain phase's backbone
+    when requested or committed; else ``model.backbone``."""
     use = cfg.model.init_from_explora
     has_phase4 = "phase4" in committed
     if use and not has_phase4:
         raise MissingArtifactError(
             "model.init_from_explora=true but phase4 has no committed (validated) backbone in this run.",
             "add phase4 to pipeline.phases, or set model.init_from_explora=null.")
-    return str(art.explora_backbone_dir) if (use is None and has_phase4) or use else str(cfg.model.backbone)
+    return str(art.explora_backbone_dir) if (use is None and has_phase4) or use else start_backbone(cfg, art, committed)
 
 
 def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> RoadworkClassifier:
@@ -143,7 +145,7 @@ def phase1_loggers(cfg: DictConfig, art: ArtifactSchema) -> list:
                         cfg.logging.wandb_project)
 
 
-@phase("phase1", "supervised training of backbone + head", dir="phase1", needs=("splits",), uses=("phase4",),
+@phase("phase1", "supervised training of backbone + head", dir="phase1", needs=("splits",), uses=("phase4", "pretrain"),
        config_keys=("seed", "model", "training", "hardware.precision", "phase1"),
        reads=("hardware", "logging", "pipeline.force"))
 def run_phase1(ctx: PhaseContext) -> PhaseResult:
@@ -186,7 +188,7 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     }
     atomic_write_json(art.metrics_json("phase1"), metrics)
     outputs += [art.metrics_json("phase1"), art.training_curve_csv]
-    inputs = [art.explora_backbone_dir] if source == str(art.explora_backbone_dir) else []
+    inputs = [Path(source)] if source in (str(art.explora_backbone_dir), str(art.pretrain_backbone_dir)) else []
     checkpointing.discard()
     test = per_split.get("test", next(iter(per_split.values()), {}))
     return PhaseResult(outputs=outputs, inputs=inputs, metrics={k: v for k, v in metrics.items() if k != "config"},
