@@ -45,6 +45,12 @@ def test_every_weight_trains_and_the_loss_goes_down(make_cfg, objective):
     assert not frozen, frozen  # no adapters: every weight moved (the mask token only trains with `masked`)
 
 
+def test_max_steps_is_the_budget_whatever_the_epochs(make_cfg):
+    art, _ = run(make_cfg, "pipeline.phases=[pretrain,phase4]", "pretrain.epochs=1", "pretrain.max_steps=5",
+                 "phase4.epochs=1", "phase4.max_steps=4")  # 48 images / 16 = 3 steps per epoch
+    assert (metrics(art, "pretrain")["steps"], metrics(art, "phase4")["steps"]) == (5, 4)
+
+
 def test_images_come_from_a_folder_and_from_its_own_synthetic_stream(make_cfg, tmp_path):
     from streetvision.data.synthetic import write_dataset
 

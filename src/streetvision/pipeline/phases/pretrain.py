@@ -28,7 +28,8 @@ from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import DevicePlan, resolve_devices
 from streetvision.models.selfsup import SelfSupervisedModule, SelfSupervisedSettings
 from streetvision.models.tracking import make_loggers
-from streetvision.models.training import TrainerSettings, make_trainer, optimizer_steps_per_epoch, run_fit
+from streetvision.models.training import (TrainerSettings, epochs_for_steps, make_trainer, optimizer_steps_per_epoch,
+                                          run_fit)
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
@@ -102,11 +103,12 @@ class SelfSupervisedFit:
 
 def fit_self_supervised(ctx: PhaseContext, phase_name: str, student: nn.Module, objective: str, p: DictConfig,
                         loader: DataLoader, plan: DevicePlan, gather_embeddings: bool = False) -> SelfSupervisedFit:
-    """Train ``student`` with ``objective`` for ``p.epochs`` (or ``p.max_steps``), resuming from the phase's
+    """Train ``student`` with ``objective`` for ``p.max_steps`` when set, else ``p.epochs``, resuming from the phase's
     checkpoint of the same fingerprint, with phase1's clipping, progress bar and loggers."""
     cfg, art = ctx.cfg, ctx.artifacts
     steps_per_epoch = optimizer_steps_per_epoch(loader, plan.world_size, p.grad_accum)
     total = int(p.max_steps) if p.max_steps > 0 else int(p.epochs) * steps_per_epoch
+    epochs = epochs_for_steps(total, steps_per_epoch)  # max_steps, when set, is not cut short by `epochs`
     module = SelfSupervisedModule(student, objective, self_supervised_settings(p), total, gather_embeddings,
                                   compile_backend=plan.compile_backend if plan.compile else None)
     settings = TrainerSettings(grad_accum=int(p.grad_accum), gradient_clip=float(cfg.training.gradient_clip),
@@ -116,7 +118,7 @@ def fit_self_supervised(ctx: PhaseContext, phase_name: str, student: nn.Module, 
     if checkpointing.resume:
         ctx.console.print(f"resuming {phase_name} from {art.rel(checkpointing.resume)}")
     run = art.identity()
-    trainer = make_trainer(plan, settings, [], int(p.epochs), art.phase_dir(phase_name), validate=False,
+    trainer = make_trainer(plan, settings, [], epochs, art.phase_dir(phase_name), validate=False,
                            max_steps=int(p.max_steps), checkpointing=checkpointing,
                            loggers=make_loggers(list(cfg.logging.loggers), art.logs_dir, phase_name,
                                                 run["experiment_name"], run["run_id"], cfg.logging.wandb_project))
