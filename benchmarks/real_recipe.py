@@ -3,9 +3,10 @@
 
 Folds: every photo is decoded and hashed once with the splits phase's own functions (``streetvision.data.splits``:
 ``scan``, ``quarantine_label_conflicts``, ``group_duplicates`` at ``data.near_duplicate_distance``), so exact and
-near duplicates form one group; whole groups go to K folds, stratified by label (each group in its majority
-label's stratum, largest first, to the fold with the fewest images of that label; ties by a seeded order), once per
-repeat with its own seed. A fold's images are never in two folds, so no duplicate straddles train and test.
+near duplicates form one group; whole groups go to K folds (``streetvision.data.splits.assign_folds``, which the
+crossfit phase uses too), stratified by label (each group in its majority label's stratum, largest first, to the
+fold with the fewest images of that label; ties by a seeded order), once per repeat with its own seed. A fold's
+images are never in two folds, so no duplicate straddles train and test.
 
 Fold-run: the held-out fold is the test set and is never shown to the pipeline. The other folds are linked
 (symlinks, nothing copied) into a temporary one-folder-per-class tree and run through the real pipeline
@@ -14,8 +15,10 @@ them (groups intact) into train / val_select at the pipeline's default 0.6 : 0.1
 (threshold on val_select at ``deploy.prior_roadwork=0.5``) and phase6 (the bundle). No val_calib and no phase5:
 temperature scaling is monotone and phase5 only re-expresses phase2's threshold on calibrated probabilities, so it
 changes none of the metrics below (AUROC, and decisions at the threshold), and on ~180 photos the ~10 % it would
-hold out is better spent on training. No cross-fitting either: one model per fold-run, selected and thresholded
-on its own val_select, as a user training on their own photos would deploy it.
+hold out is better spent on training. One model per fold-run, selected and thresholded on its own val_select, as
+a user training on their own photos would deploy it; except in ``small_data_crossfit``, which adds the crossfit
+phase (``crossfit.folds`` models by the same recipe on folds of the fold-run's train + val_select), so phase2 sweeps
+the threshold on those out-of-fold logits instead of val_select (compare it with ``steps300``, the same training).
 
 Each bundle is then scored through the Predictor on the held-out fold (``streetvision.eval.evaluate``, as the
 evaluation phase does): ``clean`` and ``validator_mix`` (each image through ``streetvision.validator.challenge`` at a
@@ -26,6 +29,7 @@ same seeds, same challenges). Fold-runs share training images, so these interval
 2003); the corrected resampled-t interval of each difference is reported beside the bootstrap one.
 
     .venv/bin/python benchmarks/real_recipe.py --quick          # 2 folds x 1 repeat, 1 recipe, micro model, 1 epoch
+    .venv/bin/python benchmarks/real_recipe.py --recipes steps300 small_data_crossfit   # is the OOF threshold better?
     .venv/bin/python benchmarks/real_recipe.py                  # 5 folds x 2 repeats x every recipe (hours on 2 cores)
     .venv/bin/python benchmarks/real_recipe.py --recipes preset validator_aug cls_mean steps300 --workdir runs_cv
 
@@ -33,7 +37,9 @@ Cost on 2 idle cores, estimated (not measured: this script was only smoke-run on
 phase1_recipe's per-step times (dinov2-tiny, 300 steps ~100 s; validator augmentation ~70 ms more per 224 px image,
 more on 384 x 288 photos): per fold-run ~20-30 s for preset and cls_mean, ~2 min for validator_aug and steps300,
 ~15-25 min for steps300_validator_aug (300 steps of augmented batches); so about 1 h for 10 fold-runs of the first
-four recipes and 3.5-5 h with the fifth. ``--max-fold-runs 1`` is a timing probe; ``--workdir`` makes a run resumable.
+four recipes and 3.5-5 h with the fifth. ``small_data_crossfit`` trains 1 + ``crossfit.folds`` (5) models per
+fold-run: about 6 times ``steps300``, ~10 min per fold-run (estimated). ``--max-fold-runs 1`` is a timing probe;
+``--workdir`` makes a run resumable.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from _report import machine_facts, print_table  # noqa: E402
 
 from streetvision.config import DataConfig  # noqa: E402
 from streetvision.data.sources import list_folder  # noqa: E402
-from streetvision.data.splits import group_duplicates, quarantine_label_conflicts, scan  # noqa: E402
+from streetvision.data.splits import assign_folds, group_duplicates, quarantine_label_conflicts, scan  # noqa: E402
 from streetvision.io import atomic_write_json  # noqa: E402
 from streetvision.io.manifest import library_versions, utc_now  # noqa: E402
 
@@ -73,19 +79,24 @@ PRIOR = 0.5  # deploy.prior_roadwork: the validator draws roadwork / no roadwork
 # steps300 is the training=small_data preset: the preset's 300 steps (training.optimizer_steps) whatever the data
 # size, without early stopping (the default preset never stops early either: patience 5 of 5 epochs); the best
 # val_select epoch is still kept.
+# small_data_crossfit: steps300 plus the crossfit phase, so the threshold comes from out-of-fold logits of train +
+# val_select (crossfit.folds models by the same recipe) instead of val_select alone.
 STEPS = ["training=small_data"]
+PHASES = ["phase1", "phase2", "phase6"]
 RECIPES: dict[str, list[str]] = {
     "preset": [],
     "validator_aug": ["training.augment=validator"],
     "cls_mean": ["model.pooling=cls_mean"],
     "steps300": STEPS,
     "steps300_validator_aug": [*STEPS, "training.augment=validator"],
+    "small_data_crossfit": [*STEPS, f"pipeline.phases=[{','.join(['crossfit', *PHASES])}]"],
 }
 # Every fold-run: the fold's training images through splits -> phase1 -> phase2 -> phase6.
 PIPELINE = ["data=folder", "data.splits.train=0.8", "data.splits.val_select=0.2", "data.splits.val_calib=0",
-            "data.splits.test=0", "pipeline.phases=[phase1,phase2,phase6]", "phase1.score_splits=[val_select]",
+            "data.splits.test=0", f"pipeline.phases=[{','.join(PHASES)}]", "phase1.score_splits=[val_select]",
             "phase6.onnx=false", f"deploy.prior_roadwork={PRIOR}", "training.progress_bar=false"]
-QUICK = ["model=dinov2_micro", "training.epochs=1"]
+# A smoke run: the micro model for one epoch whatever the recipe's step budget, 2 crossfit folds.
+QUICK = ["model=dinov2_micro", "training.epochs=1", "training.optimizer_steps=0", "crossfit.folds=2"]
 CONDITIONS = {"clean": "clean", "validator_mix": "mix"}
 METRICS = {"auroc": "auroc", "mcc_deploy": "mcc", "accuracy_deploy": "acc"}  # evaluate.condition_metrics keys
 HEADLINE = [f"{short}_{m}" for short in CONDITIONS.values() for m in METRICS.values()]
@@ -106,37 +117,6 @@ def scan_groups(root: Path, max_distance: int | None = None) -> list[dict[str, A
     groups = group_duplicates([f.sha256 for f in result.ok], [f.phash for f in result.ok], distance)
     return [{"path": Path(f.sample.path).relative_to(listing.root).as_posix(), "label": int(f.sample.label),
              "sha256": f.sha256, "group": int(g)} for f, g in zip(result.ok, groups)]
-
-
-def assign_folds(labels: list[int], groups: list[int], k: int, seed: Any) -> list[int]:
-    """Fold index per file: whole duplicate groups, stratified by label.
-
-    Each group joins its majority label's stratum; per stratum the groups are shuffled (``seed``), then, largest
-    first, each goes to the fold holding the fewest images of that label (ties: fewest images overall, then a
-    seeded fold order). Per label, fold counts therefore differ by at most the largest group of that label.
-    """
-    by_group: dict[int, list[int]] = {}
-    for i, g in enumerate(groups):
-        by_group.setdefault(g, []).append(i)
-    rng = np.random.default_rng(seed)
-    fold_of = [-1] * len(labels)
-    total = [0] * k
-    for label in sorted(set(labels)):
-        members = [g for g, idx in by_group.items()
-                   if np.bincount([labels[i] for i in idx], minlength=label + 1).argmax() == label]
-        if len(members) < k:
-            raise ValueError(f"label {label} has {len(members)} duplicate group(s); {k} folds need at least {k}.")
-        members = [members[j] for j in rng.permutation(len(members))]
-        members.sort(key=lambda g: -len(by_group[g]))  # stable: equal sizes keep the shuffled order
-        order = rng.permutation(k)
-        count = [0] * k
-        for g in members:
-            fold = min(range(k), key=lambda f: (count[f], total[f], order[f]))
-            count[fold] += len(by_group[g])
-            total[fold] += len(by_group[g])
-            for i in by_group[g]:
-                fold_of[i] = fold
-    return fold_of
 
 
 def link_tree(dest: Path, root: Path, rel_paths: list[str]) -> Path:
@@ -181,7 +161,7 @@ def fold_run(workdir: Path, run_id: str, data_root: Path, recipe: list[str], ext
     from streetvision.config import load_config
     from streetvision.data.splits import load_splits
     from streetvision.io import read_json
-    from streetvision.metrics.policy import THRESHOLD, Policy
+    from streetvision.metrics.policy import THRESHOLD, Policy, threshold_split
     from streetvision.pipeline.artifacts import ArtifactSchema
     from streetvision.pipeline.runner import run_pipeline
 
@@ -199,12 +179,15 @@ def fold_run(workdir: Path, run_id: str, data_root: Path, recipe: list[str], ext
     wall = time.perf_counter() - start
     p1 = read_json(art.metrics_json("phase1"))
     threshold = Policy.from_file(art.thresholds_json, THRESHOLD).decision_threshold
+    fitted_on = threshold_split(art.thresholds_json)  # val_select, or crossfit_oof (small_data_crossfit)
+    n_fit = read_json(art.thresholds_json)["metrics_at_best_data_prior"]["n"]
     n_train, n_val = len(splits.rows("train")), len(splits.rows("val_select"))
     if not keep:
         shutil.rmtree(art.run_dir, ignore_errors=True)
     return {**metrics, "wall_s": wall, "train_s": p1["train_seconds"], "epochs": p1.get("epochs"),
             "optimizer_steps": p1.get("optimizer_steps"), "best_epoch": p1["best_epoch"],
-            "threshold": threshold, "n_train": n_train, "n_val_select": n_val,
+            "threshold": threshold, "threshold_split": fitted_on, "threshold_images": n_fit,
+            "n_train": n_train, "n_val_select": n_val,
             "val_select_mcc": p1["splits"]["val_select"]["mcc"],
             "phase_s": {o.name: round(o.seconds, 2) for o in outcomes}, "evaluation_s": wall - sum(
                 o.seconds for o in outcomes), "reused_phases": [o.name for o in outcomes if o.status != "ran"]}
@@ -355,8 +338,9 @@ def main() -> int:
     def notes() -> str:
         return (f"{k}-fold x {repeats} stratified group CV on {len(files)} real photos; each fold-run trains "
                 "through splits -> phase1 -> phase2 -> phase6 on the other folds (train / val_select 0.8 / 0.2, "
-                "threshold at the 50/50 prior on val_select) and scores the bundle on the held-out fold through the "
-                "Predictor: clean and validator_mix (levels 0-3 as the validator draws them), AUROC / MCC / "
+                "threshold at the 50/50 prior on val_select, or on crossfit's out-of-fold logits of train + "
+                "val_select in small_data_crossfit) and scores the bundle on the held-out fold through the Predictor: "
+                "clean and validator_mix (levels 0-3 as the validator draws them), AUROC / MCC / "
                 "accuracy at the 50/50 prior. Intervals: percentile bootstrap of the mean over fold-runs (optimistic: "
                 "fold-runs share training photos); d_mix_mcc: paired difference to the first recipe with the "
                 "Nadeau-Bengio corrected resampled-t 95% interval. wall_s: one fold-run (pipeline + evaluation) in "

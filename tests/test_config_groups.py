@@ -26,3 +26,8 @@ def test_every_group_option_composes(option, tmp_path):
         assert cfg.data.source == {"synthetic": "synthetic"}.get(name, name)
     if group == "model":
         assert cfg.model.backbone  # every model option names a backbone
+
+
+def test_the_real_cpu_recipe_selects_the_small_data_training_preset(tmp_path):
+    base = [f"output_root={tmp_path}", "data=folder", "data.root=/data/photos"]
+    assert load_config([*base, "recipe=real_cpu"]) == load_config([*base, "training=small_data"])

@@ -154,6 +154,16 @@ class Phase1Config:
 
 
 @dataclass
+class CrossfitConfig:
+    """The crossfit phase (small data): K models trained by phase1's recipe on K stratified folds of train +
+    val_select + val_calib (duplicate groups kept whole; never test), each scoring its held-out fold; when it is
+    committed, phase2 and phase5 fit the threshold, temperature and selective policy on these out-of-fold logits
+    instead of one small split. The fold models train the whole budget without validation (the last epoch)."""
+
+    folds: int = 5  # K >= 2; each class needs at least K distinct images (duplicate groups)
+
+
+@dataclass
 class SelfSupervisedConfig:
     """Budget and objective hyper-parameters of a self-supervised training phase (phase4 and pretrain)."""
 
@@ -193,7 +203,7 @@ class PretrainConfig(SelfSupervisedConfig):
 
 @dataclass
 class Phase2Config:
-    """Phase 2: decision-threshold sweep on val_select."""
+    """Phase 2: decision-threshold sweep on val_select (on crossfit's out-of-fold logits when committed)."""
 
     n_thresholds: int = 5000
     metric: str = "mcc"  # mcc | validator_reward | fnr_constrained
@@ -202,7 +212,8 @@ class Phase2Config:
 
 @dataclass
 class Phase5Config:
-    """Phase 5: temperature scaling on val_calib and the selective (defer) policy."""
+    """Phase 5: temperature scaling and the selective (defer) policy on val_calib (on crossfit's out-of-fold
+    logits when committed)."""
 
     n_bins: int = 15
     target_risk: float = 0.02  # error rate allowed among accepted images
@@ -294,6 +305,7 @@ class StreetVisionConfig:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     phase1: Phase1Config = field(default_factory=Phase1Config)
+    crossfit: CrossfitConfig = field(default_factory=CrossfitConfig)
     phase2: Phase2Config = field(default_factory=Phase2Config)
     phase4: Phase4Config = field(default_factory=Phase4Config)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -358,6 +370,7 @@ RANGES: dict[str, str] = {
     "training.focal_gamma": "[0, inf)",
     "training.early_stopping_patience": "[0, inf)",
     "phase1.frozen_epochs": "[1, inf)",
+    "crossfit.folds": "[2, inf)",
     "phase2.n_thresholds": "[2, inf)",
     "phase2.max_fnr": "[0, 1]",
     "phase4.validation_images": "[1, inf)",

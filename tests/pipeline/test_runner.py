@@ -174,8 +174,8 @@ def test_the_dag_orders_the_real_phases():
     from streetvision.pipeline.registry import load_phases as real_load_phases
     from streetvision.pipeline.registry import phase_order
 
-    assert phase_order(real_load_phases(), None) == ["splits", "phase4", "phase1", "phase2", "phase5", "phase6",
-                                                     "evaluation"]
+    assert phase_order(real_load_phases(), None) == ["splits", "pretrain", "phase4", "crossfit", "phase1", "phase2",
+                                                     "phase5", "phase6", "evaluation"]
 
 
 def test_temp_leftovers_of_killed_writers_are_removed_on_the_next_run(toy, make_cfg, monkeypatch):

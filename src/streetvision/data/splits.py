@@ -1,5 +1,7 @@
 """Leak-proof splits: decode every file once (quarantining bad ones), group exact and near duplicates, then
 assign whole groups to ``train / val_select / val_calib / test`` stratified by class with a fixed seed.
+:func:`assign_folds` cuts files into K folds the same way (whole groups, stratified, seeded) for cross-fitting
+and cross-validation, and :func:`fold_splits` is the view of a splits file that trains one fold's model.
 
 ``splits.json`` records each file's path (relative to ``data_root``, itself relative to the run directory),
 label, split, SHA-256 and duplicate group, plus a digest of the whole; :func:`load_splits` re-checks the digest
@@ -183,6 +185,38 @@ def assign_splits(labels: list[int], groups: list[int], fractions: dict[str, flo
     return out
 
 
+def assign_folds(labels: list[int], groups: list[Any], k: int, seed: Any) -> list[int]:
+    """Fold index (0 .. k-1) per file: whole duplicate groups, stratified by label.
+
+    Each group joins its majority label's stratum; per stratum the groups are shuffled (``seed``), then, largest
+    first, each goes to the fold holding the fewest images of that label (ties: fewest images overall, then a
+    seeded fold order). Per label, fold counts therefore differ by at most the largest group of that label.
+    ValueError when a label has fewer groups than folds (some fold would hold none of it).
+    """
+    by_group: dict[Any, list[int]] = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    rng = np.random.default_rng(seed)
+    fold_of = [-1] * len(labels)
+    total = [0] * k
+    for label in sorted(set(labels)):
+        members = [g for g, idx in by_group.items()
+                   if np.bincount([labels[i] for i in idx], minlength=label + 1).argmax() == label]
+        if len(members) < k:
+            raise ValueError(f"label {label} has {len(members)} duplicate group(s); {k} folds need at least {k}.")
+        members = [members[j] for j in rng.permutation(len(members))]
+        members.sort(key=lambda g: -len(by_group[g]))  # stable: equal sizes keep the shuffled order
+        order = rng.permutation(k)
+        count = [0] * k
+        for g in members:
+            fold = min(range(k), key=lambda f: (count[f], total[f], order[f]))
+            count[fold] += len(by_group[g])
+            total[fold] += len(by_group[g])
+            for i in by_group[g]:
+                fold_of[i] = fold
+    return fold_of
+
+
 def files_digest(files: list[dict[str, Any]]) -> str:
     """SHA-256 of the canonical JSON of the file list."""
     return hashlib.sha256(dumps_json(files).encode()).hexdigest()
@@ -222,6 +256,18 @@ class Splits:
     def labels(self, split: str) -> list[int]:
         """Labels of one split, aligned with :meth:`paths`."""
         return [int(f["label"]) for f in self.rows(split)]
+
+
+HELD_OUT_SPLIT = "test"  # a fold view's held-out fold (the run's own test split is in no fold)
+
+
+def fold_splits(splits: Splits, fold_of: dict[str, int], fold: int) -> Splits:
+    """The view of ``splits`` that trains fold ``fold``'s model: the files of the other folds as ``train``, the
+    held-out fold as :data:`HELD_OUT_SPLIT`; files in no fold (``fold_of`` maps path -> fold) are left out."""
+    files = [dict(f, split=HELD_OUT_SPLIT if fold_of[f["path"]] == fold else "train")
+             for f in splits.files if f["path"] in fold_of]
+    return Splits(data_root=splits.data_root, class_names=splits.class_names, files=files,
+                  digest=files_digest(files))
 
 
 def load_splits(path: Path) -> Splits:

@@ -76,6 +76,18 @@ class Policy:
         return decided_confidence(probs, self.decision_threshold)
 
 
+def threshold_split(path: Path) -> str:
+    """The logits phase2 swept ``thresholds.json``'s threshold on (its ``split``: ``val_select``, or the crossfit
+    phase's out-of-fold logits); ``val_select`` when the file does not say. IntegrityError naming the file when it
+    is unreadable."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"policy file '{Path(path).name}' is missing or not valid JSON ({exc}).",
+                             "rerun phase2.") from exc
+    return str(raw.get("split", "val_select")) if isinstance(raw, dict) else "val_select"
+
+
 def threshold_document(threshold: float, class_names: list[str], selection: dict[str, Any],
                        report: dict[str, Any]) -> dict[str, Any]:
     """thresholds.json: the threshold with how it was selected (``selection``: n_thresholds, metric, max_fnr),

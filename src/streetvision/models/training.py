@@ -4,12 +4,14 @@ batched prediction. Settings arrive as the frozen dataclasses below (built by th
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -226,17 +228,26 @@ class BestState(Callback):
 
 
 class CurveWriter(Callback):
-    """Writes the learning curve (one row per epoch) atomically to CSV on rank 0 after each validation."""
+    """Writes the learning curve (one row per epoch) atomically to CSV on rank 0 after each validation, or with
+    ``after_train_epoch`` (a fit without validation) after each training epoch, its validation columns NaN."""
 
     FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_mcc", "val_score", "lr")
 
-    def __init__(self, path: os.PathLike[str]) -> None:
+    def __init__(self, path: os.PathLike[str], after_train_epoch: bool = False) -> None:
         self.path = path
+        self.after_train_epoch = after_train_epoch
         self.rows: list[dict[str, float]] = []
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self.after_train_epoch:
             return
+        self._record(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.after_train_epoch:  # runs before the module's own hook, which resets the epoch's losses
+            self._record(trainer, pl_module)
+
+    def _record(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         m = trainer.callback_metrics
         self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
                           "train_loss": pl_module.epoch_train_loss() if hasattr(pl_module, "epoch_train_loss")
@@ -301,23 +312,33 @@ def run_fit(trainer: L.Trainer, module: L.LightningModule, **loaders: Any) -> No
             signal.signal(signal.SIGINT, handler)
 
 
-def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader, plan: DevicePlan,
+def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader | None, plan: DevicePlan,
                    training: TrainSettings, curve_path: os.PathLike[str], root_dir: os.PathLike[str],
                    checkpointing: Checkpointing | None = None, loggers: list[Logger] | None = None) -> dict:
-    """Fit with early stopping on ``val_score``; the module ends with the best weights. Returns the best epoch
-    (read from the learning curve, which spawned DDP workers write too), world size, strategy, accelerator,
-    precision and whether the backbone was compiled."""
-    best = BestState("val_score")
-    callbacks: list[Callback] = [best, CurveWriter(curve_path)]
-    if training.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
-    trainer = make_trainer(plan, training.trainer, callbacks, int(training.epochs), root_dir,
+    """Fit with early stopping on ``val_score``; the module ends with the best weights. Without ``val`` (no
+    validation images, e.g. a cross-fitting fold) it trains every epoch and keeps the last weights. Returns the
+    best (kept) epoch (read from the learning curve, which spawned DDP workers write too), world size, strategy,
+    accelerator, precision and whether the backbone was compiled."""
+    if val is None:
+        callbacks: list[Callback] = [CurveWriter(curve_path, after_train_epoch=True)]
+    else:
+        callbacks = [BestState("val_score"), CurveWriter(curve_path)]
+        if training.early_stopping_patience > 0:
+            callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
+    trainer = make_trainer(plan, training.trainer, callbacks, int(training.epochs), root_dir, validate=val is not None,
                            checkpointing=checkpointing, loggers=loggers)
     resume = checkpointing.resume if checkpointing else None
-    run_fit(trainer, module, train_dataloaders=train, val_dataloaders=val, ckpt_path=str(resume) if resume else None)
+    with warnings.catch_warnings() if val is None else contextlib.nullcontext():
+        if val is None:  # no validation is intended, not a forgotten loader
+            warnings.filterwarnings("ignore", message=".*validation_step.*no `val_dataloader`")
+        run_fit(trainer, module, train_dataloaders=train, val_dataloaders=val,
+                ckpt_path=str(resume) if resume else None)
     with open(curve_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    best_epoch = max(rows, key=lambda r: float(r["val_score"]))["epoch"] if rows else -1
+    if not rows:
+        best_epoch = -1
+    else:  # without validation the last epoch's weights are kept
+        best_epoch = (rows[-1] if val is None else max(rows, key=lambda r: float(r["val_score"])))["epoch"]
     return {"best_epoch": int(best_epoch), "world_size": trainer.world_size,
             "strategy": type(trainer.strategy).__name__, **plan.describe(),
             "resumed_from": Path(resume).name if resume else None}

@@ -111,6 +111,21 @@ class ArtifactSchema:
     def training_curve_csv(self) -> Path:
         return self.phase_dir("phase1") / "training_curve.csv"
 
+    # crossfit
+    @property
+    def crossfit_logits_csv(self) -> Path:
+        """Out-of-fold logits of every train / val_select / val_calib image (phase1's logits format)."""
+        return self.phase_dir("crossfit") / "logits" / "oof.csv"
+
+    @property
+    def crossfit_folds_csv(self) -> Path:
+        """Each cross-fitted image's fold, split of origin and duplicate group."""
+        return self.phase_dir("crossfit") / "folds.csv"
+
+    def crossfit_curve_csv(self, fold: int) -> Path:
+        """The learning curve (training loss per epoch) of one fold's model."""
+        return self.phase_dir("crossfit") / "curves" / f"fold{fold}.csv"
+
     # phase2 / phase5
     @property
     def thresholds_json(self) -> Path:

@@ -1,10 +1,13 @@
 """Phase 1: supervised training of backbone + head (frozen / LoRA / full), starting from phase4's merged backbone
-when it is committed; writes the model (safetensors), per-split logits, metrics and the learning curve."""
+when it is committed; writes the model (safetensors), per-split logits, metrics and the learning curve.
+
+The recipe (:func:`build_model`, :func:`train_model`) is also what the crossfit phase trains on each fold.
+"""
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import lightning as L
@@ -48,6 +51,9 @@ from streetvision.pipeline.phases.pretrain import start_backbone
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
 
+BACKBONE_PHASES = ("phase4", "pretrain")  # phases whose committed backbone phase1 starts from (backbone_source)
+
+
 def backbone_source(cfg: DictConfig, art: ArtifactSchema, committed: frozenset[str]) -> str:
     """phase4's merged backbone when requested or (by default) when committed; else the pretrain phase's backbone
     when requested or committed; else ``model.backbone``."""
@@ -83,6 +89,20 @@ def train_settings(training: DictConfig) -> TrainSettings:
                                 progress_bar=bool(training.progress_bar)))
 
 
+@dataclass(frozen=True)
+class FitTarget:
+    """Where one supervised fit writes (its learning curve, Lightning's root directory), what it logs to and
+    checkpoints into, and the split it keeps the best epoch on (``None``: no validation, every epoch of the
+    budget trains and the last weights are kept; early stopping then never applies)."""
+
+    curve_csv: Path
+    root_dir: Path
+    cache_dir: Path  # frozen embeddings, shared across runs
+    loggers: list = field(default_factory=list)
+    checkpointing: Checkpointing | None = None
+    val_split: str | None = "val_select"
+
+
 def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> LabeledDataModule:
     pre = spec_preprocess(model.spec)
     train_tf = TrainTransform(pre, cfg.training.augment, tuple(cfg.training.augment_level_probs))
@@ -90,34 +110,34 @@ def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> Labe
                              LoaderOptions.from_hardware(cfg.hardware, pre.size))
 
 
-def train_frozen(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
-                 splits: Splits, plan: DevicePlan, checkpointing: Checkpointing | None = None) -> dict:
+def train_frozen(cfg: DictConfig, model: RoadworkClassifier, dm: LabeledDataModule, splits: Splits,
+                 plan: DevicePlan, target: FitTarget) -> dict:
     """Linear probe: cached embeddings per split, then the head trains on them with the same Lightning loop (no
     checkpoints: the embeddings are cached and the head's epochs take milliseconds)."""
     pre = spec_preprocess(model.spec)
-    cache = art.cache_dir / "embeddings"
+    cache = target.cache_dir / "embeddings"
     data, hits = {}, {}
-    for split in ("train", "val_select"):
+    for split in ("train", target.val_split) if target.val_split else ("train",):
         emb, labels, hit = cached_embeddings(model.backbone, dm.loader(split), pre,
                                              files_digest(splits.rows(split)), cache, pooling=model.spec.pooling)
         data[split], hits[split] = TensorDataset(emb, labels), hit
     epochs = int(cfg.phase1.frozen_epochs)
     bs = int(cfg.training.batch_size)
     train = DataLoader(data["train"], batch_size=bs, shuffle=True)
-    val = DataLoader(data["val_select"], batch_size=512)
+    val = DataLoader(data[target.val_split], batch_size=512) if target.val_split else None
     training = replace(train_settings(cfg.training), epochs=epochs)
     module = ClassifierModule(model.head, training,
                               total_steps=epochs * optimizer_steps_per_epoch(train, plan.world_size),
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               head_prefix="")
-    info = fit_classifier(module, train, val, replace(plan, compile=False), training, art.training_curve_csv,
-                          art.phase_dir("phase1"),  # nothing to compile: the head trains on cached embeddings
-                          loggers=phase1_loggers(cfg, art))
+    info = fit_classifier(module, train, val, replace(plan, compile=False), training, target.curve_csv,
+                          target.root_dir,  # nothing to compile: the head trains on cached embeddings
+                          loggers=target.loggers)
     return {**info, "embedding_cache_hits": hits}
 
 
-def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassifier, dm: LabeledDataModule,
-                     splits: Splits, plan: DevicePlan, checkpointing: Checkpointing | None = None) -> dict:
+def train_end_to_end(cfg: DictConfig, model: RoadworkClassifier, dm: LabeledDataModule, splits: Splits,
+                     plan: DevicePlan, target: FitTarget) -> dict:
     """LoRA or full fine-tuning with validator-style augmentation (the backbone compiled when requested)."""
     train = dm.train_dataloader()
     per_epoch = optimizer_steps_per_epoch(train, plan.world_size, cfg.training.grad_accum)
@@ -126,9 +146,24 @@ def train_end_to_end(cfg: DictConfig, art: ArtifactSchema, model: RoadworkClassi
     module = ClassifierModule(model, training, total_steps=steps,
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               compile_backend=plan.compile_backend if plan.compile else None)
-    info = fit_classifier(module, train, dm.val_dataloader(), plan, training, art.training_curve_csv,
-                          art.phase_dir("phase1"), checkpointing, phase1_loggers(cfg, art))
+    val = dm.loader(target.val_split) if target.val_split else None
+    info = fit_classifier(module, train, val, plan, training, target.curve_csv, target.root_dir,
+                          target.checkpointing, target.loggers)
     return {**info, "epochs": training.epochs, "optimizer_steps": steps}
+
+
+def train_model(cfg: DictConfig, model: RoadworkClassifier, splits: Splits, plan: DevicePlan,
+                target: FitTarget) -> tuple[LabeledDataModule, dict]:
+    """Train ``model`` on the train split of ``splits`` by phase1's recipe (``model.finetune``: the frozen probe,
+    or LoRA / full fine-tuning); return the data module (to score the other splits) and the training facts."""
+    dm = _loaders(cfg, splits, model)
+    train = train_frozen if cfg.model.finetune == "frozen" else train_end_to_end
+    return dm, train(cfg, model, dm, splits, plan, target)
+
+
+def backbone_inputs(source: str, art: ArtifactSchema) -> list[Path]:
+    """The run's backbone directory a fit started from (pretrain's or phase4's), as a recorded input."""
+    return [Path(source)] if source in (str(art.explora_backbone_dir), str(art.pretrain_backbone_dir)) else []
 
 
 def epoch_budget(training: DictConfig, steps_per_epoch: int) -> int:
@@ -145,7 +180,7 @@ def phase1_loggers(cfg: DictConfig, art: ArtifactSchema) -> list:
                         cfg.logging.wandb_project)
 
 
-@phase("phase1", "supervised training of backbone + head", dir="phase1", needs=("splits",), uses=("phase4", "pretrain"),
+@phase("phase1", "supervised training of backbone + head", dir="phase1", needs=("splits",), uses=BACKBONE_PHASES,
        config_keys=("seed", "model", "training", "hardware.precision", "phase1"),
        reads=("hardware", "logging", "pipeline.force"))
 def run_phase1(ctx: PhaseContext) -> PhaseResult:
@@ -158,15 +193,15 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     trainable, total = trainable_parameters(model)
     ctx.console.print(f"backbone: {source}  finetune: {cfg.model.finetune}  trainable: {trainable:,} / {total:,} "
                       f"({100 * trainable / total:.2f}%)")
-    dm = _loaders(cfg, splits, model)
     plan = resolve_devices(cfg.hardware)
     start = time.perf_counter()
-    train = train_frozen if cfg.model.finetune == "frozen" else train_end_to_end
     checkpointing = Checkpointing.prepare(art.checkpoint_dir("phase1"), ctx.fingerprint, "phase1",
                                           bool(cfg.pipeline.force))
     if checkpointing.resume:
         ctx.console.print(f"resuming phase1 from {art.rel(checkpointing.resume)}")
-    train_info = train(cfg, art, model, dm, splits, plan, checkpointing)
+    target = FitTarget(art.training_curve_csv, art.phase_dir("phase1"), art.cache_dir, phase1_loggers(cfg, art),
+                       checkpointing)
+    dm, train_info = train_model(cfg, model, splits, plan, target)
     train_seconds = time.perf_counter() - start
     if global_rank() > 0:
         return PhaseResult(outputs=[])  # externally launched DDP: rank 0 writes everything
@@ -188,7 +223,7 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     }
     atomic_write_json(art.metrics_json("phase1"), metrics)
     outputs += [art.metrics_json("phase1"), art.training_curve_csv]
-    inputs = [Path(source)] if source in (str(art.explora_backbone_dir), str(art.pretrain_backbone_dir)) else []
+    inputs = backbone_inputs(source, art)
     checkpointing.discard()
     test = per_split.get("test", next(iter(per_split.values()), {}))
     return PhaseResult(outputs=outputs, inputs=inputs, metrics={k: v for k, v in metrics.items() if k != "config"},

@@ -1,5 +1,11 @@
 """Phase 5 (SCRC): temperature scaling fitted on val_calib only, calibration metrics before/after on val_calib and
-test, the decision threshold re-expressed on calibrated probabilities, and a certified selective (defer) policy."""
+test, the decision threshold re-expressed on calibrated probabilities, and a certified selective (defer) policy.
+
+When the crossfit phase is committed, the temperature and the selective policy are fitted on its out-of-fold
+logits of train + val_select + val_calib instead of val_calib. They are then cross-fitted estimates for the
+deployed phase1 model (the logits come from K fold models), and the policy's Clopper-Pearson guarantee, exact for
+calibration images scored by the deployed model, holds only approximately (streetvision.pipeline.phases.crossfit).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,11 @@ from streetvision.metrics.calibration import (
 )
 from streetvision.eval.logits import read_logits
 from streetvision.metrics.classification import binary_metrics
-from streetvision.metrics.policy import THRESHOLD, Policy, decided_confidence, scrc_document
+from streetvision.metrics.policy import THRESHOLD, Policy, decided_confidence, scrc_document, threshold_split
 from streetvision.metrics.selective import apply_policy, learn_then_test, risk_coverage_curve
 from streetvision.metrics.thresholds import select_threshold
 from streetvision.io import atomic_write_csv, atomic_write_json
+from streetvision.pipeline.phases.crossfit import fitting_logits
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 from streetvision.validator.prior import prior_weights
 
@@ -25,25 +32,26 @@ def _improvement(pre: dict, post: dict) -> dict:
     return out
 
 
-@phase("phase5", "temperature scaling + certified selective policy on val_calib", dir="phase5_scrc",
-       needs=("phase1",), uses=("phase2",), config_keys=("phase5", "phase2", "deploy"))
+@phase("phase5", "temperature scaling + certified selective policy on val_calib (crossfit's out-of-fold logits "
+       "when committed)", dir="phase5_scrc", needs=("phase1",), uses=("phase2", "crossfit"),
+       config_keys=("phase5", "phase2", "deploy"))
 def run_phase5(ctx: PhaseContext) -> PhaseResult:
     """Write calibration_metrics.json, risk_coverage.csv and scrcparams.json."""
     cfg, art = ctx.cfg, ctx.artifacts
     p5 = cfg.phase5
     prior = float(cfg.deploy.prior_roadwork)
-    calib = read_logits(art.logits_csv("val_calib"))
-    temperature = fit_temperature(calib.logits, calib.labels)  # fitted on val_calib ONLY
+    fit_split, calib = fitting_logits(art, ctx.committed, "val_calib")
+    temperature = fit_temperature(calib.logits, calib.labels)  # fitted on val_calib (or out-of-fold) ONLY
     calib_probs = calibrated_probs(calib.logits, temperature)
 
     if "phase2" in ctx.committed:
         raw_threshold = Policy.from_file(art.thresholds_json, THRESHOLD).decision_threshold
         threshold = recalibrated_threshold(raw_threshold, temperature)
-        source = "phase2 (val_select), re-expressed on calibrated probabilities"
+        source = f"phase2 ({threshold_split(art.thresholds_json)}), re-expressed on calibrated probabilities"
     else:
         threshold, _ = select_threshold(calib.labels, calib_probs, cfg.phase2.metric, cfg.phase2.n_thresholds,
                                         cfg.phase2.max_fnr, prior_weights(calib.labels, prior))
-        raw_threshold, source = None, f"val_calib (phase2 did not run; best {cfg.phase2.metric})"
+        raw_threshold, source = None, f"{fit_split} (phase2 did not run; best {cfg.phase2.metric})"
 
     decisions, confidence = decided_confidence(calib_probs, threshold)
     policy = learn_then_test(confidence, decisions != calib.labels, p5.target_risk, p5.delta)
@@ -57,20 +65,20 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
     test_decisions, test_conf = decided_confidence(test_probs, threshold)
     test_policy = apply_policy(test_conf, test_decisions != test.labels, policy.threshold)
     report = {}
-    for name, table in (("val_calib", calib), ("test", test)):
+    for name, table in ((fit_split, calib), ("test", test)):
         pre = calibration_metrics(table.labels, calibrated_probs(table.logits, 1.0), p5.n_bins)
         post = calibration_metrics(table.labels, calibrated_probs(table.logits, temperature), p5.n_bins)
         report[name] = {"pre_calibration": pre, "post_calibration": post, "improvement": _improvement(pre, post)}
     atomic_write_json(art.calibration_metrics_json, {
-        "method": "temperature_scaling", "temperature": temperature, "fitted_on": "val_calib",
-        "n_bins": int(p5.n_bins), **report["val_calib"], "test": report["test"],
+        "method": "temperature_scaling", "temperature": temperature, "fitted_on": fit_split,
+        "n_bins": int(p5.n_bins), **report[fit_split], "test": report["test"],
     })
     selective = {
         "confidence": "calibrated probability of the decided class", "confidence_threshold": policy.threshold,
         "target_risk": float(p5.target_risk), "delta": float(p5.delta), "method": "learn_then_test_clopper_pearson",
-        "risk_upper_bound": policy.risk_upper_bound, "val_calib_coverage": policy.coverage,
-        "val_calib_risk": policy.risk, "test_coverage": test_policy["coverage"], "test_risk": test_policy["risk"],
-        "aurc_val_calib": aurc, "risk_coverage_csv": art.rel(art.risk_coverage_csv),
+        "risk_upper_bound": policy.risk_upper_bound, f"{fit_split}_coverage": policy.coverage,
+        f"{fit_split}_risk": policy.risk, "test_coverage": test_policy["coverage"], "test_risk": test_policy["risk"],
+        f"aurc_{fit_split}": aurc, "risk_coverage_csv": art.rel(art.risk_coverage_csv),
         "status": "certified" if policy.threshold is not None else
         "no threshold meets the target: every image is deferred",
     }
@@ -82,13 +90,13 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
         {"metrics": {"test_at_threshold": test_metrics, "test_at_threshold_deploy_prior": test_metrics_deploy,
                      "deploy_prior_roadwork": prior, "prior_method": "importance weights per class"},
          "calibration_metrics": art.rel(art.calibration_metrics_json)}))
-    pre, post = report["val_calib"]["pre_calibration"], report["val_calib"]["post_calibration"]
+    pre, post = report[fit_split]["pre_calibration"], report[fit_split]["post_calibration"]
     return PhaseResult(
         outputs=[art.calibration_metrics_json, art.risk_coverage_csv, art.scrcparams_json],
         metrics={"temperature": temperature, "decision_threshold": threshold, "ece_pre": pre["ece"],
                  "ece_post": post["ece"], "selective": selective, "test_at_threshold": test_metrics,
                  "test_at_threshold_deploy_prior": test_metrics_deploy},
-        summary={"T": f"{temperature:.3f}", "ECE val_calib": f"{pre['ece']:.3f} -> {post['ece']:.3f}",
+        summary={"T": f"{temperature:.3f}", f"ECE {fit_split}": f"{pre['ece']:.3f} -> {post['ece']:.3f}",
                  "threshold": f"{threshold:.4f}",
                  "coverage at risk<=" + f"{p5.target_risk}": f"{policy.coverage:.1%} (test {test_policy['coverage']:.1%}"
                  f", risk {test_policy['risk']:.3f})"},
