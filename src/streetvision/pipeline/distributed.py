@@ -15,7 +15,7 @@ from pathlib import Path
 from streetvision.errors import MissingArtifactError
 from streetvision.io import atomic_write_json, read_json
 
-DISTRIBUTED_PHASES = ("phase4", "crossfit", "phase1")  # phases whose work is shared across ranks
+DISTRIBUTED_PHASES = ("pretrain", "phase4", "crossfit", "phase1")  # phases whose work is shared across ranks
 PLAN_FILE = ".distributed_plan.json"
 
 
