@@ -10,7 +10,9 @@ then probed with few target labels. Here, all through the pipeline's own phases:
 - arm C: A + the same number of steps of full self-supervised training on the target (the `pretrain` phase from A,
   every weight, no LoRA): does the parameterisation matter, or only the target data?
 - arm D: the `pretrain` phase from random weights on the target only, same steps: is the source pre-training used?
-- reference R: random weights (no pre-training).
+- reference R: random weights (no pre-training);
+- ExPLoRA variants of B, tuned honestly beside it (same start, steps and data): the first block unfrozen instead of
+  the last, the patch embedding and layer norms trained too, LoRA rank 64, 4x the learning rate.
 
 Each backbone is probed with the same labelled target images: a frozen linear probe (logistic regression on
 standardised embeddings) and a LoRA fine-tune (PEFT LoRA on the attention projections + a linear head). Target
@@ -76,6 +78,14 @@ ARMS = {
     "D": "SSL on target only (same steps)",
 }
 COMPARISONS = (("B", "A"), ("C", "A"), ("D", "A"), ("B", "C"), ("B", "D"))
+# ExPLoRA variants tuned against B (each phase4 from A's backbone, same steps): (label, overrides on top of B's)
+VARIANTS = {
+    "B-first": ("B, the first block unfrozen instead of the last", ["model.explora.unfrozen_from=first"]),
+    "B-embed": ("B + patch embedding + layer norms trained", ["model.explora.train_patch_embeddings=true",
+                                                              "model.explora.train_norms=true"]),
+    "B-r64": ("B with LoRA rank 64", ["model.explora.r=64", "model.explora.alpha=128"]),
+    "B-lr": ("B with 4x the learning rate", []),  # phase4.lr = 4 x --lr, set in main
+}
 
 
 @dataclass(frozen=True)
@@ -167,13 +177,19 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="keep images, runs and probe predictions here (resumable)")
     parser.add_argument("--objective", default="masked", choices=("dino", "masked"))
     parser.add_argument("--lr", type=float, default=5e-4, help="both self-supervised phases")
+    parser.add_argument("--explora-lr", type=float, help="phase4's learning rate alone (default: --lr)")
     parser.add_argument("--mask-ratio", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=32, help="self-supervised batch (images)")
     parser.add_argument("--unfrozen-blocks", type=int, default=1, help="ExPLoRA: last blocks trained fully")
     parser.add_argument("--rank", type=int, default=16, help="ExPLoRA LoRA rank")
+    parser.add_argument("--unfrozen-from", default="last", choices=("last", "first"))
+    parser.add_argument("--train-patch-embeddings", action="store_true", help="ExPLoRA: the patch embedding too")
+    parser.add_argument("--train-norms", action="store_true", help="ExPLoRA: the LoRA blocks' layer norms too")
     parser.add_argument("--pooling", default="cls_max", help="both probes' embedding")
     parser.add_argument("--source-steps", type=int, help=f"arm A's steps (default {FULL.source_steps})")
     parser.add_argument("--target-steps", type=int, help=f"arms B, C, D's steps (default {FULL.target_steps})")
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="ExPLoRA variants to run beside B (default: all)")
     parser.add_argument("--name", default="explora_domain_shift")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
@@ -196,11 +212,19 @@ def main() -> None:
         a_overrides = [*ssl, *folder, f"pretrain.images.root={source}", f"pretrain.max_steps={sizes.source_steps}",
                        "model.backbone=dinov2-tiny"]
         art_a, sec_a = run_arm(runs, "A", ["pipeline.phases=[pretrain]", *a_overrides])
+        explora = ["data.unlabeled.source=folder", f"data.unlabeled.root={target}",
+                   f"phase4.max_steps={sizes.target_steps}", f"model.explora.unfrozen_blocks={args.unfrozen_blocks}",
+                   f"model.explora.r={args.rank}", f"model.explora.alpha={2 * args.rank}",
+                   f"model.explora.unfrozen_from={args.unfrozen_from}",
+                   f"model.explora.train_patch_embeddings={args.train_patch_embeddings}",
+                   f"model.explora.train_norms={args.train_norms}", f"phase4.lr={args.explora_lr or args.lr}"]
         art_b, sec_b = run_arm(runs, "A", [  # B extends A's committed backbone in the same run
-            "pipeline.phases=[pretrain,phase4]", *a_overrides, "data.unlabeled.source=folder",
-            f"data.unlabeled.root={target}", f"phase4.max_steps={sizes.target_steps}",
-            f"model.explora.unfrozen_blocks={args.unfrozen_blocks}", f"model.explora.r={args.rank}",
-            f"model.explora.alpha={2 * args.rank}"])
+            "pipeline.phases=[pretrain,phase4]", *a_overrides, *explora])
+        variants = {}
+        for key in args.variants:
+            extra = [f"phase4.lr={4 * (args.explora_lr or args.lr)}"] if key == "B-lr" else VARIANTS[key][1]
+            variants[key] = run_arm(runs, key, ["pipeline.phases=[phase4]", *ssl, *folder, *explora, *extra,
+                                                f"model.backbone={art_a.pretrain_backbone_dir}"])
         on_target = [*ssl, *folder, f"pretrain.images.root={target}", f"pretrain.max_steps={sizes.target_steps}"]
         art_c, sec_c = run_arm(runs, "C", ["pipeline.phases=[pretrain]", *on_target,
                                            f"model.backbone={art_a.pretrain_backbone_dir}"])
@@ -211,8 +235,10 @@ def main() -> None:
             build_builtin("dinov2-tiny", seed=0).save_pretrained(random_dir, safe_serialization=True)
         backbones = {"R": str(random_dir), "A": str(art_a.pretrain_backbone_dir),
                      "B": str(art_b.explora_backbone_dir), "C": str(art_c.pretrain_backbone_dir),
-                     "D": str(art_d.pretrain_backbone_dir)}
-        ssl_seconds = {"R": 0.0, "A": sec_a, "B": sec_b, "C": sec_c, "D": sec_d}
+                     "D": str(art_d.pretrain_backbone_dir),
+                     **{k: str(art.explora_backbone_dir) for k, (art, _) in variants.items()}}
+        ssl_seconds = {"R": 0.0, "A": sec_a, "B": sec_b, "C": sec_c, "D": sec_d,
+                       **{k: sec for k, (_, sec) in variants.items()}}
         predictions: dict[tuple[str, str], np.ndarray] = {}
         probe_seconds: dict[tuple[str, str], float] = {}
         for arm, directory in backbones.items():
@@ -233,26 +259,30 @@ def main() -> None:
         ci = bootstrap_ci(fn, len(y), seed=0)
         return ci["estimate"], f"[{ci['low']:.3f}, {ci['high']:.3f}]"
 
+    arms = {**ARMS, **{k: VARIANTS[k][0] for k in args.variants}}
+    comparisons = (*COMPARISONS, *((k, "A") for k in args.variants))
     rows = []
     for probe in ("linear", "lora"):
-        for arm, label in ARMS.items():
+        for arm, label in arms.items():
             pred = predictions[arm, probe]
             mcc, mcc_ci = interval(stat(pred, "mcc"))
             acc, acc_ci = interval(stat(pred, "accuracy"))
             rows.append({"probe": probe, "arm": f"{arm}: {label}", "target_test_mcc": mcc, "mcc_ci95": mcc_ci,
                          "accuracy": acc, "accuracy_ci95": acc_ci, "ssl_seconds": round(ssl_seconds[arm], 1),
                          "probe_seconds": round(probe_seconds[arm, probe], 1)})
-        for x, z in COMPARISONS:
+        for x, z in comparisons:
             px, pz = predictions[x, probe], predictions[z, probe]
             diff, diff_ci = interval(lambda r, px=px, pz=pz: stat(px, "mcc")(r) - stat(pz, "mcc")(r))
             rows.append({"probe": probe, "arm": f"{x} - {z} (paired bootstrap)", "target_test_mcc": diff,
                          "mcc_ci95": diff_ci, "accuracy": None, "accuracy_ci95": "", "ssl_seconds": None,
                          "probe_seconds": None})
     metrics_b = json.loads(art_b.metrics_json("phase4").read_text())
-    notes = (f"objective {args.objective} (lr {args.lr}, batch {args.batch}, mask ratio {args.mask_ratio}); A: "
+    notes = (f"objective {args.objective} (lr {args.lr}, ExPLoRA lr {args.explora_lr or args.lr}, batch {args.batch}, mask ratio {args.mask_ratio}); A: "
              f"{sizes.source_steps} steps on {sizes.source_unlabeled} unlabelled source scenes; B, C, D: "
              f"{sizes.target_steps} steps each on {sizes.target_unlabeled} unlabelled target scenes (B: ExPLoRA, LoRA "
-             f"r={args.rank} + last {args.unfrozen_blocks} block(s) unfrozen, trainable "
+             f"r={args.rank} + {args.unfrozen_from} {args.unfrozen_blocks} block(s) unfrozen"
+             f"{', patch embedding' if args.train_patch_embeddings else ''}"
+             f"{', layer norms' if args.train_norms else ''}, trainable "
              f"{metrics_b['trainable_percentage']:.1f}%, merge {metrics_b['peft_validation_status']}); probes on "
              f"{sizes.target_train} labelled target images ({args.pooling} embeddings; LoRA probe "
              f"{sizes.probe_epochs} epochs), test {sizes.target_test} target images; data {t_data:.0f}s, total "

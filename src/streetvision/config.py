@@ -96,7 +96,10 @@ class ExploraConfig:
 
     use_labeled_data: bool = False  # true: supervised CE on the train split of splits.json
     objective: str = "dino"  # dino | masked
-    unfrozen_blocks: int = 1  # last blocks trained fully (plus the final norm)
+    unfrozen_blocks: int = 1  # blocks trained fully (plus the final norm), at the `unfrozen_from` end
+    unfrozen_from: str = "last"  # last (the paper's setting) | first (nearer the pixels: low-level shifts)
+    train_patch_embeddings: bool = False  # the patch embedding trains fully too
+    train_norms: bool = False  # the layer norms of the LoRA blocks train fully too
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
@@ -329,6 +332,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.loss": ("ce", "focal"),
     "training.augment": ("none", "flip", "validator"),
     "model.explora.objective": ("dino", "masked"),
+    "model.explora.unfrozen_from": ("last", "first"),
     "pretrain.objective": ("dino", "masked"),
     "pretrain.images.source": ("folder", "synthetic", "train_split"),
     "pretrain.images.domain": ("source", "target"),

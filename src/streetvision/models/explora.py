@@ -26,23 +26,33 @@ def num_blocks(backbone: PreTrainedModel) -> int:
     return int(backbone.config.num_hidden_layers)
 
 
-def explora_parameterise(backbone: PreTrainedModel, unfrozen_blocks: int, r: int, alpha: int,
-                         dropout: float) -> PeftModel:
-    """LoRA on the attention projections of blocks [0, L - unfrozen_blocks); blocks after that and the final
-    ``layernorm`` train fully (PEFT ``modules_to_save``, so they are saved with the adapter and merged)."""
+def explora_parameterise(backbone: PreTrainedModel, unfrozen_blocks: int, r: int, alpha: int, dropout: float,
+                         unfrozen_from: str = "last", train_patch_embeddings: bool = False,
+                         train_norms: bool = False) -> PeftModel:
+    """LoRA on the attention projections of every block except ``unfrozen_blocks`` blocks at the ``last`` (the
+    paper's setting) or ``first`` end, which train fully, as does the final ``layernorm`` (PEFT
+    ``modules_to_save``: saved with the adapter and merged). Optionally the patch embedding and the layer norms of
+    the LoRA blocks train fully too: a shift in low-level statistics (light, colour, sensor noise) is met where
+    pixels first enter the network."""
     from peft import LoraConfig, get_peft_model  # imported when used: peft takes seconds to import
 
     n = num_blocks(backbone)
     if not 0 <= unfrozen_blocks < n:
         raise ConfigError(f"model.explora.unfrozen_blocks={unfrozen_blocks} must be in [0, {n - 1}] for a "
                           f"{n}-block backbone.", "use 1 or 2 (the paper's setting).")
-    projections = "|".join(attention_targets(backbone))
-    lora_blocks = "|".join(str(i) for i in range(n - unfrozen_blocks))
+    full = range(n - unfrozen_blocks, n) if unfrozen_from == "last" else range(unfrozen_blocks)
+    lora = [i for i in range(n) if i not in full]
+    saved = [f"encoder.layer.{i}" for i in full] + ["layernorm"]
+    if train_patch_embeddings:
+        saved.append("embeddings.patch_embeddings")
+    if train_norms:
+        saved += [f"encoder.layer.{i}.{norm}" for i in lora for norm in ("norm1", "norm2")]
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
         # transformers 5.x: layer.N.attention.q_proj; 4.x: layer.N.attention.attention.query
-        target_modules=rf".*encoder\.layer\.({lora_blocks})\.attention\.(?:attention\.)?({projections})",
-        modules_to_save=[f"encoder.layer.{i}" for i in range(n - unfrozen_blocks, n)] + ["layernorm"],
+        target_modules=rf".*encoder\.layer\.({'|'.join(map(str, lora))})\.attention\.(?:attention\.)?"
+                       rf"({'|'.join(attention_targets(backbone))})",
+        modules_to_save=saved,
     )
     return get_peft_model(backbone, config)
 

@@ -78,7 +78,8 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     backbone = load_backbone(source, seed=cfg.seed).train()
     pre = preprocess_for(backbone, source)
     loader, paths = _train_data(cfg, art, pre, int(backbone.config.patch_size))
-    student = explora_parameterise(backbone, ex.unfrozen_blocks, ex.r, ex.alpha, ex.dropout)
+    student = explora_parameterise(backbone, ex.unfrozen_blocks, ex.r, ex.alpha, ex.dropout, str(ex.unfrozen_from),
+                                   bool(ex.train_patch_embeddings), bool(ex.train_norms))
     report = trainable_report(student)
     objective = "supervised" if ex.use_labeled_data else str(ex.objective)
     ctx.console.print(f"ExPLoRA: {objective} on {len(paths)} images from {source}; trainable "
