@@ -37,8 +37,8 @@ Cost on 2 idle cores, estimated (not measured: this script was only smoke-run on
 phase1_recipe's per-step times (dinov2-tiny, 300 steps ~100 s; validator augmentation ~70 ms more per 224 px image,
 more on 384 x 288 photos): per fold-run ~20-30 s for preset and cls_mean, ~2 min for validator_aug and steps300,
 ~15-25 min for steps300_validator_aug (300 steps of augmented batches); so about 1 h for 10 fold-runs of the first
-four recipes and 3.5-5 h with the fifth. ``small_data_crossfit`` trains 1 + ``crossfit.folds`` (5) models per
-fold-run: about 6 times ``steps300``, ~10 min per fold-run (estimated). ``--max-fold-runs 1`` is a timing probe;
+four recipes and 3.5-5 h with the fifth. ``small_data_crossfit`` trains 1 + ``crossfit.folds`` (3) models per
+fold-run: about 4 times ``steps300``, ~7 min per fold-run (estimated). ``--max-fold-runs 1`` is a timing probe;
 ``--workdir`` makes a run resumable.
 """
 
