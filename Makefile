@@ -40,6 +40,7 @@ bench: install
 	$(PY) benchmarks/phase1_recipe.py
 	$(PY) benchmarks/predictor_latency.py
 	$(PY) benchmarks/explora_domain_shift.py
+	$(PY) benchmarks/synthetic_ceiling.py
 	$(PY) benchmarks/validator_fidelity.py
 	$(PY) benchmarks/compile_cpu.py
 	$(PY) benchmarks/real_recipe.py --recipes preset validator_aug cls_mean steps300
