@@ -18,7 +18,6 @@ from streetvision.config import to_plain
 from streetvision.data.datamodules import LabeledDataModule, LoaderOptions
 from streetvision.data.splits import Splits, files_digest, load_splits
 from streetvision.data.transforms import EvalTransform, TrainTransform
-from streetvision.errors import MissingArtifactError
 from streetvision.eval.logits import write_logits
 from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_json
@@ -47,7 +46,8 @@ from streetvision.models.training import (
 )
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
-from streetvision.pipeline.phases.pretrain import start_backbone
+from streetvision.pipeline.phases.pretrain import backbone_inputs as run_backbone_inputs
+from streetvision.pipeline.phases.pretrain import committed_backbone, start_backbone
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
 
@@ -57,13 +57,8 @@ BACKBONE_PHASES = ("phase4", "pretrain")  # phases whose committed backbone phas
 def backbone_source(cfg: DictConfig, art: ArtifactSchema, committed: frozenset[str]) -> str:
     """phase4's merged backbone when requested or (by default) when committed; else the pretrain phase's backbone
     when requested or committed; else ``model.backbone``."""
-    use = cfg.model.init_from_explora
-    has_phase4 = "phase4" in committed
-    if use and not has_phase4:
-        raise MissingArtifactError(
-            "model.init_from_explora=true but phase4 has no committed (validated) backbone in this run.",
-            "add phase4 to pipeline.phases, or set model.init_from_explora=null.")
-    return str(art.explora_backbone_dir) if (use is None and has_phase4) or use else start_backbone(cfg, art, committed)
+    return committed_backbone(cfg.model.init_from_explora, "phase4", "model.init_from_explora",
+                              art.explora_backbone_dir, committed, lambda: start_backbone(cfg, art, committed))
 
 
 def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> RoadworkClassifier:
@@ -163,7 +158,7 @@ def train_model(cfg: DictConfig, model: RoadworkClassifier, splits: Splits, plan
 
 def backbone_inputs(source: str, art: ArtifactSchema) -> list[Path]:
     """The run's backbone directory a fit started from (pretrain's or phase4's), as a recorded input."""
-    return [Path(source)] if source in (str(art.explora_backbone_dir), str(art.pretrain_backbone_dir)) else []
+    return run_backbone_inputs(source, art.explora_backbone_dir, art.pretrain_backbone_dir)
 
 
 def epoch_budget(training: DictConfig, steps_per_epoch: int) -> int:

@@ -25,7 +25,8 @@ def run_phase2(ctx: PhaseContext) -> PhaseResult:
     weights = prior_weights(val.labels, prior)  # the sweep counts images as if P(roadwork) were the deploy prior
     best, s = select_threshold(val.labels, probs, p2.metric, p2.n_thresholds, p2.max_fnr, weights)
     atomic_write_csv(art.threshold_sweep_csv, ["threshold", "mcc", "accuracy", "fnr", "fpr", "reward"],
-                     ([f"{v:.6f}" for v in row] for row in zip(s.thresholds, s.mcc, s.accuracy, s.fnr, s.fpr, s.reward)))
+                     ([f"{v:.6f}" for v in row]
+                      for row in zip(s.thresholds, s.mcc, s.accuracy, s.fnr, s.fpr, s.reward)))
     at_best, at_half = binary_metrics(val.labels, probs, best, weights), binary_metrics(val.labels, probs, 0.5, weights)
     at_best_data_prior = binary_metrics(val.labels, probs, best)
     selection = {"n_thresholds": int(p2.n_thresholds), "metric": str(p2.metric),

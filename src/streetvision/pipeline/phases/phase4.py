@@ -26,6 +26,7 @@ from streetvision.models.devices import resolve_devices
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
 from streetvision.pipeline.phases.pretrain import (
+    backbone_inputs,
     fit_self_supervised,
     loss_metrics,
     require_splits,
@@ -108,9 +109,9 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
                "resumed_from": fit.resumed_from.name if fit.resumed_from else None}
     atomic_write_json(art.metrics_json("phase4"), metrics)
     fit.checkpointing.discard()
-    inputs = [art.pretrain_backbone_dir] if source == str(art.pretrain_backbone_dir) else []
     return PhaseResult(
-        outputs=[adapter_dir, art.explora_backbone_dir, art.metrics_json("phase4")], inputs=inputs,
+        outputs=[adapter_dir, art.explora_backbone_dir, art.metrics_json("phase4")],
+        inputs=backbone_inputs(source, art.pretrain_backbone_dir),
         metrics={k: v for k, v in metrics.items() if k != "loss_curve"},
         summary={"trainable": f"{report['trainable_percentage']:.2f}%",
                  "merge": f"{validation['status']} (max diff {validation['max_output_diff']:.1e})",

@@ -98,7 +98,7 @@ def run_phase5(ctx: PhaseContext) -> PhaseResult:
                  "test_at_threshold_deploy_prior": test_metrics_deploy},
         summary={"T": f"{temperature:.3f}", f"ECE {fit_split}": f"{pre['ece']:.3f} -> {post['ece']:.3f}",
                  "threshold": f"{threshold:.4f}",
-                 "coverage at risk<=" + f"{p5.target_risk}": f"{policy.coverage:.1%} (test {test_policy['coverage']:.1%}"
-                 f", risk {test_policy['risk']:.3f})"},
+                 "coverage at risk<=" + f"{p5.target_risk}":
+                     f"{policy.coverage:.1%} (test {test_policy['coverage']:.1%}, risk {test_policy['risk']:.3f})"},
     )
 

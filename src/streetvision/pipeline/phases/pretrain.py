@@ -9,6 +9,7 @@ resumable checkpoints and loggers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,16 +134,25 @@ def loss_metrics(losses: list[float]) -> dict:
             "loss_last": losses[-1] if losses else None}
 
 
+def committed_backbone(use: bool | None, phase: str, key: str, directory: Path, committed: frozenset[str],
+                       fallback: Callable[[], str]) -> str:
+    """``directory`` (a phase's backbone) when ``use`` is true, or None and ``phase`` is committed; else
+    ``fallback()`` (called only then). MissingArtifactError when ``use`` is true and ``phase`` is not committed."""
+    if use and phase not in committed:
+        raise MissingArtifactError(f"{key}=true but the {phase} phase has no committed backbone in this run.",
+                                   f"add {phase} to pipeline.phases, or set {key}=null.")
+    return str(directory) if use or (use is None and phase in committed) else fallback()
+
+
 def start_backbone(cfg: DictConfig, art: ArtifactSchema, committed: frozenset[str]) -> str:
     """The pretrain phase's backbone when requested or (by default) when committed; else ``model.backbone``."""
-    use = cfg.model.init_from_pretrain
-    if use and "pretrain" not in committed:
-        raise MissingArtifactError(
-            "model.init_from_pretrain=true but the pretrain phase has no committed backbone in this run.",
-            "add pretrain to pipeline.phases, or set model.init_from_pretrain=null.")
-    if use or (use is None and "pretrain" in committed):
-        return str(art.pretrain_backbone_dir)
-    return str(cfg.model.backbone)
+    return committed_backbone(cfg.model.init_from_pretrain, "pretrain", "model.init_from_pretrain",
+                              art.pretrain_backbone_dir, committed, lambda: str(cfg.model.backbone))
+
+
+def backbone_inputs(source: str, *directories: Path) -> list[Path]:
+    """``source`` as a recorded input when it is one of the run's backbone ``directories``."""
+    return [Path(source)] if source in {str(d) for d in directories} else []
 
 
 def _needs_splits(cfg: DictConfig) -> tuple[str, ...]:
