@@ -17,8 +17,11 @@ temperature scaling is monotone and phase5 only re-expresses phase2's threshold 
 changes none of the metrics below (AUROC, and decisions at the threshold), and on ~180 photos the ~10 % it would
 hold out is better spent on training. One model per fold-run, selected and thresholded on its own val_select, as
 a user training on their own photos would deploy it; except in ``small_data_crossfit``, which adds the crossfit
-phase (``crossfit.folds`` models by the same recipe on folds of the fold-run's train + val_select), so phase2 sweeps
-the threshold on those out-of-fold logits instead of val_select (compare it with ``steps300``, the same training).
+phase (``crossfit.folds`` models by the same recipe on folds of the fold-run's train + val_select, each stopped after
+the epoch phase1 kept), so phase2 sweeps the threshold on those out-of-fold logits instead of val_select. When
+``steps300`` (the same training) is in the same invocation, ``small_data_crossfit`` runs in its run directory
+(``SHARES_RUN``): phase1 is up to date and reused, so the two differ only in the threshold (paired exactly; AUROC
+identical), and the crossfit fold-run's ``wall_s`` adds the reused phases' seconds from the steps300 run.
 
 Each bundle is then scored through the Predictor on the held-out fold (``streetvision.eval.evaluate``, as the
 evaluation phase does): ``clean`` and ``validator_mix`` (each image through ``streetvision.validator.challenge`` at a
@@ -38,7 +41,7 @@ phase1_recipe's per-step times (dinov2-tiny, 300 steps ~100 s; validator augment
 more on 384 x 288 photos): per fold-run ~20-30 s for preset and cls_mean, ~2 min for validator_aug and steps300,
 ~15-25 min for steps300_validator_aug (300 steps of augmented batches); so about 1 h for 10 fold-runs of the first
 four recipes and 3.5-5 h with the fifth. ``small_data_crossfit`` trains 1 + ``crossfit.folds`` (3) models per
-fold-run: about 4 times ``steps300``, ~7 min per fold-run (estimated). ``--max-fold-runs 1`` is a timing probe;
+fold-run, the fold models only up to phase1's kept epoch. ``--max-fold-runs 1`` is a timing probe;
 ``--workdir`` makes a run resumable.
 """
 
@@ -91,6 +94,8 @@ RECIPES: dict[str, list[str]] = {
     "steps300_validator_aug": [*STEPS, "training.augment=validator"],
     "small_data_crossfit": [*STEPS, f"pipeline.phases=[{','.join(['crossfit', *PHASES])}]"],
 }
+# recipe -> the recipe whose run directory it reuses when both run (the same phase1 config: phase1 is up to date).
+SHARES_RUN = {"small_data_crossfit": "steps300"}
 # Every fold-run: the fold's training images through splits -> phase1 -> phase2 -> phase6.
 PIPELINE = ["data=folder", "data.splits.train=0.8", "data.splits.val_select=0.2", "data.splits.val_calib=0",
             "data.splits.test=0", f"pipeline.phases=[{','.join(PHASES)}]", "phase1.score_splits=[val_select]",
@@ -361,12 +366,21 @@ def main() -> int:
             test = (images, test_labels, paths)
             test_sha = {f["sha256"] for f in test_rows}
             seed = args.seed * 1000 + r * k + fold
-            for recipe in recipes:
-                run_id = f"r{r}f{fold}_{recipe}"
+            done: dict[str, dict[str, Any]] = {}
+            for k_recipe, recipe in enumerate(recipes):
+                shared = SHARES_RUN.get(recipe) if SHARES_RUN.get(recipe) in done else None
+                run_id = f"r{r}f{fold}_{shared or recipe}"
                 row = {"recipe": recipe, "repeat": r, "fold": fold, "seed": seed, "n_test": len(test_rows),
-                       "n_test_roadwork": int(test_labels.sum())}
+                       "n_test_roadwork": int(test_labels.sum()), "shares_run_of": shared}
+                needed_later = any(SHARES_RUN.get(later) == recipe for later in recipes[k_recipe + 1:])
                 row.update(fold_run(workdir, run_id, tree, RECIPES[recipe], extra, seed, test, test_sha,
-                                    keep=not own_tmp))
+                                    keep=not own_tmp or needed_later))
+                if shared:  # the phases reused from the shared run cost what they cost there
+                    reused = [p for p in row["reused_phases"] if p in done[shared]["phase_s"]]
+                    row["wall_s"] += sum(done[shared]["phase_s"][p] for p in reused)
+                    row["reused_phases"] = [*(p for p in row["reused_phases"] if p not in reused),
+                                            *done[shared]["reused_phases"]]  # a resumed shared run: no timing
+                done[recipe] = row
                 rows.append(row)
                 print(f"repeat {r} fold {fold} {recipe}: " + "  ".join(
                     f"{m} {row[m]:.3f}" for m in HEADLINE) + f"  ({row['wall_s']:.0f}s, {row['epochs']} epochs,"

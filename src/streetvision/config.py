@@ -161,7 +161,8 @@ class CrossfitConfig:
     """The crossfit phase (small data): K models trained by phase1's recipe on K stratified folds of train +
     val_select + val_calib (duplicate groups kept whole; never test), each scoring its held-out fold; when it is
     committed, phase2 and phase5 fit the threshold, temperature and selective policy on these out-of-fold logits
-    instead of one small split. The fold models train the whole budget without validation (the last epoch)."""
+    instead of one small split. Runs after phase1: each fold model trains phase1's schedule and stops after the
+    epoch phase1 kept on val_select (no validation is left inside a fold)."""
 
     folds: int = 3  # K >= 2; each class needs at least K distinct images (duplicate groups); each fold is a
     # phase1 training, and with K = 3 a fold model trains on 2/3 of train + val, about phase1's train size

@@ -11,7 +11,7 @@ from streetvision.errors import ConfigError
 from streetvision.pipeline import registry
 from streetvision.pipeline.registry import PhaseSpec, check_dag, check_phase_names, config_view, phase, phase_order
 
-REAL_ORDER = ["splits", "pretrain", "phase4", "crossfit", "phase1", "phase2", "phase5", "phase6", "evaluation"]
+REAL_ORDER = ["splits", "pretrain", "phase4", "phase1", "crossfit", "phase2", "phase5", "phase6", "evaluation"]
 
 
 def spec(name, dir_=None, **kw):

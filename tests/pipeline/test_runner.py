@@ -174,7 +174,7 @@ def test_the_dag_orders_the_real_phases():
     from streetvision.pipeline.registry import load_phases as real_load_phases
     from streetvision.pipeline.registry import phase_order
 
-    assert phase_order(real_load_phases(), None) == ["splits", "pretrain", "phase4", "crossfit", "phase1", "phase2",
+    assert phase_order(real_load_phases(), None) == ["splits", "pretrain", "phase4", "phase1", "crossfit", "phase2",
                                                      "phase5", "phase6", "evaluation"]
 
 

@@ -2,8 +2,8 @@
 
 Rank 0 is the runner proper: it locks the run directory, runs every phase and writes every artifact, and first
 publishes its plan (which phases it will run, tagged with the launch id). Other ranks take no lock and write
-nothing: they read the plan, and for each training phase in it (phase4, crossfit, phase1) wait until the phases it
-needs are committed, then join the DDP training; after training, phase functions return early on ranks other than 0.
+nothing: they read the plan, and for each training phase in it (pretrain, phase4, phase1, crossfit) wait until the
+phases it needs are committed, then join the DDP training; after training, phase functions return early on ranks other than 0.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from streetvision.errors import MissingArtifactError
 from streetvision.io import atomic_write_json, read_json
 
-DISTRIBUTED_PHASES = ("pretrain", "phase4", "crossfit", "phase1")  # phases whose work is shared across ranks
+DISTRIBUTED_PHASES = ("pretrain", "phase4", "phase1", "crossfit")  # phases whose work is shared across ranks
 PLAN_FILE = ".distributed_plan.json"
 
 

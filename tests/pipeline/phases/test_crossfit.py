@@ -118,7 +118,8 @@ def test_phase2_and_phase5_fit_on_val_select_and_val_calib_without_crossfit(run)
 
 def test_phase2_and_phase5_fit_on_the_out_of_fold_logits_when_crossfit_is_committed(run):
     _, art, outcomes, snapshots = run
-    assert outcomes["with"] == {"crossfit": "ran", "phase1": "up to date", "phase2": "ran", "phase5": "ran"}
+    assert list(outcomes["with"].items()) == [("phase1", "up to date"), ("crossfit", "ran"), ("phase2", "ran"),
+                                              ("phase5", "ran")]  # crossfit after phase1: it needs its kept epoch
     _, rows = fit_rows(art)
     oof = read_logits(art.crossfit_logits_csv)
     thresholds, calibration, scrc = (snapshots["with"][k] for k in ("thresholds", "calibration", "scrc"))
@@ -150,22 +151,60 @@ def test_a_changed_crossfit_reruns_phase2_and_phase5_and_not_phase1(run):
         "phase2", "phase5"]
 
 
-def test_the_frozen_probe_cross_fits_too(make_cfg):
-    """model.finetune=frozen: each fold's head trains on cached embeddings of its training folds, no validation."""
-    cfg = make_cfg(*MICRO, "data.synthetic.n=24", "data.synthetic.image_size=64", "model.finetune=frozen",
-                   "phase1.frozen_epochs=2", "crossfit.folds=2", "pipeline.phases=[crossfit]")
-    run_pipeline(cfg, QUIET)
+def curve_epochs(path) -> list[int]:
+    with open(path, newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize("finetune", ["lora", "frozen"])
+def test_fold_models_stop_after_the_epoch_phase1_kept_on_phase1s_schedule(make_cfg, finetune):
+    """Each fold model trains phase1's schedule (same budget, so the same learning rates epoch by epoch) and stops
+    after the epoch phase1 kept on val_select, whichever it is (stopping before the budget's end: the next test);
+    model.finetune=frozen: the head on cached embeddings alike."""
+    cfg = make_cfg(*MICRO, "data.synthetic.n=40", "data.synthetic.image_size=64", f"model.finetune={finetune}",
+                   "training.epochs=4", "phase1.frozen_epochs=4", "crossfit.folds=2",
+                   "pipeline.phases=[phase1,crossfit]")
     art = ArtifactSchema.from_config(cfg)
+    run_pipeline(cfg, QUIET)
+    kept = json.loads(art.metrics_json("phase1").read_text())["best_epoch"]
     metrics = json.loads(art.metrics_json("crossfit").read_text())
-    assert metrics["finetune"] == "frozen" and [f["kept_epoch"] for f in metrics["per_fold"]] == [1, 1]
+    assert metrics["finetune"] == finetune and metrics["phase1_kept_epoch"] == kept
+    assert [f["kept_epoch"] for f in metrics["per_fold"]] == [kept, kept]
+    assert [f["trained_epochs"] for f in metrics["per_fold"]] == [kept + 1] * 2
+    assert [f["epochs"] for f in metrics["per_fold"]] == [4, 4]  # the schedule's length: phase1's budget
+    assert all(curve_epochs(art.crossfit_curve_csv(k)) == list(range(kept + 1)) for k in range(2))
     assert len(read_logits(art.crossfit_logits_csv).sample_ids) == metrics["images"] == len(fit_rows(art)[1])
+
+
+def test_a_fold_stopping_early_follows_the_full_schedules_learning_rates(make_cfg, tmp_path):
+    """Stopping after epoch e trains the first e + 1 epochs of the full schedule: the same learning rate at each
+    step as the full run (not a schedule squeezed into e + 1 epochs)."""
+    from streetvision.models.devices import resolve_devices
+    from streetvision.pipeline.phases.phase1 import FitTarget, build_model, train_model
+
+    cfg = make_cfg(*MICRO, "data.synthetic.n=24", "data.synthetic.image_size=64", "training.epochs=3",
+                   "pipeline.phases=[splits]")
+    run_pipeline(cfg, QUIET)
+    splits = load_splits(ArtifactSchema.from_config(cfg).splits_json)
+    curves, infos = {}, {}
+    for stop in (None, 0):
+        target = FitTarget(tmp_path / f"curve{stop}.csv", tmp_path, tmp_path / "cache", val_split=None,
+                           stop_epoch=stop)
+        _, infos[stop] = train_model(cfg, build_model(cfg, cfg.model.backbone, splits.class_names), splits,
+                                     resolve_devices(cfg.hardware), target)
+        with open(target.curve_csv, newline="") as handle:
+            curves[stop] = [(int(r["epoch"]), float(r["lr"])) for r in csv.DictReader(handle)]
+    assert (infos[None]["epochs"], infos[None]["trained_epochs"]) == (3, 3) and len(curves[None]) == 3
+    assert (infos[0]["epochs"], infos[0]["trained_epochs"], infos[0]["best_epoch"]) == (3, 1, 0)
+    assert curves[0] == curves[None][:1]  # epoch 0 ends at the full schedule's learning rate
+    assert curves[None][0][1] != curves[None][-1][1]  # the schedule does change the rate
 
 
 def test_too_many_folds_or_fewer_than_two_are_clear_config_errors(make_cfg):
     with pytest.raises(ConfigError, match=r"crossfit.folds.*must be >= 2"):
         make_cfg("crossfit.folds=1")
     cfg = make_cfg(*MICRO, "data.synthetic.n=24", "data.synthetic.image_size=64", "crossfit.folds=12",
-                   "pipeline.phases=[crossfit]")
+                   "pipeline.phases=[phase1,crossfit]")
     with pytest.raises(ConfigError, match=r"crossfit.folds=12: not every fold can hold every class") as exc:
         run_pipeline(cfg, QUIET)
     assert "at most the number of distinct images of the smallest class" in exc.value.fix

@@ -15,10 +15,14 @@ all of train behaves like the fold models trained on (K-1)/K of train + val). Th
 guarantee (Learn-then-Test, Clopper-Pearson) assumes calibration images exchangeable with deployment images under
 the deployed model; here it holds only approximately.
 
-Inside a fold there are no validation images left, so no epoch is selected and early stopping does not apply: each
-fold model trains the whole budget (``training.epochs``, or ``training.optimizer_steps`` as in
-``training=small_data``) and keeps its last weights, where phase1 keeps its best val_select epoch. Fold models are
-not checkpointed: an interrupted crossfit trains every fold again.
+Which weights a fold model keeps: inside a fold there are no validation images left, so each fold model follows
+phase1's choice (this phase needs phase1): it trains on phase1's schedule (the same epoch budget, warm-up and cosine
+length; ``training.optimizer_steps`` as in ``training=small_data`` counts at the fold's own steps per epoch) and
+stops after the epoch phase1 kept on val_select (``best_epoch`` in phase1's metrics.json; the last epoch when phase1
+had nothing to select on). Keeping the fold models' last epoch instead was measured to fail: on 180 real photos
+phase1 kept epoch 3 of 60 while the fold models trained all 60 and were far more confident, so the out-of-fold
+threshold (0.002) did not transfer and the deployed model called every photo roadwork. Fold models are not
+checkpointed: an interrupted crossfit trains every fold again.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from omegaconf import DictConfig
 from streetvision.data.splits import HELD_OUT_SPLIT, Splits, assign_folds, fold_splits, load_splits
 from streetvision.errors import ConfigError
 from streetvision.eval.logits import SplitLogits, read_logits, write_logits
-from streetvision.io import atomic_write_csv, atomic_write_json
+from streetvision.io import atomic_write_csv, atomic_write_json, read_json
 from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.models.devices import DevicePlan, resolve_devices
 from streetvision.models.training import predict_logits
@@ -85,26 +89,33 @@ def fold_counts(splits: Splits, fold_of: dict[str, int], k: int) -> list[dict[st
 
 
 def _fit_fold(cfg: DictConfig, art: ArtifactSchema, splits: Splits, fold_of: dict[str, int], fold: int,
-              source: str, plan: DevicePlan) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, Any]]:
-    """Train fold ``fold``'s model by phase1's recipe on the other folds; (ids, labels, logits, facts) of its
-    held-out fold."""
+              source: str, plan: DevicePlan, stop_epoch: int) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                                         dict[str, Any]]:
+    """Train fold ``fold``'s model by phase1's recipe on the other folds, stopping after ``stop_epoch``; (ids,
+    labels, logits, facts) of its held-out fold."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # every fold model starts where phase1's does
     view = fold_splits(splits, fold_of, fold)
     model = build_model(cfg, source, splits.class_names)
     start = time.perf_counter()
-    target = FitTarget(art.crossfit_curve_csv(fold), art.phase_dir("crossfit"), art.cache_dir, val_split=None)
+    target = FitTarget(art.crossfit_curve_csv(fold), art.phase_dir("crossfit"), art.cache_dir, val_split=None,
+                       stop_epoch=stop_epoch)
     dm, info = train_model(cfg, model, view, plan, target)
     logits, labels = predict_logits(model, dm.loader(HELD_OUT_SPLIT), plan.torch_device)
     ids = [f["path"] for f in view.rows(HELD_OUT_SPLIT)]
     facts = {"fold": fold, "train_images": len(view.rows("train")), "held_out_images": len(ids),
              "train_seconds": time.perf_counter() - start, "epochs": info.get("epochs"),
-             "optimizer_steps": info.get("optimizer_steps"), "kept_epoch": info["best_epoch"],
-             "held_out": binary_metrics(labels, softmax_probs(logits))}
+             "optimizer_steps": info.get("optimizer_steps"), "trained_epochs": info.get("trained_epochs"),
+             "kept_epoch": info["best_epoch"], "held_out": binary_metrics(labels, softmax_probs(logits))}
     return ids, labels, logits, facts
 
 
+def phase1_kept_epoch(art: ArtifactSchema) -> int:
+    """The epoch (0-based) whose weights phase1 kept (its best val_select epoch; -1: none selected, train all)."""
+    return int(read_json(art.metrics_json("phase1")).get("best_epoch", -1))
+
+
 @phase("crossfit", "K-fold out-of-fold logits of train + val (phase2 and phase5 fit on them)", dir="crossfit",
-       needs=("splits",), uses=BACKBONE_PHASES, reads=("hardware",),
+       needs=("splits", "phase1"), uses=BACKBONE_PHASES, reads=("hardware",),
        config_keys=("seed", "model", "training", "hardware.precision", "phase1.frozen_epochs", "crossfit"))
 def run_crossfit(ctx: PhaseContext) -> PhaseResult:
     """Train one model per fold, score each held-out fold, write the out-of-fold logits, folds and metrics."""
@@ -114,12 +125,15 @@ def run_crossfit(ctx: PhaseContext) -> PhaseResult:
     fold_of = fold_assignment(splits, k, int(cfg.seed))
     source = backbone_source(cfg, art, ctx.committed)
     plan = resolve_devices(cfg.hardware)
+    stop_epoch = phase1_kept_epoch(art)
+    kept = f"stopping after epoch {stop_epoch}, the one phase1 kept" if stop_epoch >= 0 else "the last epoch kept"
     ctx.console.print(f"crossfit: {k} folds of {len(fold_of)} images ({' + '.join(FIT_SPLITS)}), phase1's recipe "
-                      f"({cfg.model.finetune}) from {source}, no validation inside a fold (the last epoch is kept)")
+                      f"({cfg.model.finetune}) from {source}, {kept}")
     ids: list[str] = []
     labels, logits, folds = [], [], []
     for fold in range(k):
-        fold_ids, fold_labels, fold_logits, facts = _fit_fold(cfg, art, splits, fold_of, fold, source, plan)
+        fold_ids, fold_labels, fold_logits, facts = _fit_fold(cfg, art, splits, fold_of, fold, source, plan,
+                                                                stop_epoch)
         ids += fold_ids
         labels.append(fold_labels)
         logits.append(fold_logits)
@@ -142,7 +156,9 @@ def run_crossfit(ctx: PhaseContext) -> PhaseResult:
         "folds": k, "images": len(oof_ids), "splits": list(FIT_SPLITS), "seed": int(cfg.seed),
         "held_out_per_fold": fold_counts(splits, fold_of, k), "out_of_fold": pooled, "per_fold": folds,
         "backbone_source": art.rel(source) if Path(source).exists() else source,
-        "finetune": str(cfg.model.finetune), "model_selection": "none: no validation inside a fold, last epoch kept",
+        "finetune": str(cfg.model.finetune), "phase1_kept_epoch": stop_epoch,
+        "model_selection": ("phase1's: each fold model stops after the epoch phase1 kept on val_select"
+                            if stop_epoch >= 0 else "none: phase1 selected no epoch, the last epoch kept"),
         "train_seconds": sum(f["train_seconds"] for f in folds),
     }
     atomic_write_json(art.metrics_json("crossfit"), metrics)

@@ -87,8 +87,10 @@ def train_settings(training: DictConfig) -> TrainSettings:
 @dataclass(frozen=True)
 class FitTarget:
     """Where one supervised fit writes (its learning curve, Lightning's root directory), what it logs to and
-    checkpoints into, and the split it keeps the best epoch on (``None``: no validation, every epoch of the
-    budget trains and the last weights are kept; early stopping then never applies)."""
+    checkpoints into, and the split it keeps the best epoch on (``None``: no validation, the last trained epoch's
+    weights are kept; early stopping then never applies). ``stop_epoch`` (0-based) ends training after that epoch
+    while the learning-rate schedule keeps the whole budget's length: a crossfit fold model stops where phase1's
+    kept epoch was, on the same schedule."""
 
     curve_csv: Path
     root_dir: Path
@@ -96,6 +98,11 @@ class FitTarget:
     loggers: list = field(default_factory=list)
     checkpointing: Checkpointing | None = None
     val_split: str | None = "val_select"
+    stop_epoch: int | None = None
+
+    def trained_epochs(self, budget: int) -> int:
+        """Epochs that train out of a schedule of ``budget`` epochs."""
+        return budget if self.stop_epoch is None or self.stop_epoch < 0 else min(budget, self.stop_epoch + 1)
 
 
 def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> LabeledDataModule:
@@ -120,7 +127,7 @@ def train_frozen(cfg: DictConfig, model: RoadworkClassifier, dm: LabeledDataModu
     bs = int(cfg.training.batch_size)
     train = DataLoader(data["train"], batch_size=bs, shuffle=True)
     val = DataLoader(data[target.val_split], batch_size=512) if target.val_split else None
-    training = replace(train_settings(cfg.training), epochs=epochs)
+    training = replace(train_settings(cfg.training), epochs=target.trained_epochs(epochs))
     module = ClassifierModule(model.head, training,
                               total_steps=epochs * optimizer_steps_per_epoch(train, plan.world_size),
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
@@ -128,7 +135,7 @@ def train_frozen(cfg: DictConfig, model: RoadworkClassifier, dm: LabeledDataModu
     info = fit_classifier(module, train, val, replace(plan, compile=False), training, target.curve_csv,
                           target.root_dir,  # nothing to compile: the head trains on cached embeddings
                           loggers=target.loggers)
-    return {**info, "embedding_cache_hits": hits}
+    return {**info, "epochs": epochs, "trained_epochs": training.epochs, "embedding_cache_hits": hits}
 
 
 def train_end_to_end(cfg: DictConfig, model: RoadworkClassifier, dm: LabeledDataModule, splits: Splits,
@@ -136,15 +143,16 @@ def train_end_to_end(cfg: DictConfig, model: RoadworkClassifier, dm: LabeledData
     """LoRA or full fine-tuning with validator-style augmentation (the backbone compiled when requested)."""
     train = dm.train_dataloader()
     per_epoch = optimizer_steps_per_epoch(train, plan.world_size, cfg.training.grad_accum)
-    training = replace(train_settings(cfg.training), epochs=epoch_budget(cfg.training, per_epoch))
-    steps = training.epochs * per_epoch
+    epochs = epoch_budget(cfg.training, per_epoch)
+    training = replace(train_settings(cfg.training), epochs=target.trained_epochs(epochs))
+    steps = epochs * per_epoch
     module = ClassifierModule(model, training, total_steps=steps,
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               compile_backend=plan.compile_backend if plan.compile else None)
     val = dm.loader(target.val_split) if target.val_split else None
     info = fit_classifier(module, train, val, plan, training, target.curve_csv, target.root_dir,
                           target.checkpointing, target.loggers)
-    return {**info, "epochs": training.epochs, "optimizer_steps": steps}
+    return {**info, "epochs": epochs, "optimizer_steps": steps, "trained_epochs": training.epochs}
 
 
 def train_model(cfg: DictConfig, model: RoadworkClassifier, splits: Splits, plan: DevicePlan,
