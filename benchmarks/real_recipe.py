@@ -33,6 +33,7 @@ same seeds, same challenges). Fold-runs share training images, so these interval
 
     .venv/bin/python benchmarks/real_recipe.py --quick          # 2 folds x 1 repeat, 1 recipe, micro model, 1 epoch
     .venv/bin/python benchmarks/real_recipe.py --recipes steps300 small_data_crossfit   # is the OOF threshold better?
+    .venv/bin/python benchmarks/real_recipe.py --recipes steps300 ssl_synthetic ssl_synthetic_real  # does SSL help?
     .venv/bin/python benchmarks/real_recipe.py                  # 5 folds x 2 repeats x every recipe (hours on 2 cores)
     .venv/bin/python benchmarks/real_recipe.py --recipes preset validator_aug cls_mean steps300 --workdir runs_cv
 
@@ -41,8 +42,10 @@ phase1_recipe's per-step times (dinov2-tiny, 300 steps ~100 s; validator augment
 more on 384 x 288 photos): per fold-run ~20-30 s for preset and cls_mean, ~2 min for validator_aug and steps300,
 ~15-25 min for steps300_validator_aug (300 steps of augmented batches); so about 1 h for 10 fold-runs of the first
 four recipes and 3.5-5 h with the fifth. ``small_data_crossfit`` trains 1 + ``crossfit.folds`` (3) models per
-fold-run, the fold models only up to phase1's kept epoch. ``--max-fold-runs 1`` is a timing probe;
-``--workdir`` makes a run resumable.
+fold-run, the fold models only up to phase1's kept epoch: measured ~2.2 min per fold-run with steps300's phase1
+reused (~1.8 min for steps300 itself). The self-supervised recipes add one shared pre-training (400 masked steps,
+~2 min) and, in ssl_synthetic_real, 200 steps per fold-run. ``--max-fold-runs 1`` is a timing probe; ``--workdir``
+makes a run resumable.
 """
 
 from __future__ import annotations
@@ -94,6 +97,21 @@ RECIPES: dict[str, list[str]] = {
     "steps300_validator_aug": [*STEPS, "training.augment=validator"],
     "small_data_crossfit": [*STEPS, f"pipeline.phases=[{','.join(['crossfit', *PHASES])}]"],
 }
+# Self-supervised pre-training, then steps300's fine-tuning (part 1's objective: masked image modelling, which beat
+# DINO in its diagnostics). ``{pretrained}`` is one backbone pre-trained once per invocation (SHARED_PRETRAIN, in
+# --workdir/.../runs/shared_pretrain) on 1,500 unlabelled synthetic source scenes: no real photo, so every fold-run
+# may start from it without leaking. ssl_synthetic fine-tunes it directly; ssl_synthetic_real first continues the
+# same self-supervision on the fold-run's own training photos (the pretrain phase on the train split, labels unused;
+# never the held-out fold), as a miner would on their unlabelled photos.
+SSL = ["pretrain.objective=masked", "pretrain.batch_size=32", "pretrain.lr=5e-4", "pretrain.mask_ratio=0.5"]
+SHARED_PRETRAIN = [*SSL, "pipeline.phases=[pretrain]", "pretrain.images.source=synthetic", "pretrain.images.n=1500",
+                   "pretrain.max_steps=400", "training.progress_bar=false"]
+PRETRAINED = "{pretrained}"
+RECIPES.update({
+    "ssl_synthetic": [*STEPS, f"model.backbone={PRETRAINED}"],
+    "ssl_synthetic_real": [*STEPS, f"model.backbone={PRETRAINED}", *SSL, "pretrain.images.source=train_split",
+                           "pretrain.max_steps=200", f"pipeline.phases=[{','.join(['pretrain', *PHASES])}]"],
+})
 # recipe -> the recipe whose run directory it reuses when both run (the same phase1 config: phase1 is up to date).
 SHARES_RUN = {"small_data_crossfit": "steps300"}
 # Every fold-run: the fold's training images through splits -> phase1 -> phase2 -> phase6.
@@ -101,7 +119,8 @@ PIPELINE = ["data=folder", "data.splits.train=0.8", "data.splits.val_select=0.2"
             "data.splits.test=0", f"pipeline.phases=[{','.join(PHASES)}]", "phase1.score_splits=[val_select]",
             "phase6.onnx=false", f"deploy.prior_roadwork={PRIOR}", "training.progress_bar=false"]
 # A smoke run: the micro model for one epoch whatever the recipe's step budget, 2 crossfit folds.
-QUICK = ["model=dinov2_micro", "training.epochs=1", "training.optimizer_steps=0", "crossfit.folds=2"]
+QUICK = ["model=dinov2_micro", "training.epochs=1", "training.optimizer_steps=0", "crossfit.folds=2",
+         "pretrain.max_steps=2", "pretrain.images.n=16"]
 CONDITIONS = {"clean": "clean", "validator_mix": "mix"}
 METRICS = {"auroc": "auroc", "mcc_deploy": "mcc", "accuracy_deploy": "acc"}  # evaluate.condition_metrics keys
 HEADLINE = [f"{short}_{m}" for short in CONDITIONS.values() for m in METRICS.values()]
@@ -138,6 +157,24 @@ def link_tree(dest: Path, root: Path, rel_paths: list[str]) -> Path:
 
 
 # ---------------------------------------------------------------- one fold-run
+
+
+def shared_pretrain(workdir: Path, extra: list[str], seed: int) -> Path:
+    """The self-supervised recipes' starting backbone: the pretrain phase once on synthetic scenes (no real photo;
+    up to date on a resumed --workdir); returns its backbone directory."""
+    from rich.console import Console
+
+    from streetvision.config import load_config
+    from streetvision.pipeline.artifacts import ArtifactSchema
+    from streetvision.pipeline.runner import run_pipeline
+
+    cfg = load_config([f"output_root={workdir}", "run_id=shared_pretrain", f"seed={seed}", *SHARED_PRETRAIN,
+                       *extra])
+    start = time.perf_counter()
+    run_pipeline(cfg, Console(quiet=True))
+    print(f"shared self-supervised backbone ({' '.join(SHARED_PRETRAIN)}): {time.perf_counter() - start:.0f}s",
+          flush=True)
+    return ArtifactSchema.from_config(cfg).pretrain_backbone_dir
 
 
 def evaluate_bundle(bundle: Path, images: list, labels: np.ndarray, paths: list[Path], seed: int) -> dict[str, float]:
@@ -331,6 +368,8 @@ def main() -> int:
             "versions": library_versions(), "data": {"root": os.path.relpath(data, ROOT), "photos": len(files),
                                                      "roadwork": labels.count(1), "duplicate_groups": n_groups},
             "design": {"folds": k, "repeats": repeats, "recipes": {r: RECIPES[r] for r in recipes},
+                       **({"shared_pretrain": SHARED_PRETRAIN, "shared_pretrain_s": shared_s}
+                          if shared_s is not None else {}),
                        "pipeline_overrides": PIPELINE, "extra_overrides": extra, "deploy_prior_roadwork": PRIOR,
                        "seeds": {"base": args.seed, "fold_assignment": "default_rng([base, repeat])",
                                  "training_and_challenges": "base * 1000 + repeat * folds + fold (same per recipe)",
@@ -352,6 +391,12 @@ def main() -> int:
                 "one process, on this machine.")
 
     pairs = [(r, fold) for r in range(repeats) for fold in range(k)][: args.max_fold_runs]
+    needs_backbone = [r for r in recipes if any(PRETRAINED in o for o in RECIPES[r])]
+    pretrained, shared_s = None, None
+    if needs_backbone:
+        begin = time.perf_counter()
+        pretrained = str(shared_pretrain(workdir, extra, args.seed))
+        shared_s = time.perf_counter() - begin  # ~0 on a resumed --workdir
     import lightning.pytorch  # noqa: F401  (sets its loggers' levels on import; quieten them after)
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-run "GPU available" banners
@@ -373,7 +418,8 @@ def main() -> int:
                 row = {"recipe": recipe, "repeat": r, "fold": fold, "seed": seed, "n_test": len(test_rows),
                        "n_test_roadwork": int(test_labels.sum()), "shares_run_of": shared}
                 needed_later = any(SHARES_RUN.get(later) == recipe for later in recipes[k_recipe + 1:])
-                row.update(fold_run(workdir, run_id, tree, RECIPES[recipe], extra, seed, test, test_sha,
+                overrides = [o.replace(PRETRAINED, pretrained or "") for o in RECIPES[recipe]]
+                row.update(fold_run(workdir, run_id, tree, overrides, extra, seed, test, test_sha,
                                     keep=not own_tmp or needed_later))
                 if shared:  # the phases reused from the shared run cost what they cost there
                     reused = [p for p in row["reused_phases"] if p in done[shared]["phase_s"]]

@@ -103,3 +103,22 @@ def test_missing_data_exits_zero_with_a_message(real_recipe, tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", ["real_recipe.py", "--data", str(tmp_path / "absent"), "--quick"])
     assert real_recipe.main() == 0
     assert "no photo set at" in capsys.readouterr().out
+
+
+def test_every_recipe_composes_into_a_valid_config(real_recipe, tmp_path):
+    """Each recipe's overrides (the shared backbone filled in) on top of the fold-run's pipeline overrides load and
+    validate; the self-supervised recipes start from the shared backbone, and only ssl_synthetic_real pre-trains
+    per fold-run (on the train split: never the held-out fold, which is not in the fold-run's data at all)."""
+    from streetvision.config import load_config
+
+    shared = load_config([f"output_root={tmp_path}", *real_recipe.SHARED_PRETRAIN])
+    assert list(shared.pipeline.phases) == ["pretrain"] and shared.pretrain.images.source == "synthetic"
+    for name, recipe in real_recipe.RECIPES.items():
+        overrides = [o.replace(real_recipe.PRETRAINED, str(tmp_path / "backbone")) for o in recipe]
+        cfg = load_config([f"output_root={tmp_path}", f"data.root={tmp_path}", *real_recipe.PIPELINE, *overrides])
+        assert cfg.training.optimizer_steps == (0 if name in ("preset", "validator_aug", "cls_mean") else 300), name
+        assert (cfg.model.backbone == str(tmp_path / "backbone")) == name.startswith("ssl_"), name
+        assert ("pretrain" in cfg.pipeline.phases) == (name == "ssl_synthetic_real"), name
+        assert "evaluation" not in cfg.pipeline.phases and "phase6" in cfg.pipeline.phases
+        if name == "ssl_synthetic_real":
+            assert cfg.pretrain.images.source == "train_split" and cfg.pretrain.objective == "masked"
