@@ -82,6 +82,18 @@ def test_local_save_pretrained_backbone_loads_through_hub_id_path(make_cfg, tmp_
     assert spec["preprocess"]["size"] == 56  # from the saved config, not hard-coded
 
 
+def test_new_weights_in_a_local_backbone_directory_rerun_phase1(make_cfg, tmp_path):
+    """The directory's files are recorded inputs: the same path with other weights is not 'up to date'."""
+    local = tmp_path / "my-backbone"
+    build_builtin("dinov2-micro", seed=5).save_pretrained(local)
+    cfg, art, _ = run(make_cfg, f"model.backbone={local}")
+    assert any(r.path.endswith("my-backbone/model.safetensors") for r in
+               StepManifest.load(art.manifest("phase1")).inputs)
+    assert [(o.name, o.status) for o in run_pipeline(cfg, QUIET)] == [("phase1", "up to date")]
+    build_builtin("dinov2-micro", seed=6).save_pretrained(local)  # continued pre-training wrote new weights
+    assert [(o.name, o.status) for o in run_pipeline(cfg, QUIET)] == [("phase1", "ran")]
+
+
 def test_frozen_embedding_cache_is_reused_and_invalidated_by_a_new_backbone(make_cfg):
     args = ("model.finetune=frozen", "phase1.frozen_epochs=2")
     _, art, _ = run(make_cfg, *args, run_id="a")

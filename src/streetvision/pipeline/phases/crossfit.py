@@ -44,8 +44,8 @@ from streetvision.models.devices import DevicePlan, resolve_devices
 from streetvision.models.training import predict_logits
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
-from streetvision.pipeline.phases.phase1 import (BACKBONE_PHASES, FitTarget, backbone_inputs, backbone_source,
-                                                 build_model, train_model)
+from streetvision.pipeline.phases.phase1 import BACKBONE_PHASES, FitTarget, backbone_source, build_model, train_model
+from streetvision.pipeline.phases.pretrain import backbone_inputs
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
 FIT_SPLITS = ("train", "val_select", "val_calib")  # cross-fitted; the test split stays untouched
@@ -164,6 +164,6 @@ def run_crossfit(ctx: PhaseContext) -> PhaseResult:
     atomic_write_json(art.metrics_json("crossfit"), metrics)
     outputs = [art.crossfit_logits_csv, art.crossfit_folds_csv, art.metrics_json("crossfit"),
                *(art.crossfit_curve_csv(fold) for fold in range(k))]
-    return PhaseResult(outputs=outputs, inputs=backbone_inputs(source, art), metrics=metrics,
+    return PhaseResult(outputs=outputs, inputs=backbone_inputs(source), metrics=metrics,
                        summary={"out-of-fold MCC": f"{pooled['mcc']:.3f} ({len(oof_ids)} images, {k} folds)",
                                 "train": f"{metrics['train_seconds']:.0f}s"})

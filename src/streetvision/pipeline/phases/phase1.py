@@ -46,8 +46,7 @@ from streetvision.models.training import (
 )
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.distributed import global_rank
-from streetvision.pipeline.phases.pretrain import backbone_inputs as run_backbone_inputs
-from streetvision.pipeline.phases.pretrain import committed_backbone, start_backbone
+from streetvision.pipeline.phases.pretrain import backbone_inputs, committed_backbone, start_backbone
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
 
@@ -164,11 +163,6 @@ def train_model(cfg: DictConfig, model: RoadworkClassifier, splits: Splits, plan
     return dm, train(cfg, model, dm, splits, plan, target)
 
 
-def backbone_inputs(source: str, art: ArtifactSchema) -> list[Path]:
-    """The run's backbone directory a fit started from (pretrain's or phase4's), as a recorded input."""
-    return run_backbone_inputs(source, art.explora_backbone_dir, art.pretrain_backbone_dir)
-
-
 def epoch_budget(training: DictConfig, steps_per_epoch: int) -> int:
     """``training.epochs``, or with ``training.optimizer_steps > 0`` the whole epochs reaching that many optimizer
     steps at ``steps_per_epoch`` (the schedule then has the same length on 135 photos as on 3,200 scenes)."""
@@ -226,7 +220,7 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     }
     atomic_write_json(art.metrics_json("phase1"), metrics)
     outputs += [art.metrics_json("phase1"), art.training_curve_csv]
-    inputs = backbone_inputs(source, art)
+    inputs = backbone_inputs(source)
     checkpointing.discard()
     test = per_split.get("test", next(iter(per_split.values()), {}))
     return PhaseResult(outputs=outputs, inputs=inputs, metrics={k: v for k, v in metrics.items() if k != "config"},

@@ -111,7 +111,7 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     fit.checkpointing.discard()
     return PhaseResult(
         outputs=[adapter_dir, art.explora_backbone_dir, art.metrics_json("phase4")],
-        inputs=backbone_inputs(source, art.pretrain_backbone_dir),
+        inputs=backbone_inputs(source),
         metrics={k: v for k, v in metrics.items() if k != "loss_curve"},
         summary={"trainable": f"{report['trainable_percentage']:.2f}%",
                  "merge": f"{validation['status']} (max diff {validation['max_output_diff']:.1e})",

@@ -150,9 +150,11 @@ def start_backbone(cfg: DictConfig, art: ArtifactSchema, committed: frozenset[st
                               art.pretrain_backbone_dir, committed, lambda: str(cfg.model.backbone))
 
 
-def backbone_inputs(source: str, *directories: Path) -> list[Path]:
-    """``source`` as a recorded input when it is one of the run's backbone ``directories``."""
-    return [Path(source)] if source in {str(d) for d in directories} else []
+def backbone_inputs(source: str) -> list[Path]:
+    """The backbone a phase started from as a recorded input when it is a local directory (this run's pretrain or
+    phase4 backbone, or one of ``model.backbone``): changed weights at the same path then rerun the phase instead
+    of leaving it silently up to date. A built-in name or a hub id records nothing (its config string does)."""
+    return [Path(source)] if Path(source).is_dir() else []
 
 
 def _needs_splits(cfg: DictConfig) -> tuple[str, ...]:
@@ -188,7 +190,7 @@ def run_pretrain(ctx: PhaseContext) -> PhaseResult:
     atomic_write_json(art.metrics_json("pretrain"), metrics)
     fit.checkpointing.discard()
     return PhaseResult(
-        outputs=[art.pretrain_backbone_dir, art.metrics_json("pretrain")],
+        outputs=[art.pretrain_backbone_dir, art.metrics_json("pretrain")], inputs=backbone_inputs(cfg.model.backbone),
         metrics={k: v for k, v in metrics.items() if k != "loss_curve"},
         summary={"images": str(len(paths)), "steps": str(metrics["steps"]),
                  "loss": f"{metrics['loss_first']:.3f} -> {metrics['loss_last']:.3f}" if metrics["steps"] else "n/a"})
