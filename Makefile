@@ -43,7 +43,7 @@ bench: install
 	$(PY) benchmarks/synthetic_ceiling.py
 	$(PY) benchmarks/validator_fidelity.py
 	$(PY) benchmarks/compile_cpu.py
-	$(PY) benchmarks/real_recipe.py --recipes preset validator_aug cls_mean steps300
+	$(PY) benchmarks/real_recipe.py --recipes steps300 small_data_crossfit preset validator_aug cls_mean steps300_validator_aug ssl_synthetic ssl_synthetic_real
 
 # Mutation testing of the core modules, each against the fast tests that cover it (not part of `make test` or CI):
 # mutmut, because it forks each mutant's tests from a process that has already imported torch and runs only the tests

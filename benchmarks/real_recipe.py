@@ -19,8 +19,9 @@ hold out is better spent on training. One model per fold-run, selected and thres
 a user training on their own photos would deploy it; except in ``small_data_crossfit``, which adds the crossfit
 phase (``crossfit.folds`` models by the same recipe on folds of the fold-run's train + val_select, each stopped after
 the epoch phase1 kept), so phase2 sweeps the threshold on those out-of-fold logits instead of val_select. When
-``steps300`` (the same training) is in the same invocation, ``small_data_crossfit`` runs in its run directory
-(``SHARES_RUN``): phase1 is up to date and reused, so the two differ only in the threshold (paired exactly; AUROC
+``steps300`` (the same training) is in the same invocation, ``small_data_crossfit`` starts from a copy of its run
+directory (``SHARES_RUN``; a copy, not the directory itself: a committed crossfit would change steps300's threshold
+on a resumed run): phase1 is up to date and reused, so the two differ only in the threshold (paired exactly; AUROC
 identical), and the crossfit fold-run's ``wall_s`` adds the reused phases' seconds from the steps300 run.
 
 Each bundle is then scored through the Predictor on the held-out fold (``streetvision.eval.evaluate``, as the
@@ -34,18 +35,15 @@ same seeds, same challenges). Fold-runs share training images, so these interval
     .venv/bin/python benchmarks/real_recipe.py --quick          # 2 folds x 1 repeat, 1 recipe, micro model, 1 epoch
     .venv/bin/python benchmarks/real_recipe.py --recipes steps300 small_data_crossfit   # is the OOF threshold better?
     .venv/bin/python benchmarks/real_recipe.py --recipes steps300 ssl_synthetic ssl_synthetic_real  # does SSL help?
-    .venv/bin/python benchmarks/real_recipe.py                  # 5 folds x 2 repeats x every recipe (hours on 2 cores)
+    .venv/bin/python benchmarks/real_recipe.py                  # 5 folds x 2 repeats x every recipe (~1.5 h, 2 cores)
     .venv/bin/python benchmarks/real_recipe.py --recipes preset validator_aug cls_mean steps300 --workdir runs_cv
 
-Cost on 2 idle cores, estimated (not measured: this script was only smoke-run on a busy machine) from
-phase1_recipe's per-step times (dinov2-tiny, 300 steps ~100 s; validator augmentation ~70 ms more per 224 px image,
-more on 384 x 288 photos): per fold-run ~20-30 s for preset and cls_mean, ~2 min for validator_aug and steps300,
-~15-25 min for steps300_validator_aug (300 steps of augmented batches); so about 1 h for 10 fold-runs of the first
-four recipes and 3.5-5 h with the fifth. ``small_data_crossfit`` trains 1 + ``crossfit.folds`` (3) models per
-fold-run, the fold models only up to phase1's kept epoch: measured ~2.2 min per fold-run with steps300's phase1
-reused (~1.8 min for steps300 itself). The self-supervised recipes add one shared pre-training (400 masked steps,
-~2 min) and, in ssl_synthetic_real, 200 steps per fold-run. ``--max-fold-runs 1`` is a timing probe; ``--workdir``
-makes a run resumable.
+Cost on 2 cores, measured (median wall time of one fold-run, pipeline + evaluation, in the first pass of the run
+behind benchmarks/results/real_recipe.json, whose final pass resumed every training): preset 12 s, validator_aug
+17 s, cls_mean 13 s, steps300 117 s, small_data_crossfit 162 s (steps300's phase1 reused, fold models up to its kept
+epoch), steps300_validator_aug 162 s, ssl_synthetic 109 s and ssl_synthetic_real 185 s, after one shared
+pre-training of 148 s: about 86 minutes for all 8 recipes x 10 fold-runs. ``--max-fold-runs 1`` is a timing probe;
+``--workdir`` makes a run resumable.
 """
 
 from __future__ import annotations
@@ -112,7 +110,7 @@ RECIPES.update({
     "ssl_synthetic_real": [*STEPS, f"model.backbone={PRETRAINED}", *SSL, "pretrain.images.source=train_split",
                            "pretrain.max_steps=200", f"pipeline.phases=[{','.join(['pretrain', *PHASES])}]"],
 })
-# recipe -> the recipe whose run directory it reuses when both run (the same phase1 config: phase1 is up to date).
+# recipe -> the recipe whose run directory it starts from (copied) when both run (the same phase1 config).
 SHARES_RUN = {"small_data_crossfit": "steps300"}
 # Every fold-run: the fold's training images through splits -> phase1 -> phase2 -> phase6.
 PIPELINE = ["data=folder", "data.splits.train=0.8", "data.splits.val_select=0.2", "data.splits.val_calib=0",
@@ -157,6 +155,22 @@ def link_tree(dest: Path, root: Path, rel_paths: list[str]) -> Path:
 
 
 # ---------------------------------------------------------------- one fold-run
+
+
+def run_dir(workdir: Path, run_id: str) -> Path:
+    """The pipeline's run directory for ``run_id`` under ``workdir``."""
+    from streetvision.config import load_config
+    from streetvision.pipeline.artifacts import ArtifactSchema
+
+    return ArtifactSchema.from_config(load_config([f"output_root={workdir}", f"run_id={run_id}"])).run_dir
+
+
+def copy_run(workdir: Path, source_id: str, run_id: str) -> None:
+    """Start ``run_id`` from a copy of ``source_id``'s run directory (its committed phases stay up to date: the
+    manifests hold paths relative to the run directory); kept as is when it exists (a resumed --workdir)."""
+    src, dst = run_dir(workdir, source_id), run_dir(workdir, run_id)
+    if not dst.exists():
+        shutil.copytree(src, dst, symlinks=True)
 
 
 def shared_pretrain(workdir: Path, extra: list[str], seed: int) -> Path:
@@ -414,7 +428,9 @@ def main() -> int:
             done: dict[str, dict[str, Any]] = {}
             for k_recipe, recipe in enumerate(recipes):
                 shared = SHARES_RUN.get(recipe) if SHARES_RUN.get(recipe) in done else None
-                run_id = f"r{r}f{fold}_{shared or recipe}"
+                run_id = f"r{r}f{fold}_{recipe}"
+                if shared:
+                    copy_run(workdir, f"r{r}f{fold}_{shared}", run_id)
                 row = {"recipe": recipe, "repeat": r, "fold": fold, "seed": seed, "n_test": len(test_rows),
                        "n_test_roadwork": int(test_labels.sum()), "shares_run_of": shared}
                 needed_later = any(SHARES_RUN.get(later) == recipe for later in recipes[k_recipe + 1:])
