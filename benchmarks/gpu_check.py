@@ -229,7 +229,8 @@ def section_dataloader(rec: Recorder, mode: Mode, workdir: Path, deadline: float
 
     from streetvision.data.datamodules import LoaderOptions
     from streetvision.data.synthetic import write_dataset
-    from streetvision.data.transforms import Preprocess, TrainTransform
+    from streetvision.data.preprocess import Preprocess
+    from streetvision.data.transforms import TrainTransform
     from streetvision.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
     start = time.perf_counter()

@@ -57,7 +57,7 @@ MODULES: dict[str, list[str]] = {
     "bundle.predictor": ["tests/bundle/test_predictor_policy.py"],
     "validator.reward": ["tests/validator/test_reward.py"],
     "validator.prior": ["tests/validator/test_reward.py"],
-    "validator.challenge": ["tests/validator/test_challenge.py"],  # test_torchvision_parity.py skips on CPU torch
+    "validator.challenges": ["tests/validator/test_challenge.py"],  # test_torchvision_parity.py skips on CPU torch
     "validator.distortions": ["tests/validator/test_distortions.py"],
     "validator.stream": ["tests/validator/test_stream.py", "-k", "not simulate_command"],  # that one trains
 }
@@ -167,55 +167,55 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         'opt = torch.optim.LBFGS([log_t], max_iter=max_iter, line_search_fn="strong_wolfe")', _LBFGS_TOL),
     "streetvision.models.temperature.x_fit_temperature__mutmut_32": (
         'opt = torch.optim.LBFGS([log_t], lr=1.5, max_iter=max_iter, line_search_fn="strong_wolfe")', _LBFGS_TOL),
-    "streetvision.validator.challenge.x_base__mutmut_24": (
+    "streetvision.validator.challenges.x_base__mutmut_24": (
         "return img if (img.size == (size, size)) and False else img.resize((size, size), Image.BILINEAR)",
         "Pillow's resize to the image's own size returns a copy: the shortcut only saves the call"),
-    "streetvision.validator.challenge.x_challenge__mutmut_82": ("kind_level = int(rng.integers(highest + 1))",
+    "streetvision.validator.challenges.x_challenge__mutmut_82": ("kind_level = int(rng.integers(highest + 1))",
                                                                 _INTEGERS),
-    "streetvision.validator.challenge.x_check_level_probs__mutmut_16": (
+    "streetvision.validator.challenges.x_check_level_probs__mutmut_16": (
         "if len(probs) != len(LEVELS) or any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, ):",
         "math.isclose's default rel_tol is 1e-09"),
-    "streetvision.validator.challenge.x_crop_params__mutmut_11": (
+    "streetvision.validator.challenges.x_crop_params__mutmut_11": (
         "if 0 <= side <= width and 0 < side <= height:", _BOTH_SIDES),
-    "streetvision.validator.challenge.x_crop_params__mutmut_14": (
+    "streetvision.validator.challenges.x_crop_params__mutmut_14": (
         "if 0 < side <= width and 0 <= side <= height:", _BOTH_SIDES),
-    "streetvision.validator.challenge.x_crop_params__mutmut_19": (
+    "streetvision.validator.challenges.x_crop_params__mutmut_19": (
         "return int(rng.integers(height - side + 1)), int(rng.integers(0, width - side + 1)), side, side", _INTEGERS),
-    "streetvision.validator.challenge.x_crop_params__mutmut_28": (
+    "streetvision.validator.challenges.x_crop_params__mutmut_28": (
         "return int(rng.integers(0, height - side + 1)), int(rng.integers(width - side + 1)), side, side", _INTEGERS),
-    "streetvision.validator.challenge.x_resized_crop__mutmut_9": (
+    "streetvision.validator.challenges.x_resized_crop__mutmut_9": (
         'return F.interpolate(crop.unsqueeze(0), size=(size, size), mode="bilinear", align_corners=None,', _INTERP),
-    "streetvision.validator.challenge.x_resized_crop__mutmut_14": (
+    "streetvision.validator.challenges.x_resized_crop__mutmut_14": (
         'return F.interpolate(crop.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True)[0]', _INTERP),
-    "streetvision.validator.challenge.x_rotate__mutmut_6": ("dtype=None)", _TORCH_F32),
-    "streetvision.validator.challenge.x_rotate__mutmut_8": (")", _TORCH_F32),
-    "streetvision.validator.challenge.x_rotate__mutmut_21": ("grid = torch.empty(1, h, w, 3, dtype=None)", _TORCH_F32),
-    "streetvision.validator.challenge.x_rotate__mutmut_22": (
+    "streetvision.validator.challenges.x_rotate__mutmut_6": ("dtype=None)", _TORCH_F32),
+    "streetvision.validator.challenges.x_rotate__mutmut_8": (")", _TORCH_F32),
+    "streetvision.validator.challenges.x_rotate__mutmut_21": ("grid = torch.empty(1, h, w, 3, dtype=None)", _TORCH_F32),
+    "streetvision.validator.challenges.x_rotate__mutmut_22": (
         "grid = torch.empty(h, w, 3, dtype=torch.float32)", "the grid is viewed as (1, h * w, 3) before it is used"),
-    "streetvision.validator.challenge.x_rotate__mutmut_26": ("grid = torch.empty(1, h, w, 3, )", _TORCH_F32),
-    "streetvision.validator.challenge.x_rotate__mutmut_64": (
+    "streetvision.validator.challenges.x_rotate__mutmut_26": ("grid = torch.empty(1, h, w, 3, )", _TORCH_F32),
+    "streetvision.validator.challenges.x_rotate__mutmut_64": (
         "grid[..., 1] = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, steps=h).unsqueeze(+1)",
         "linspace is 1-D: its dimension 1 is its last, -1"),
-    "streetvision.validator.challenge.x_rotate__mutmut_68": (
+    "streetvision.validator.challenges.x_rotate__mutmut_68": (
         "grid[..., 2] = 2.0", "the third coordinate only multiplies the inverse map's translation, which is zero"),
-    "streetvision.validator.challenge.x_rotate__mutmut_74": (
+    "streetvision.validator.challenges.x_rotate__mutmut_74": (
         "scaled = inverse.t().unsqueeze(0) / torch.tensor([0.5 * w, 0.5 * h], dtype=None)", _TORCH_F32),
-    "streetvision.validator.challenge.x_rotate__mutmut_76": (
+    "streetvision.validator.challenges.x_rotate__mutmut_76": (
         "scaled = inverse.t().unsqueeze(0) / torch.tensor([0.5 * w, 0.5 * h], )", _TORCH_F32),
-    "streetvision.validator.challenge.x_rotate__mutmut_110": (
+    "streetvision.validator.challenges.x_rotate__mutmut_110": (
         'return F.grid_sample(t.unsqueeze(0), sample_at, mode="nearest", align_corners=False)[0]',
         "grid_sample's padding_mode defaults to zeros"),
-    "streetvision.validator.challenge.x_to_float_tensor__mutmut_10": (
+    "streetvision.validator.challenges.x_to_float_tensor__mutmut_10": (
         "return torch.from_numpy(np.array(img, dtype=None)).permute(2, 0, 1).contiguous().float().div(255)",
         "an RGB image's array is uint8 already"),
-    "streetvision.validator.challenge.x_to_float_tensor__mutmut_12": (
+    "streetvision.validator.challenges.x_to_float_tensor__mutmut_12": (
         "return torch.from_numpy(np.array(img, )).permute(2, 0, 1).contiguous().float().div(255)",
         "an RGB image's array is uint8 already"),
-    "streetvision.validator.challenge.x_wire__mutmut_7": (
+    "streetvision.validator.challenges.x_wire__mutmut_7": (
         'image.save(buf, format="JPEG", )', "Pillow's JPEG default quality (-1) is libjpeg's 75"),
-    "streetvision.validator.challenge.x_wire__mutmut_9": (
+    "streetvision.validator.challenges.x_wire__mutmut_9": (
         'image.save(buf, format="jpeg", quality=WIRE_JPEG_QUALITY)', "Pillow upper-cases the format name"),
-    "streetvision.validator.challenge.x_wire__mutmut_11": ("buf.seek(1)", "Image.open seeks the file object to 0 itself"),
+    "streetvision.validator.challenges.x_wire__mutmut_11": ("buf.seek(1)", "Image.open seeks the file object to 0 itself"),
     "streetvision.validator.distortions.x__blocks__mutmut_17": (
         "x = int(rng.integers(w - 1 - BW_BLOCK + 1))", _INTEGERS),
     "streetvision.validator.distortions.x__blocks__mutmut_29": (

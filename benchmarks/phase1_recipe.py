@@ -3,7 +3,7 @@
 
 Runs the real pipeline (splits + phase1, `model=dinov2_tiny`, full fine-tuning) once per variant and seed on the
 same data and split, and reports test MCC at the epoch chosen on val_select (clean images) and under the
-validator's level mix (each test image through :func:`streetvision.validator.challenge` at a drawn level, JPEG wire
+validator's level mix (each test image through :func:`streetvision.validator.challenges` at a drawn level, JPEG wire
 included, decision at 0.5), with the phase1 wall time.
 
     .venv/bin/python benchmarks/phase1_recipe.py            # every variant, seeds 0 1 (about 25 minutes on 2 cores)
@@ -44,11 +44,11 @@ def validator_mix_mcc(art: ArtifactSchema, seed: int) -> float:
     import torch
 
     from streetvision.data.splits import load_splits
-    from streetvision.data.transforms import Preprocess
+    from streetvision.data.preprocess import Preprocess
     from streetvision.eval.evaluate import load_labelled_images
     from streetvision.metrics.classification import metrics_from_decisions, softmax_probs
     from streetvision.models.classifier import load_classifier
-    from streetvision.validator.challenge import challenge
+    from streetvision.validator.challenges import challenge
 
     model = load_classifier(art.phase1_model_dir).eval()
     pre = Preprocess.from_dict(json.loads((art.phase1_model_dir / "model.json").read_text())["preprocess"])
@@ -89,7 +89,7 @@ def main() -> None:
     report(args.name, rows, notes=(
         "streetvision pipeline, splits + phase1, dinov2-tiny full fine-tuning from random weights, 3200 synthetic "
         "source scenes (1920 train / 481 val_select / 479 test), 5 epochs; test MCC at the best val_select epoch, clean "
-        "and under the validator's level mix (streetvision.validator.challenge, decision at 0.5). "
+        "and under the validator's level mix (streetvision.validator.challenges, decision at 0.5). "
         "Run in one process, one variant after another; splits_plus_phase1_s excludes the ~8 s CLI start-up."))
 
 

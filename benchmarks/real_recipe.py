@@ -25,7 +25,7 @@ on a resumed run): phase1 is up to date and reused, so the two differ only in th
 identical), and the crossfit fold-run's ``wall_s`` adds the reused phases' seconds from the steps300 run.
 
 Each bundle is then scored through the Predictor on the held-out fold (``streetvision.eval.evaluate``, as the
-evaluation phase does): ``clean`` and ``validator_mix`` (each image through ``streetvision.validator.challenge`` at a
+evaluation phase does): ``clean`` and ``validator_mix`` (each image through ``streetvision.validator.challenges`` at a
 level 0-3 drawn with the validator's probabilities, JPEG wire included, seeded per image; the same draws for every
 recipe of a fold-run), AUROC, MCC and accuracy at the 50/50 deployment prior. Aggregates per recipe over fold-runs:
 mean, SD, a percentile bootstrap interval of the mean, and the paired difference to the first recipe (same folds,

@@ -2,7 +2,7 @@
 
 For the demo bundle (``make demo`` builds it; this script runs the demo's phases itself if it is missing) on the
 demo run's test split: MCC and accuracy per challenge level under the previous, description-based transforms and
-under :func:`streetvision.validator.challenge` (the published arithmetic, JPEG wire included), and the simulated
+under :func:`streetvision.validator.challenges` (the published arithmetic, JPEG wire included), and the simulated
 validator stream (labels 50/50, levels as published, (0.5 MCC(100) + 0.5 acc(10))^3 per step).
 
     .venv/bin/python benchmarks/validator_fidelity.py [--steps 1000]
@@ -25,7 +25,7 @@ from streetvision import Predictor  # noqa: E402
 from streetvision.data.splits import load_splits  # noqa: E402
 from streetvision.eval.evaluate import load_labelled_images  # noqa: E402
 from streetvision.metrics.classification import metrics_from_decisions  # noqa: E402
-from streetvision.validator.challenge import LEVELS, challenge  # noqa: E402
+from streetvision.validator.challenges import LEVELS, challenge  # noqa: E402
 from streetvision.validator.stream import simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+if TYPE_CHECKING:  # omegaconf is imported where a config is built or read: the schema itself stays a light import
+    from omegaconf import DictConfig
 
 from streetvision.errors import ConfigError
 
@@ -143,7 +144,7 @@ class TrainingConfig:
     focal_gamma: float = 2.0
     class_weighted: bool = False
     early_stopping_patience: int = 5  # epochs without val_select improvement; 0 disables
-    augment: str = "validator"  # none | flip | validator (streetvision.validator.challenge, see below)
+    augment: str = "validator"  # none | flip | validator (streetvision.validator.challenges, see below)
     augment_level_probs: List[float] = field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25])  # levels 0-3
     progress_bar: bool = True
 
@@ -446,6 +447,8 @@ def in_interval(value: float, spec: str) -> bool:
 
 def check_ranges(cfg: DictConfig) -> None:
     """Reject numeric values outside their interval (RANGES), naming the key and what it must be."""
+    from omegaconf import OmegaConf
+
     for key, spec in RANGES.items():
         value = OmegaConf.select(cfg, key)
         if value is not None and not in_interval(float(value), spec):
@@ -457,6 +460,8 @@ def check_ranges(cfg: DictConfig) -> None:
 
 def check_distributions(cfg: DictConfig) -> None:
     """Reject a DISTRIBUTIONS key that is not non-negative numbers summing to 1 of the right length."""
+    from omegaconf import OmegaConf
+
     for key, (length, over) in DISTRIBUTIONS.items():
         probs = [float(p) for p in OmegaConf.select(cfg, key)]
         if len(probs) != length or min(probs, default=0) < 0 or abs(sum(probs) - 1.0) > 1e-9:
@@ -467,6 +472,8 @@ def check_distributions(cfg: DictConfig) -> None:
 
 def check_path_components(cfg: DictConfig) -> None:
     """``experiment_name`` and ``run_id`` each name exactly one directory inside ``output_root``."""
+    from omegaconf import OmegaConf
+
     for key in PATH_COMPONENT_KEYS:
         value = OmegaConf.select(cfg, key)
         if value is None:
@@ -493,6 +500,8 @@ def _register_schema() -> None:
 
 def _valid_keys(cfg: DictConfig, dotted: str) -> tuple[str, list[str]]:
     """The deepest existing parent of ``dotted`` and the keys it has."""
+    from omegaconf import DictConfig
+
     parts = dotted.split(".")
     node: Any = cfg
     parent = ""
@@ -507,6 +516,8 @@ def _valid_keys(cfg: DictConfig, dotted: str) -> tuple[str, list[str]]:
 
 
 def _explain_override_error(exc: Exception, overrides: list[str]) -> ConfigError:
+    from omegaconf import OmegaConf
+
     text = f"{exc} {exc.__cause__ or ''}"
     base = _compose([])  # defaults compose cleanly, so this shows the valid keys
     m = re.search(r"override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
@@ -554,6 +565,8 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 def check_choices(cfg: DictConfig) -> None:
     """Reject string values outside their allowed choices, naming the key and the choices."""
+    from omegaconf import OmegaConf
+
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         for item in (value if OmegaConf.is_list(value) else [value]):
@@ -608,6 +621,8 @@ def check_config(cfg: DictConfig) -> None:
 
 def to_plain(cfg: Any) -> Any:
     """A resolved plain-Python copy of a config node (for hashing and JSON)."""
+    from omegaconf import DictConfig, OmegaConf
+
     if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
         return OmegaConf.to_container(cfg, resolve=True)
     return cfg

@@ -5,7 +5,8 @@ import torch
 
 from streetvision.data.datamodules import ImageDataset, UnlabeledDataModule, unlabeled_paths
 from streetvision.data.synthetic import write_dataset
-from streetvision.data.transforms import EvalTransform, Preprocess, TrainTransform
+from streetvision.data.preprocess import Preprocess
+from streetvision.data.transforms import EvalTransform, TrainTransform
 
 PRE = Preprocess(size=56, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 

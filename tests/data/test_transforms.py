@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 
 from streetvision.data.synthetic import render_scene
-from streetvision.data.transforms import SQUASH, EvalTransform, MultiCropTransform, Preprocess, TrainTransform
+from streetvision.data.preprocess import SQUASH, Preprocess
+from streetvision.data.transforms import EvalTransform, MultiCropTransform, TrainTransform
 from streetvision.errors import ConfigError, IntegrityError
-from streetvision.validator.challenge import base, challenge
+from streetvision.validator.challenges import base, challenge
 
 PRE = Preprocess(size=112, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 

@@ -47,7 +47,7 @@ def test_level_zero_is_what_the_validator_sends_at_level_zero(micro_bundle, eval
     samples, summary, _, _ = evaluated
     from PIL import Image
 
-    from streetvision.validator.challenge import base, wire
+    from streetvision.validator.challenges import base, wire
 
     predictor = Predictor.from_bundle(micro_bundle)
     images = [Image.open(p).convert("RGB") for p, _ in samples]

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -104,10 +105,14 @@ def test_replace_dir_gives_the_umask_mode_not_mkdtemps_0700(tmp_path):
         with replace_dir(tmp_path / "bundle") as d:
             (d / "model").mkdir()
             (d / "model" / "w.json").write_text("{}")
+            fd, name = tempfile.mkstemp(dir=d)  # what a library writing through a temp file leaves: 0600
+            os.close(fd)
+            os.replace(name, d / "model.safetensors")
     finally:
         os.umask(previous)
     assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "bundle" / "model" / "w.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "bundle" / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_remove_stale_temps_takes_only_writer_leftovers(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
 from streetvision.config import CHOICES
-from streetvision.data.transforms import Preprocess
+from streetvision.data.preprocess import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.models.backbones import POOLINGS, build_builtin, embedding_dim, pooled_embedding
 from streetvision.models.classifier import ClassifierSpec, RoadworkClassifier, load_classifier, save_classifier

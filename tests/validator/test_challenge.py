@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.stats import chisquare
 
 from streetvision.errors import ConfigError
-from streetvision.validator.challenge import (
+from streetvision.validator.challenges import (
     LEVEL_PROBS,
     base,
     challenge,
@@ -250,7 +250,7 @@ def test_rotation_matches_a_per_pixel_reference_without_warnings(shape, angle):
 
 
 def test_every_tensor_between_steps_is_float32_in_0_1(monkeypatch):
-    import streetvision.validator.challenge as module
+    import streetvision.validator.challenges as module
 
     seen = []
 

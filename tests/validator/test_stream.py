@@ -20,7 +20,7 @@ from sklearn.metrics import matthews_corrcoef  # noqa: F401
 from streetvision.data.synthetic import write_dataset
 from streetvision.errors import ConfigError
 from streetvision.validator import stream
-from streetvision.validator.challenge import LEVEL_PROBS, check_level_probs, draw_level
+from streetvision.validator.challenges import LEVEL_PROBS, check_level_probs, draw_level
 from streetvision.validator.reward import RewardTracker
 from streetvision.validator.stream import block_bootstrap_mean, simulate
 
@@ -115,7 +115,7 @@ def _redness(batch) -> np.ndarray:
 
 
 def test_the_scorer_sees_the_drawn_image_under_its_own_seeded_challenge():
-    from streetvision.validator.challenge import challenge
+    from streetvision.validator.challenges import challenge
 
     images, labels = _coloured(4)
     seen = []

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from streetvision.validator.challenge import base, resized_crop, rotate, to_float_tensor, to_uint8
+from streetvision.validator.challenges import base, resized_crop, rotate, to_float_tensor, to_uint8
 
 try:  # pragma: no cover - depends on the environment
     import torchvision.transforms as T

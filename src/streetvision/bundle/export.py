@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streetvision.bundle.probes import PARITY_PER_LEVEL, PROBES_DIR, parity_rng
 from streetvision.bundle.schema import BUNDLE_INDEX, SCHEMA_VERSION
 from streetvision.config import SPLIT_NAMES
 from streetvision.data.splits import load_splits
@@ -26,11 +27,12 @@ from streetvision.data.synthetic import render_scene
 from streetvision.errors import ValidationFailure
 from streetvision.io import atomic_path, atomic_write_json, read_json, replace_dir
 from streetvision.io.manifest import git_commit, library_versions, records_for
+from streetvision.metrics.score import SCORE_MAP
 from streetvision.models.classifier import MODEL_FILES, SPEC_FILE, load_classifier
+from streetvision.validator.challenges import LEVELS, WIRE_JPEG_QUALITY, challenge
 
 MODEL_DIR = "model"
 ONNX_FILE = "model.onnx"
-PROBES_DIR = "probes"
 
 
 def check_onnx_graph(path: Path) -> None:
@@ -77,6 +79,23 @@ def model_card(card: Mapping[str, Any]) -> dict[str, Any]:
             else int(time.time())}
 
 
+def write_parity_images(bundle: Path, probe_paths: list[str]) -> list[dict[str, Any]]:
+    """Write each probe as the validator sends it at levels 0-3 (``parity_rng``), as the very JPEG it travels as,
+    beside the probes; return their records for probes.json (path, probe, level)."""
+    from PIL import Image
+
+    records = []
+    for i, rel in enumerate(probe_paths):
+        with Image.open(bundle / rel) as img:
+            scene = img.convert("RGB")
+        for level in LEVELS:
+            sent = challenge(scene, parity_rng(i, level), level=level, wire_jpeg=False)[0]
+            path = f"{PROBES_DIR}/parity_{i:02d}_level{level}.jpg"
+            sent.save(bundle / path, format="JPEG", quality=WIRE_JPEG_QUALITY)  # the validator's wire encoding
+            records.append({"path": path, "probe": i, "level": level})
+    return records
+
+
 def _write_index(bundle: Path, extra: dict[str, Any], exclude: set[str] = frozenset()) -> None:
     files = [r for r in records_for([p for p in bundle.iterdir() if p.name != BUNDLE_INDEX], bundle)
              if r.path not in exclude]
@@ -117,6 +136,7 @@ def build_bundle(sources: BundleSources, phase6: Mapping[str, Any], bundle_dir: 
             name = f"probe_{i:02d}.png"
             render_scene(i, seed=20251, domain="source" if i % 4 else "target").image.save(probe_dir / name)
             probe_names.append(f"{PROBES_DIR}/{name}")
+        parity_images = write_parity_images(tmp, probe_names[:PARITY_PER_LEVEL])
         onnx_rel = None
         if p6["onnx"]:
             model = load_classifier(model_dir)
@@ -127,7 +147,7 @@ def build_bundle(sources: BundleSources, phase6: Mapping[str, Any], bundle_dir: 
             "model": {"dir": MODEL_DIR, "format": "safetensors", "onnx": onnx_rel,
                       "backbone_source": phase1_metrics["backbone_source"]},
             "policy": {"policy_type": sources.policy_type, "policy_path": sources.policy_json.name},
-            "score_map": "streetvision.metrics.score.validator_score: piecewise linear, > 0.5 iff roadwork",
+            "score_map": f"{SCORE_MAP}, > 0.5 iff roadwork",
             "lineage": {**sources.lineage, "code_version": git_commit(), "versions": library_versions()},
         }
         _write_index(tmp, index_extra)  # provisional, to compute the expected probe outputs from the bundle itself
@@ -146,6 +166,7 @@ def build_bundle(sources: BundleSources, phase6: Mapping[str, Any], bundle_dir: 
             "tolerance": float(p6["probe_tolerance"]),
             "probes": [{"path": name, **pred.as_dict(), "logits": [float(v) for v in logits]}
                        for name, pred, logits in zip(probe_names, expected, probe_logits)],
+            "parity_images": parity_images,
         })
         _write_index(tmp, index_extra)
     pointer = {"bundle_dir": bundle_dir.name, "index": f"{bundle_dir.name}/{BUNDLE_INDEX}",

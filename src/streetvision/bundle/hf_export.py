@@ -18,16 +18,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from streetvision.bundle.hf_format import (HF_FILES, PARITY_TOLERANCE, POSITIVE_LABEL, check_exportable, folded_score,
-                                           logit)
+from streetvision.bundle.hf_format import (PARITY_TOLERANCE, POSITIVE_LABEL, check_exportable, check_hf_folder,
+                                           hf_config, processor_config)
+from streetvision.bundle.probes import PARITY_PER_LEVEL, PROBES_DIR, parity_rng
+from streetvision.bundle.schema import safe_member
 from streetvision.bundle.predictor import Predictor
 from streetvision.config import SPLIT_NAMES
 from streetvision.errors import IntegrityError
 from streetvision.models.classifier import SPEC_FILE
 from streetvision.io import atomic_write_json, atomic_write_text, replace_dir
 from streetvision.metrics.classification import validator_decisions
-from streetvision.validator.prior import CHALLENGE_TYPE
+from streetvision.metrics.score import logit
 
 def _readme(card: dict[str, Any], facts: dict[str, Any]) -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
@@ -95,9 +98,10 @@ def _facts(bundle_dir: Path, index: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = None) -> Path:
-    """Write the Hugging Face folder for a verified bundle into ``out_dir`` (built beside it, swapped in)."""
-    from transformers import BitImageProcessor, Dinov2Config, Dinov2ForImageClassification
-    from transformers.image_utils import PILImageResampling
+    """Write the Hugging Face folder for a verified bundle into ``out_dir`` (built beside it, swapped in):
+    model.safetensors from ``save_pretrained``, config.json and preprocessor_config.json with only the fields every
+    supported miner environment reads (:mod:`streetvision.bundle.hf_format`)."""
+    from transformers import Dinov2Config, Dinov2ForImageClassification
 
     from streetvision.models.classifier import load_classifier
 
@@ -107,12 +111,8 @@ def export_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = Non
     classifier = load_classifier(model_dir)
     check_exportable(spec, getattr(classifier.backbone.config, "model_type", "?"))
     names = list(predictor.index["class_names"])
-    config = Dinov2Config(**{k: v for k, v in classifier.backbone.config.to_dict().items()
-                             if k not in ("architectures", "id2label", "label2id", "num_labels")})
-    config.id2label = {0: CHALLENGE_TYPE[0], 1: CHALLENGE_TYPE[1]}
-    config.label2id = {v: k for k, v in config.id2label.items()}
-    config.architectures = ["Dinov2ForImageClassification"]
-    hf_model = Dinov2ForImageClassification(config).eval()
+    config_doc = hf_config(classifier.backbone.config.to_dict())
+    hf_model = Dinov2ForImageClassification(Dinov2Config(**config_doc)).eval()
     missing, unexpected = hf_model.dinov2.load_state_dict(classifier.backbone.state_dict(), strict=False)
     if unexpected or [k for k in missing if "mask_token" not in k]:
         raise IntegrityError(f"backbone weights do not fit Dinov2ForImageClassification (missing {missing}, "
@@ -124,71 +124,84 @@ def export_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = Non
         hf_model.classifier.bias.copy_(linear.bias / predictor.policy.temperature
                                        + torch.tensor([shift, -shift], dtype=linear.bias.dtype))
     pre = predictor.preprocess
-    processor = BitImageProcessor(
-        do_resize=True, size={"shortest_edge": pre.size}, resample=PILImageResampling.BILINEAR,
-        do_center_crop=True, crop_size={"height": pre.size, "width": pre.size}, do_rescale=True,
-        rescale_factor=1 / 255, do_normalize=True, image_mean=list(pre.mean), image_std=list(pre.std),
-        do_convert_rgb=True)
     card = dict(card or json.loads((bundle_dir / "model_card.json").read_text()))
     facts = {**_facts(bundle_dir, predictor.index), "classes (ours -> exported)":
              f"{names[0]} -> None, {names[1]} -> Roadwork", "temperature (folded)":
              f"{predictor.policy.temperature:.4f}", "decision threshold (folded)":
-             f"{predictor.policy.decision_threshold:.4f}", "input": f"{pre.size} px, centre crop, bilinear"}
+             f"{predictor.policy.decision_threshold:.4f}",
+             "input": f"{pre.size} px: short side resized (bilinear), then centre crop"}
     with replace_dir(out_dir) as tmp:
         hf_model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
+        atomic_write_json(tmp / "config.json", config_doc)  # replaces save_pretrained's version-specific one
+        atomic_write_json(tmp / "preprocessor_config.json", processor_config(pre))
         atomic_write_json(tmp / "model_card.json", card)
         atomic_write_text(tmp / "README.md", _readme(card, facts))
     return out_dir
 
 
-def pipeline_scores(hf_dir: Path, images: list, device: str = "cpu") -> np.ndarray:
-    """The "Roadwork" score of each image, loaded and asked exactly as the NATIX base miner does."""
+def miner_pipeline(hf_dir: Path, use_fast: bool = True) -> Any:
+    """The NATIX base miner's classifier for a folder, built with its own arguments
+    (``base_miner/detectors/vit_detector.py``: the model, and the processor as ``feature_extractor`` with
+    ``use_fast=True``)."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-    model = AutoModelForImageClassification.from_pretrained(str(hf_dir))
-    processor = AutoImageProcessor.from_pretrained(str(hf_dir))
-    classify = pipeline("image-classification", model=model, image_processor=processor, device=device)
-    out = []
-    for image in images:
-        scores = {r["label"]: r["score"] for r in classify(image, top_k=None)}
-        out.append(scores[POSITIVE_LABEL])
-    return np.asarray(out, dtype=np.float64)
+    return pipeline("image-classification", model=AutoModelForImageClassification.from_pretrained(str(hf_dir)),
+                    feature_extractor=AutoImageProcessor.from_pretrained(str(hf_dir), use_fast=use_fast))
 
 
-def parity_images(bundle_dir: Path, n_per_level: int = 8) -> list:
-    """The bundle's probe images as the validator would send them at levels 0-3 (32 images by default)."""
-    from PIL import Image
+def pipeline_scores(hf_dir: Path, images: list, use_fast: bool = True) -> np.ndarray:
+    """The "Roadwork" score of each image, loaded and asked exactly as the NATIX base miner does
+    (``classify(image)``, then the score of the label "Roadwork")."""
+    classify = miner_pipeline(hf_dir, use_fast)
+    return np.asarray([{r["label"]: r["score"] for r in classify(image)}[POSITIVE_LABEL] for image in images],
+                      dtype=np.float64)
 
-    from streetvision.validator.challenge import LEVELS, challenge
 
-    probes = json.loads((bundle_dir / "probes" / "probes.json").read_text())["probes"][:n_per_level]
+def parity_images(bundle_dir: Path) -> list[tuple[str, Image.Image]]:
+    """(name, image) of the bundle's parity images: its probes as the validator sends them at levels 0-3, stored
+    at export as the wire JPEGs (``probes.json``'s ``parity_images``), so no OpenCV is needed to read them.
+    Bundles exported before they were stored get them drawn again, which needs the ``train`` extra."""
+    bundle_dir = Path(bundle_dir)
+    probes = json.loads((bundle_dir / PROBES_DIR / "probes.json").read_text())
     images = []
-    for i, record in enumerate(probes):
-        with Image.open(bundle_dir / record["path"]) as img:
+    if "parity_images" in probes:
+        for record in probes["parity_images"]:
+            with Image.open(safe_member(bundle_dir, record["path"])) as img:
+                images.append((record["path"], img.convert("RGB")))
+        return images
+    try:
+        from streetvision.validator.challenges import LEVELS, challenge
+    except ImportError as exc:
+        raise IntegrityError(f"bundle '{bundle_dir}' predates stored parity images, and drawing validator "
+                             f"challenges needs OpenCV ({exc}).",
+                             "re-export the run (`streetvision export RUN`), or pip install 'streetvision[train]'.")
+    for i, record in enumerate(probes["probes"][:PARITY_PER_LEVEL]):
+        with Image.open(safe_member(bundle_dir, record["path"])) as img:
             img = img.convert("RGB")
-        images += [challenge(img, np.random.default_rng([7, i, lv]), level=lv)[0] for lv in LEVELS]
+        images += [(f"{record['path']} level {lv}", challenge(img, parity_rng(i, lv), level=lv)[0]) for lv in LEVELS]
     return images
 
 
 def check_hf_parity(bundle_dir: Path, hf_dir: Path, tolerance: float = PARITY_TOLERANCE) -> str:
-    """Score the parity images through the exported pipeline and through the bundle's Predictor; IntegrityError
-    unless the scores agree within ``tolerance`` and every decision is the same."""
-    missing = [name for name in HF_FILES if not (Path(hf_dir) / name).is_file()]
-    if missing:
-        raise IntegrityError(f"Hugging Face export '{hf_dir}' lacks {', '.join(missing)}.",
-                             "rebuild it: streetvision export RUN --format hf --out DIR.")
-    images = parity_images(Path(bundle_dir))
-    predictor = Predictor.from_bundle(bundle_dir)
-    preds = predictor.predict_batch(images)
-    expected = folded_score(np.array([p.probability for p in preds]), predictor.policy.decision_threshold)
+    """Check the folder as the miner environments read it (:func:`check_hf_folder`), then score the parity images
+    through the miner's own pipeline call and through the bundle's Predictor; IntegrityError, naming the
+    environment and the image, unless the scores agree within ``tolerance`` with the same decisions."""
+    import transformers
+
+    check_hf_folder(Path(hf_dir))
+    named = parity_images(Path(bundle_dir))
+    images = [img for _, img in named]
+    expected = Predictor.from_bundle(bundle_dir).scores(images)
     got = pipeline_scores(Path(hf_dir), images)
-    diff = float(np.max(np.abs(got - expected)))
-    same = bool(np.array_equal(validator_decisions(got), np.array([p.decision for p in preds], dtype=bool)))
-    if diff > tolerance or not same:
-        raise IntegrityError(f"Hugging Face export '{hf_dir}' disagrees with the bundle on {len(images)} images: "
-                             f"max |score diff| {diff:.2e} (tolerance {tolerance:g}), same decisions: {same}.",
-                             "rebuild the export from this bundle.")
-    return f"{len(images)} images (probes x levels 0-3): max |score diff| {diff:.1e}, identical decisions"
-
-
+    diffs = np.abs(got - expected)
+    flipped = validator_decisions(got) != validator_decisions(expected)
+    worst = int(np.argmax(diffs + flipped))
+    if diffs[worst] > tolerance or flipped.any():
+        raise IntegrityError(f"Hugging Face export '{hf_dir}' disagrees with the bundle under transformers "
+                             f"{transformers.__version__} (the NATIX miner's pipeline call): "
+                             f"{int(flipped.sum())} of {len(images)} decisions differ, max |score diff| "
+                             f"{diffs.max():.2e} (tolerance {tolerance:g}), worst image {named[worst][0]} "
+                             f"(bundle {expected[worst]:.6f}, export {got[worst]:.6f}).",
+                             "rebuild the export from this bundle: streetvision export RUN --format hf.")
+    return (f"{len(images)} images (probes x levels 0-3) through the miner's pipeline call, transformers "
+            f"{transformers.__version__}: max |score diff| {diffs.max():.1e}, identical decisions")

@@ -1,6 +1,7 @@
 """The Hugging Face folder format StreetVision writes and reads: what an export must be (a DINOv2 with
-``cls_mean`` pooling and a linear head), how calibration and threshold are folded into its classifier
-(:func:`folded_score`), and how such a folder is loaded back (:func:`load_hf_model`) behind the Predictor API.
+``cls_mean`` pooling and a linear head), how calibration and threshold are folded into its classifier (its
+score is :func:`streetvision.metrics.score.validator_score`), and how such a folder is loaded back
+(:func:`load_hf_model`) behind the Predictor API.
 
 The calibration and the decision threshold are folded into the classifier: with ``z`` our logits, ``T`` the
 temperature and ``t`` the threshold on the calibrated probability, the exported logits are ``z / T`` shifted by
@@ -12,14 +13,13 @@ monotone in ``p``. A loaded export therefore has temperature 1 and threshold 0.5
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from streetvision.data.transforms import CENTRE_CROP, SQUASH, Preprocess
+from streetvision.data.preprocess import SHORT_SIDE_THEN_CROP, SQUASH, Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.validator.prior import CHALLENGE_TYPE
 
@@ -27,21 +27,7 @@ EXPORTABLE_POOLING = "cls_mean"
 EXPORTABLE_HEAD = "linear"
 POSITIVE_LABEL = CHALLENGE_TYPE[1]
 HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "model_card.json", "README.md")
-THRESHOLD_CLIP = 1e-6
 PARITY_TOLERANCE = 1e-4
-
-
-def logit(p: float) -> float:
-    """log(p / (1 - p)), with p clipped to [THRESHOLD_CLIP, 1 - THRESHOLD_CLIP]."""
-    p = min(max(float(p), THRESHOLD_CLIP), 1 - THRESHOLD_CLIP)
-    return math.log(p) - math.log1p(-p)
-
-
-def folded_score(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """The exported pipeline's "Roadwork" score for calibrated probabilities ``probs``: sigmoid(logit(p) - logit(t))."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1 - 1e-12)
-    z = np.log(p) - np.log1p(-p) - logit(threshold)
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 def check_exportable(spec: dict[str, Any], model_type: str) -> None:
@@ -68,6 +54,78 @@ def is_exportable(spec: dict[str, Any], model_type: str) -> bool:
 
 BILINEAR = 2  # PIL's code, as preprocessor_config.json stores "resample"
 
+# The fields an export writes: those that transformers 4.45 (NATIX's pin) and today's transformers both read, and
+# nothing version-specific. No "image_processor_type": with it, the NATIX miner's
+# AutoImageProcessor.from_pretrained(repo, use_fast=True) asks transformers 4.45 for a "BitImageProcessorFast",
+# which that version lacks ("Unrecognized image processor"); without it the processor follows config.json's
+# model_type (dinov2: BitImageProcessor, the PIL one wherever torchvision is missing).
+DINOV2_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio", "hidden_act",
+                 "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
+                 "image_size", "patch_size", "num_channels", "qkv_bias", "layerscale_value", "drop_path_rate",
+                 "use_swiglu_ffn")
+HF_ARCHITECTURE = "Dinov2ForImageClassification"
+# keys whose presence makes a supported miner environment load something else than this format describes
+FOREIGN_KEYS = {"preprocessor_config.json": ("image_processor_type", "processor_class", "auto_map"),
+                "config.json": ("auto_map",)}
+MINER_ENVIRONMENTS = "transformers 4.45.x (NATIX's lock) and 5.x, with and without torchvision, use_fast=True/False"
+
+
+def hf_config(backbone: dict[str, Any]) -> dict[str, Any]:
+    """config.json of an export: the DINOv2 fields of ``backbone`` (a config's to_dict) and the validator's labels."""
+    id2label = {0: CHALLENGE_TYPE[0], 1: CHALLENGE_TYPE[1]}
+    return {"model_type": "dinov2", "architectures": [HF_ARCHITECTURE],
+            **{k: backbone[k] for k in DINOV2_FIELDS if k in backbone},
+            "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+
+
+def processor_config(pre: Preprocess) -> dict[str, Any]:
+    """preprocessor_config.json of an export: short side to S, centre crop S x S, bilinear, /255, normalised."""
+    return {"do_resize": True, "size": {"shortest_edge": pre.size}, "resample": BILINEAR, "do_center_crop": True,
+            "crop_size": {"height": pre.size, "width": pre.size}, "do_rescale": True, "rescale_factor": 1 / 255,
+            "do_normalize": True, "image_mean": list(pre.mean), "image_std": list(pre.std), "do_convert_rgb": True}
+
+
+def check_hf_folder(hf_dir: Path) -> str:
+    """The static part of "a supported miner environment loads this folder": every file, no key that makes
+    transformers 4.45 or 5.x pick another class, the architecture and labels the miner needs, a processor the
+    Predictor reproduces. IntegrityError naming the environment and the field; returns a one-line summary."""
+    hf_dir = Path(hf_dir)
+    missing = [name for name in HF_FILES if not (hf_dir / name).is_file()]
+    if missing:
+        raise IntegrityError(f"Hugging Face export '{hf_dir}' lacks {', '.join(missing)}.",
+                             "rebuild it: streetvision export RUN --format hf --out DIR.")
+    docs = {}
+    for name in FOREIGN_KEYS:
+        try:
+            docs[name] = json.loads((hf_dir / name).read_text())
+            if not isinstance(docs[name], dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"'{hf_dir / name}' is not a readable JSON object ({exc}).",
+                                 "rebuild it: streetvision export RUN --format hf --out DIR.") from exc
+    for name, keys in FOREIGN_KEYS.items():
+        for key in keys:
+            if key in docs[name]:
+                why = ("the NATIX miner's AutoImageProcessor.from_pretrained(repo, use_fast=True) under transformers "
+                       f"4.45.x (NATIX's lock) looks for '{docs[name][key]}Fast' and stops with 'Unrecognized image "
+                       "processor'" if key == "image_processor_type" else
+                       "transformers would load another class than the one this format describes (remote code "
+                       "or a processor bundle), which the miner environments do not run the same way")
+                raise IntegrityError(f"'{hf_dir / name}' has \"{key}\": {why}.",
+                                     f"remove the \"{key}\" field, or rebuild the folder with "
+                                     "`streetvision export RUN --format hf`.")
+    config = docs["config.json"]
+    labels = {str(k): v for k, v in (config.get("id2label") or {}).items()}
+    if config.get("model_type") != "dinov2" or config.get("architectures") != [HF_ARCHITECTURE] \
+            or labels != {"0": CHALLENGE_TYPE[0], "1": CHALLENGE_TYPE[1]}:
+        raise IntegrityError(f"'{hf_dir / 'config.json'}': model_type {config.get('model_type')!r}, architectures "
+                             f"{config.get('architectures')}, id2label {labels}; the miner (transformers 4.45.x "
+                             f"and 5.x) needs model_type 'dinov2', ['{HF_ARCHITECTURE}'] and "
+                             f"{{'0': '{CHALLENGE_TYPE[0]}', '1': '{CHALLENGE_TYPE[1]}'}} (it answers the score of "
+                             f"'{POSITIVE_LABEL}').", "rebuild it: streetvision export RUN --format hf.")
+    preprocess_from_processor(docs["preprocessor_config.json"], str(hf_dir / "preprocessor_config.json"))
+    return f"files, config.json and preprocessor_config.json load alike in {MINER_ENVIRONMENTS}"
+
 
 def preprocess_from_processor(raw: dict[str, Any], where: str) -> Preprocess:
     """Our Preprocess for a preprocessor_config.json: resize the short side to S and centre-crop S x S (what
@@ -77,7 +135,7 @@ def preprocess_from_processor(raw: dict[str, Any], where: str) -> Preprocess:
     side, rule = None, None
     if raw.get("do_resize", True) and raw.get("do_center_crop") and size.get("shortest_edge") is not None \
             and crop.get("height") == crop.get("width") == size["shortest_edge"]:
-        side, rule = int(size["shortest_edge"]), CENTRE_CROP
+        side, rule = int(size["shortest_edge"]), SHORT_SIDE_THEN_CROP
     elif raw.get("do_resize", True) and not raw.get("do_center_crop") and size.get("height") is not None \
             and size.get("height") == size.get("width"):
         side, rule = int(size["height"]), SQUASH

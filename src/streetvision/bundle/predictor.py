@@ -25,7 +25,7 @@ from streetvision.bundle.hub import materialise, resolve_pretrained
 from streetvision.bundle.probes import check_probes
 from streetvision.bundle.schema import BUNDLE_INDEX, check_files, load_index, safe_member
 from streetvision.data.decode import decode_image
-from streetvision.data.transforms import Preprocess
+from streetvision.data.preprocess import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.metrics.classification import softmax_probs
 from streetvision.metrics.score import validator_score

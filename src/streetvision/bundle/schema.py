@@ -17,7 +17,7 @@ from streetvision.io import sha256_file
 
 BUNDLE_INDEX = "bundle.json"
 SCHEMA_VERSION = 1
-ALLOWED_SUFFIXES = frozenset({".json", ".safetensors", ".onnx", ".png", ".csv", ".txt", ".md"})
+ALLOWED_SUFFIXES = frozenset({".json", ".safetensors", ".onnx", ".png", ".jpg", ".csv", ".txt", ".md"})
 REQUIRED: dict[str, type] = {
     "schema_version": int, "files": list, "policy": dict, "class_names": list, "model": dict, "preprocess": str,
     "probes": str, "lineage": dict,

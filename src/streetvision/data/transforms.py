@@ -3,10 +3,8 @@
 Everything the validator does to an image lives in :mod:`streetvision.validator`; this module only turns images
 into model tensors:
 
-- :class:`Preprocess`: the model's input rule, recorded in phase outputs and bundles. It mirrors the validator's
-  base transform (centre crop to the shorter side, bilinear resize), so a raw photo and the validator's
-  224 x 224 version of it are framed alike; on a square input the crop is a no-op.
-- :class:`TrainTransform`: ``validator`` trains on :func:`streetvision.validator.challenge` outputs (levels drawn
+- :class:`~streetvision.data.preprocess.Preprocess` (in its own light module): the model's input rule.
+- :class:`TrainTransform`: ``validator`` trains on :func:`streetvision.validator.challenges.challenge` outputs (levels drawn
   with ``level_probs``, the validator's mix by default), ``flip`` mirrors left-right, ``none`` does nothing.
 - :class:`MultiCropTransform`: DINO multi-crop views for self-supervision, photometrically jittered with the
   validator's own colour and blur distortions.
@@ -21,64 +19,12 @@ import torch
 from PIL import Image
 
 from streetvision.config import CHOICES
-from streetvision.errors import ConfigError, IntegrityError
-from streetvision.validator.challenge import LEVEL_PROBS, challenge
+from streetvision.data.preprocess import Preprocess
+from streetvision.errors import ConfigError
+from streetvision.validator.challenges import LEVEL_PROBS, challenge
 from streetvision.validator.distortions import distort
 
-CENTRE_CROP = "centre_crop_resize_bilinear"
-SQUASH = "resize_to_square_bilinear"  # bundles exported before the validator's base transform was matched
-RESIZE_RULES = (CENTRE_CROP, SQUASH)
 AUGMENT_MODES = CHOICES["training.augment"]
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Eval preprocessing: centre crop to a square, bilinear resize to ``size`` x ``size``, scale to [0, 1] and
-    normalise with the backbone's mean and std."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize_rule: str = CENTRE_CROP
-
-    def resize(self, img: Image.Image) -> Image.Image:
-        """Centre-crop to the shorter side (``centre_crop`` rule) and resize to the model's square input."""
-        if self.resize_rule == CENTRE_CROP and img.width != img.height:
-            side = min(img.size)
-            left, top = int(round((img.width - side) / 2.0)), int(round((img.height - side) / 2.0))
-            img = img.crop((left, top, left + side, top + side))
-        return img if img.size == (self.size, self.size) else img.resize((self.size, self.size), Image.BILINEAR)
-
-    def normalise(self, img: Image.Image) -> torch.Tensor:
-        """RGB PIL image (any size) -> normalised float tensor [3, H, W]."""
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        arr = (arr - np.asarray(self.mean, dtype=np.float32)) / np.asarray(self.std, dtype=np.float32)
-        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
-
-    def to_tensor(self, img: Image.Image) -> torch.Tensor:
-        """RGB PIL image -> normalised float tensor [3, size, size]."""
-        return self.normalise(self.resize(img))
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> Preprocess:
-        """Inverse of :meth:`as_dict`; refuses values no 224 x 224 validator image could be fed through."""
-        try:
-            pre = cls(int(raw["size"]), tuple(float(v) for v in raw["mean"]), tuple(float(v) for v in raw["std"]),
-                      str(raw.get("resize_rule", SQUASH)))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"preprocess: field {exc} is missing or invalid.", "re-export the bundle.") from exc
-        if pre.size <= 0 or len(pre.mean) != 3 or len(pre.std) != 3 or min(pre.std) <= 0:
-            raise IntegrityError(f"preprocess: size {pre.size}, mean {pre.mean}, std {pre.std} cannot take a "
-                                 f"224x224 RGB image (size must be > 0, three means and three positive stds).",
-                                 "re-export the bundle.")
-        if pre.resize_rule not in RESIZE_RULES:
-            raise IntegrityError(f"preprocess: unknown resize_rule '{pre.resize_rule}'. Valid choices: "
-                                 f"{', '.join(RESIZE_RULES)}.", "re-export the bundle with this version.")
-        return pre
-
-    def as_dict(self) -> dict:
-        """JSON form (preprocess.json)."""
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "resize_rule": self.resize_rule}
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 conditions, with seeded BCa bootstrap intervals.
 
 Conditions: ``clean`` (the decoded file through the model's preprocessing, no validator processing),
-``level0``..``level3`` (each image as the validator sends it at that level: :func:`streetvision.validator.challenge`,
+``level0``..``level3`` (each image as the validator sends it at that level: :func:`streetvision.validator.challenges`,
 JPEG wire included, seeded per image), and ``validator_mix`` (each image at a level drawn with the validator's
 probabilities). Metrics per condition: MCC, accuracy, precision, recall, FNR, FPR and reward
 ((0.5 MCC + 0.5 accuracy) ** 3) at the validator's reading of the score (it rounds at 0.5), AUROC of the probability,
@@ -37,7 +37,7 @@ from streetvision.metrics.classification import (
 )
 from streetvision.eval.predictions import NO_LEVEL, ConditionPredictions, from_logits
 from streetvision.io import sha256_file
-from streetvision.validator.challenge import LEVELS, challenge, draw_level
+from streetvision.validator.challenges import LEVELS, challenge, draw_level
 from streetvision.validator.prior import VALIDATOR_PRIOR, prior_weights
 
 if TYPE_CHECKING:

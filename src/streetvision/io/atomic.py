@@ -162,7 +162,9 @@ def read_verified(path: str | os.PathLike[str], expected_sha256: str) -> bytes:
 def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temp directory beside ``path``; on success swap it in place of ``path``.
 
-    Used for directory outputs (``save_pretrained``). Each file inside is fsynced; the swap is two renames,
+    Used for directory outputs (``save_pretrained``). Each file inside is fsynced and gets the mode the umask
+    gives (libraries that write through temp files leave 0600, which a copied or served folder must not keep,
+    and the files a process writes are not executables); the swap is two renames,
     so a crash leaves either the old directory or the new one under ``path`` (plus a hidden leftover), and the
     phase manifest, written last, is what commits the result.
     """
@@ -172,8 +174,10 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         tmp.chmod(default_dir_mode())  # mkdtemp makes it 0700; a bundle is meant to be copied and served
         yield tmp
+        file_mode = default_dir_mode() & 0o666
         for file in tmp.rglob("*"):
-            if file.is_file():
+            if file.is_file() and not file.is_symlink():
+                file.chmod(file_mode)
                 with open(file, "rb+") as handle:
                     os.fsync(handle.fileno())
         old = None

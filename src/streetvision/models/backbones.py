@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModel, Dinov2Config, Dinov2Model, PreTrainedModel
 
 from streetvision.config import CHOICES
-from streetvision.data.transforms import Preprocess
+from streetvision.data.preprocess import Preprocess
 from streetvision.errors import ConfigError
 
 POOLINGS = CHOICES["model.pooling"]

@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from streetvision.config import CHOICES
-from streetvision.data.transforms import Preprocess
+from streetvision.data.preprocess import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.io import atomic_write_json, atomic_write_safetensors, replace_dir
 from streetvision.models.backbones import embedding_dim, pooled_embedding

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from streetvision.data.transforms import Preprocess
+from streetvision.data.preprocess import Preprocess
 from streetvision.io import atomic_write_safetensors
 from streetvision.models.backbones import pooled_embedding, state_checksum
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from streetvision.console import progress
 from streetvision.errors import ConfigError
-from streetvision.validator.challenge import LEVEL_PROBS, challenge
+from streetvision.validator.challenges import LEVEL_PROBS, challenge
 from streetvision.validator.prior import VALIDATOR_PRIOR, check_prior
 from streetvision.validator.reward import MCC_WINDOW, RewardTracker
 

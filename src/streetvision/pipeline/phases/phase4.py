@@ -12,7 +12,8 @@ from omegaconf import DictConfig
 
 from streetvision.data.datamodules import ImageDataset, LabeledDataModule, LoaderOptions
 from streetvision.data.splits import load_splits
-from streetvision.data.transforms import EvalTransform, Preprocess, TrainTransform
+from streetvision.data.preprocess import Preprocess
+from streetvision.data.transforms import EvalTransform, TrainTransform
 from streetvision.io import atomic_write_json, replace_dir
 from streetvision.models.backbones import load_backbone, preprocess_for
 from streetvision.models.explora import (

@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from streetvision.data import synthetic
 from streetvision.data.datamodules import UnlabeledDataModule, LoaderOptions, unlabeled_paths
 from streetvision.data.splits import load_splits
-from streetvision.data.transforms import MultiCropTransform, Preprocess, TrainTransform
+from streetvision.data.preprocess import Preprocess
+from streetvision.data.transforms import MultiCropTransform, TrainTransform
 from streetvision.errors import ConfigError, MissingArtifactError
 from streetvision.io import atomic_write_json, replace_dir
 from streetvision.models.backbones import load_backbone, preprocess_for
