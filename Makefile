@@ -8,7 +8,7 @@ DEMO_ARGS   ?=
 SV          := $(VENV)/bin/streetvision
 DEMO_RUN    := outputs/stage1_ultimate/runs/demo
 
-.PHONY: install demo test test-all bench mutation clean
+.PHONY: install demo test test-all natix-compat bench mutation clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)" || $(PY) -m pip install -q "torch>=2.4"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[train,dev]"
 	@touch $(STAMP)
 
 # The whole pipeline on embedded synthetic scenes: ExPLoRA, training, threshold, calibration, bundle; then verify
@@ -33,6 +33,22 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# The stock NATIX miner's load line on our export, in the environments a miner runs: NATIX's lock
+# (benchmarks/natix_lock.txt) with and without torchvision, and today's transformers with torchvision (.venv is the
+# one without). Each gets the serving install (no extras); the environments are kept in COMPAT_ROOT between runs.
+# Writes benchmarks/results/natix_compat.json; fails unless every environment scores like the bundle.
+NATIX_LOCK       := benchmarks/natix_lock.txt
+TORCHVISION_SPEC ?= $(if $(filter aarch64,$(shell uname -m)),torch==2.9.1 torchvision==0.24.1,torch==2.14.1 torchvision==0.29.1)
+COMPAT_ROOT      ?= $(HOME)/.cache/streetvision/natix-compat
+COMPAT_KEY       := $(shell (echo "$(TORCH_SPEC) $(TORCHVISION_SPEC)"; cat $(NATIX_LOCK)) | sha256sum | cut -c1-10)
+natix-compat: install
+	bash scripts/compat_env.sh $(COMPAT_ROOT)/natix-$(COMPAT_KEY) $(NATIX_LOCK) "$(TORCH_SPEC)" -r $(NATIX_LOCK)
+	bash scripts/compat_env.sh $(COMPAT_ROOT)/natix-tv-$(COMPAT_KEY) $(NATIX_LOCK) $(TORCHVISION_SPEC) -r $(NATIX_LOCK)
+	bash scripts/compat_env.sh $(COMPAT_ROOT)/current-tv-$(COMPAT_KEY) "" $(TORCHVISION_SPEC) transformers
+	$(PY) benchmarks/natix_compat.py --env natix=$(COMPAT_ROOT)/natix-$(COMPAT_KEY)/bin/python \
+		--env natix+torchvision=$(COMPAT_ROOT)/natix-tv-$(COMPAT_KEY)/bin/python \
+		--env current+torchvision=$(COMPAT_ROOT)/current-tv-$(COMPAT_KEY)/bin/python
 
 bench: install
 	$(PY) benchmarks/synthetic_generation.py

@@ -26,6 +26,10 @@ from rich.text import Text
 
 from streetvision.errors import StreetVisionError
 
+# what `pip install 'streetvision[train]'` adds to the serving install (pyproject.toml's train extra)
+TRAIN_ONLY_MODULES = frozenset({"hydra", "omegaconf", "lightning", "peft", "sklearn", "scipy", "cv2", "onnx",
+                                "imagehash", "matplotlib", "jinja2"})
+
 console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -357,6 +361,14 @@ def main(argv: list[str] | None = None) -> int:
             text += f"\nFix: {exc.fix}"
         err_console.print(Text(f"streetvision {text}", style="bold red"), soft_wrap=True)
         return exc.exit_code
+    except ModuleNotFoundError as exc:  # a training command in the serving install (pip install streetvision)
+        if debug or (exc.name or "").split(".")[0] not in TRAIN_ONLY_MODULES:
+            raise
+        err_console.print(Text(f"streetvision usage error: `streetvision {args.command}` needs {exc.name}, which "
+                               f"comes with the training extra; this install serves models only (predict, verify, "
+                               f"publish).\nFix: pip install 'streetvision[train]'.", style="bold red"),
+                          soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         err_console.print("interrupted; committed phases are intact (a phase is committed by its manifest).")
         return 130

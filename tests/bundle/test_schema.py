@@ -218,10 +218,10 @@ def test_file_refusals_name_the_listed_path_and_the_fix(tmp_path):
     assert _failure(lambda: check_files(root, index)) == ("'notes.txt' is in the bundle but not listed in bundle.json.",
                                                           "remove it, or re-export the bundle.")
     for rel, data, expected in [
-        ("model/w.bin", b"{}", ("'model/w.bin' has a disallowed format (.bin); bundles hold only .csv, .json, .md, "
-                                ".onnx, .png, .safetensors, .txt.", "remove it: weights must be safetensors.")),
-        ("model/w", b"{}", ("'model/w' has a disallowed format (no extension); bundles hold only .csv, .json, .md, "
-                            ".onnx, .png, .safetensors, .txt.", "remove it: weights must be safetensors.")),
+        ("model/w.bin", b"{}", ("'model/w.bin' has a disallowed format (.bin); bundles hold only .csv, .jpg, .json, "
+                                ".md, .onnx, .png, .safetensors, .txt.", "remove it: weights must be safetensors.")),
+        ("model/w", b"{}", ("'model/w' has a disallowed format (no extension); bundles hold only .csv, .jpg, .json, "
+                            ".md, .onnx, .png, .safetensors, .txt.", "remove it: weights must be safetensors.")),
         ("model/p.json", pickle.dumps([1], protocol=4), ("'model/p.json' looks like a pickle / torch.save payload.",
                                                          "remove it; never unpickle.")),
         ("model/t.safetensors", (7).to_bytes(8, "little") + b"{}", (

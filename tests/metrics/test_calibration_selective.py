@@ -108,7 +108,19 @@ def test_validator_score_is_monotone_bounded_and_crosses_half_at_threshold(thres
     assert np.all(np.diff(s) >= 0)
     assert np.array_equal(s > 0.5, p >= threshold)
     assert validator_score(threshold, threshold) > 0.5
-    assert validator_score(np.nextafter(threshold, 0), threshold) < 0.5
+    assert validator_score(np.nextafter(threshold, 0), threshold) <= 0.5  # 0.5 reads "no roadwork"
+
+
+@pytest.mark.parametrize("threshold", [0.03, 0.3, 0.5, 0.92])
+def test_validator_score_is_the_softmax_of_logits_with_temperature_and_threshold_folded_in(threshold):
+    """What the Hugging Face export computes: softmax of (z / T) shifted by -+logit(t) / 2, "Roadwork" column."""
+    rng = np.random.default_rng(3)
+    logits, temperature = rng.normal(0, 3, (200, 2)), 1.7
+    shift = np.log(threshold / (1 - threshold)) / 2
+    folded = logits / temperature + np.array([shift, -shift])
+    exported = np.exp(folded[:, 1]) / np.exp(folded).sum(axis=1)
+    probs = np.exp(logits[:, 1] / temperature) / np.exp(logits / temperature).sum(axis=1)
+    assert np.allclose(validator_score(probs, threshold), exported, atol=1e-12)
 
 
 # -- selective prediction, piece by piece -----------------------------------------------------------------------

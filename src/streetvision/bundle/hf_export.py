@@ -157,17 +157,18 @@ def pipeline_scores(hf_dir: Path, images: list, use_fast: bool = True) -> np.nda
                       dtype=np.float64)
 
 
-def parity_images(bundle_dir: Path) -> list[tuple[str, Image.Image]]:
-    """(name, image) of the bundle's parity images: its probes as the validator sends them at levels 0-3, stored
-    at export as the wire JPEGs (``probes.json``'s ``parity_images``), so no OpenCV is needed to read them.
-    Bundles exported before they were stored get them drawn again, which needs the ``train`` extra."""
+def named_parity_images(bundle_dir: Path, n_per_level: int = PARITY_PER_LEVEL) -> list[tuple[str, Image.Image]]:
+    """(name, image) of the bundle's parity images: its first ``n_per_level`` probes as the validator sends them at
+    levels 0-3, stored at export as the wire JPEGs (``probes.json``'s ``parity_images``), so reading them needs no
+    OpenCV. Bundles exported before they were stored get them drawn again, which needs the ``train`` extra."""
     bundle_dir = Path(bundle_dir)
     probes = json.loads((bundle_dir / PROBES_DIR / "probes.json").read_text())
     images = []
     if "parity_images" in probes:
         for record in probes["parity_images"]:
-            with Image.open(safe_member(bundle_dir, record["path"])) as img:
-                images.append((record["path"], img.convert("RGB")))
+            if int(record["probe"]) < n_per_level:
+                with Image.open(safe_member(bundle_dir, record["path"])) as img:
+                    images.append((record["path"], img.convert("RGB")))
         return images
     try:
         from streetvision.validator.challenges import LEVELS, challenge
@@ -175,11 +176,16 @@ def parity_images(bundle_dir: Path) -> list[tuple[str, Image.Image]]:
         raise IntegrityError(f"bundle '{bundle_dir}' predates stored parity images, and drawing validator "
                              f"challenges needs OpenCV ({exc}).",
                              "re-export the run (`streetvision export RUN`), or pip install 'streetvision[train]'.")
-    for i, record in enumerate(probes["probes"][:PARITY_PER_LEVEL]):
+    for i, record in enumerate(probes["probes"][:n_per_level]):
         with Image.open(safe_member(bundle_dir, record["path"])) as img:
             img = img.convert("RGB")
         images += [(f"{record['path']} level {lv}", challenge(img, parity_rng(i, lv), level=lv)[0]) for lv in LEVELS]
     return images
+
+
+def parity_images(bundle_dir: Path, n_per_level: int = PARITY_PER_LEVEL) -> list[Image.Image]:
+    """The images of :func:`named_parity_images` (probes x levels 0-3, probe by probe)."""
+    return [img for _, img in named_parity_images(bundle_dir, n_per_level)]
 
 
 def check_hf_parity(bundle_dir: Path, hf_dir: Path, tolerance: float = PARITY_TOLERANCE) -> str:
@@ -189,7 +195,7 @@ def check_hf_parity(bundle_dir: Path, hf_dir: Path, tolerance: float = PARITY_TO
     import transformers
 
     check_hf_folder(Path(hf_dir))
-    named = parity_images(Path(bundle_dir))
+    named = named_parity_images(Path(bundle_dir))
     images = [img for _, img in named]
     expected = Predictor.from_bundle(bundle_dir).scores(images)
     got = pipeline_scores(Path(hf_dir), images)

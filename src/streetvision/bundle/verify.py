@@ -1,4 +1,5 @@
-"""``streetvision verify BUNDLE``: one line per check, non-zero exit on any failure."""
+"""``streetvision verify BUNDLE`` (or a Hugging Face export folder): one line per check, non-zero exit on any
+failure."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streetvision.bundle.probes import check_probes
-from streetvision.bundle.schema import check_files, load_index
+from streetvision.bundle.schema import BUNDLE_INDEX, check_files, load_index
 from streetvision.errors import StreetVisionError
 
 HF_DIR_NAME = "hf"
@@ -40,6 +41,8 @@ def verify_bundle(path: str | Path) -> list[Check]:
         return False
 
     holder: dict = {}
+    if not (bundle_dir / BUNDLE_INDEX).is_file() and (bundle_dir / "config.json").is_file():
+        return verify_hf_folder(bundle_dir, attempt, checks)
     if not attempt("schema", lambda: (holder.setdefault("index", load_index(bundle_dir)), "bundle.json valid")[1]):
         return checks
     index = holder["index"]
@@ -61,4 +64,23 @@ def verify_bundle(path: str | Path) -> list[Check]:
         from streetvision.bundle.hf_export import check_hf_parity
 
         attempt("hugging face export (miner pipeline)", lambda: check_hf_parity(bundle_dir, hf_dir))
+    return checks
+
+
+def verify_hf_folder(hf_dir: Path, attempt, checks: list[Check]) -> list[Check]:
+    """A Hugging Face export on its own (no bundle to compare with): the fields the miner environments read, then
+    the miner's own pipeline call loading it and scoring an image into [0, 1]."""
+    from PIL import Image
+
+    from streetvision.bundle.hf_export import pipeline_scores
+    from streetvision.bundle.hf_format import check_hf_folder
+
+    if attempt("hugging face folder (miner environments)", lambda: check_hf_folder(hf_dir)):
+        def score() -> str:
+            value = float(pipeline_scores(hf_dir, [Image.new("RGB", (224, 224), (128, 128, 128))])[0])
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"the 'Roadwork' score of a grey image is {value}, outside [0, 1]")
+            return f"the miner's pipeline call loads it; 'Roadwork' score of a grey 224 x 224 image {value:.4f}"
+
+        attempt("load (miner pipeline)", score)
     return checks

@@ -1,0 +1,207 @@
+"""Does the stock NATIX miner serve our Hugging Face export in the environments a miner runs?
+
+`make natix-compat` builds the environments (NATIX's lock ``benchmarks/natix_lock.txt``: transformers 4.45.2,
+tokenizers 0.20.3, pillow 10.4.0, ...; with and without torchvision; and today's transformers with torchvision),
+installs StreetVision into each *without extras* (the serving install, NATIX's pins kept as constraints), and runs
+this script, which
+
+1. trains and exports a small exportable run here (``.venv``: ``model=dinov2_tiny model.pooling=cls_mean``, 112 px,
+   so the 224 -> 112 resize of the processor is exercised);
+2. writes the images: the bundle's parity images (its probes as the validator sends them at levels 0-3, the wire
+   JPEGs), the clean probes, and non-square versions of them;
+3. scores them here with the bundle's Predictor (the reference), then in every environment with the miner's own
+   load line (its arguments, not its code: ``pipeline("image-classification",
+   model=AutoModelForImageClassification.from_pretrained(repo), feature_extractor=AutoImageProcessor
+   .from_pretrained(repo, use_fast=True))``, the score of "Roadwork"), also with ``use_fast=False``, and with that
+   environment's ``Predictor.from_bundle`` and ``Predictor.from_pretrained`` on the export;
+4. passes when, in every environment, on the 224 x 224 images the miner's score is within 1e-4 of the bundle's with
+   every decision equal, and ``from_pretrained`` on the export equals the miner's score on every image (non-square
+   included); writes ``benchmarks/results/natix_compat.json`` and prints a table. Exit 1 on any failure.
+
+    python benchmarks/natix_compat.py --env natix=PY [--env NAME=PY ...] [--workdir DIR]
+    PY benchmarks/natix_compat.py --score HF BUNDLE IMAGES OUT      # inside one environment (what step 3 runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TOLERANCE = 1e-4
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "natix_compat.json"
+RUN = ["model=dinov2_tiny", "model.pooling=cls_mean", "data.synthetic.n=240", "training.epochs=3",
+       "training.progress_bar=false", "pipeline.phases=[phase1,phase2,phase5,phase6]", "run_id=natix_compat"]
+TRAINING_MODULES = ("hydra", "omegaconf", "lightning", "peft", "sklearn", "scipy", "cv2")
+
+
+# -- inside one environment ----------------------------------------------------------------------------------------
+def score_here(hf: Path, bundle: Path, images_dir: Path, out: Path) -> None:
+    """Score every image in ``images_dir`` with the miner's line (use_fast True and False) and with this
+    environment's StreetVision; write versions, processor classes and scores to ``out``."""
+    import importlib.util
+
+    import transformers
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+    names = sorted(p.name for p in images_dir.iterdir())
+    images = []
+    for name in names:
+        with Image.open(images_dir / name) as img:
+            images.append(img.convert("RGB"))
+    result = {"names": names, "versions": {"python": platform.python_version(),
+                                           "transformers": transformers.__version__}}
+    for module in ("torch", "torchvision", "tokenizers", "PIL", "numpy", "huggingface_hub", "safetensors"):
+        try:
+            result["versions"][module] = __import__(module).__version__
+        except ImportError:
+            result["versions"][module] = None
+    result["training_modules_importable"] = [m for m in TRAINING_MODULES if importlib.util.find_spec(m)]
+    for use_fast in (True, False):
+        # the NATIX base miner's load line (base_miner/detectors/vit_detector.py), its arguments exactly
+        classify = pipeline("image-classification", model=AutoModelForImageClassification.from_pretrained(str(hf)),
+                            feature_extractor=AutoImageProcessor.from_pretrained(str(hf), use_fast=use_fast))
+        key = "use_fast" if use_fast else "use_fast_false"
+        result[key] = {"processor": type(classify.image_processor).__name__,
+                       "scores": [{r["label"]: r["score"] for r in classify(img)}["Roadwork"] for img in images]}
+    from streetvision import Predictor
+
+    result["bundle_here"] = Predictor.from_bundle(bundle).scores(images).tolist()
+    result["export_from_pretrained"] = Predictor.from_pretrained(hf).scores(images).tolist()
+    out.write_text(json.dumps(result))
+
+
+# -- the driver (in .venv) -----------------------------------------------------------------------------------------
+def build_run(workdir: Path) -> Path:
+    """Train and export the run (skipped when up to date); its run directory."""
+    from rich.console import Console
+
+    from streetvision.config import load_config
+    from streetvision.pipeline.artifacts import ArtifactSchema
+    from streetvision.pipeline.runner import run_pipeline
+
+    cfg = load_config([f"output_root={workdir}", *RUN])
+    run_pipeline(cfg, Console(quiet=True))
+    return ArtifactSchema.from_config(cfg).run_dir
+
+
+def write_images(bundle: Path, out: Path) -> dict[str, str]:
+    """The images every environment scores (name -> kind): parity (224, validator levels 0-3), clean probes, and
+    non-square versions of the probes."""
+    from PIL import Image
+
+    from streetvision.bundle.hf_export import named_parity_images
+
+    out.mkdir(parents=True, exist_ok=True)
+    kinds = {}
+    for i, (rel, image) in enumerate(named_parity_images(bundle)):
+        image.save(out / f"a{i:02d}_parity.png")  # lossless: the decoded wire JPEG, pixel for pixel
+        kinds[f"a{i:02d}_parity.png"] = f"224 {Path(rel).name}"
+    probes = json.loads((bundle / "probes" / "probes.json").read_text())["probes"]
+    for i, record in enumerate(probes):
+        with Image.open(bundle / record["path"]) as img:
+            img = img.convert("RGB")
+        img.save(out / f"b{i:02d}_probe.png")
+        kinds[f"b{i:02d}_probe.png"] = f"{img.width} {Path(record['path']).name}"
+        for w, h in ((320, 240), (240, 320)):
+            name = f"c{i:02d}_{w}x{h}.png"
+            img.resize((w, h), Image.BILINEAR).save(out / name)
+            kinds[name] = f"non-square {w}x{h}"
+    return kinds
+
+
+def compare(env: str, got: dict, reference: list[float], kinds: dict[str, str]) -> dict:
+    """One environment's verdict against the bundle's scores in .venv."""
+    import numpy as np
+
+    names = got["names"]
+    square = np.array([not kinds[n].startswith("non-square") for n in names])
+    ref = np.asarray(reference)
+    row = {"environment": env, "versions": got["versions"],
+           "training_modules_importable": got["training_modules_importable"]}
+    ok = not got["training_modules_importable"] if env != "current" else True
+    for key in ("use_fast", "use_fast_false"):
+        miner = np.asarray(got[key]["scores"])
+        diff = np.abs(miner - ref)[square]
+        same = bool(np.array_equal(miner[square] > 0.5, ref[square] > 0.5))
+        non_square = np.abs(miner - ref)[~square]
+        row[key] = {"processor": got[key]["processor"], "max_abs_diff_224": float(diff.max()),
+                    "decisions_equal_224": same, "images_224": int(square.sum()),
+                    "bundle_vs_miner_non_square_max_abs_diff": float(non_square.max()) if non_square.size else None,
+                    "from_pretrained_vs_miner_max_abs_diff": float(np.abs(
+                        np.asarray(got["export_from_pretrained"]) - miner).max())}
+        ok &= diff.max() <= TOLERANCE and same and row[key]["from_pretrained_vs_miner_max_abs_diff"] <= TOLERANCE
+    row["bundle_here_vs_reference_max_abs_diff"] = float(np.abs(np.asarray(got["bundle_here"]) - ref).max())
+    ok &= row["bundle_here_vs_reference_max_abs_diff"] <= TOLERANCE
+    row["ok"] = bool(ok)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=PYTHON",
+                        help="an environment's python (StreetVision installed there without extras)")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "natix_compat")
+    parser.add_argument("--score", nargs=4, type=Path, metavar=("HF", "BUNDLE", "IMAGES", "OUT"))
+    args = parser.parse_args()
+    if args.score:
+        score_here(*args.score)
+        return 0
+    start = time.perf_counter()
+    run = build_run(args.workdir)
+    bundle, hf = run / "export" / "bundle", run / "export" / "hf"
+    images_dir = args.workdir / "images"
+    kinds = write_images(bundle, images_dir)
+    from PIL import Image
+
+    from streetvision import Predictor
+
+    names = sorted(kinds)
+    images = []
+    for name in names:
+        with Image.open(images_dir / name) as img:
+            images.append(img.convert("RGB"))
+    reference = Predictor.from_bundle(bundle).scores(images).tolist()
+    rows = []
+    for env, python in [("current", sys.executable), *(e.split("=", 1) for e in args.env)]:
+        out = args.workdir / f"scores_{env}.json"
+        done = subprocess.run([python, __file__, "--score", str(hf), str(bundle), str(images_dir), str(out)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            rows.append({"environment": env, "ok": False, "error": done.stderr.strip().splitlines()[-1:]})
+            print(f"{env}: failed to score\n{done.stderr[-3000:]}", file=sys.stderr)
+            continue
+        rows.append(compare(env, json.loads(out.read_text()), reference, kinds))
+    result = {"question": "does the stock NATIX miner's load line serve the export, in NATIX's lock and today's "
+                          "transformers, with and without torchvision, and score like the bundle?",
+              "tolerance": TOLERANCE, "run": RUN, "images": {k: sum(1 for v in kinds.values() if v.startswith(k))
+                                                            for k in ("224", "non-square")},
+              "reference": "Predictor.from_bundle in .venv (transformers "
+                           f"{__import__('transformers').__version__})",
+              "environments": rows, "seconds": round(time.perf_counter() - start, 1),
+              "ok": all(r["ok"] for r in rows)}
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'environment':<16} {'transformers':<13} {'torchvision':<12} {'use_fast':<9} {'processor':<22} "
+          f"{'max diff 224':>12} {'decisions':>9} {'non-square':>10}  ok")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['environment']:<16} error: {r['error']}")
+            continue
+        for key in ("use_fast", "use_fast_false"):
+            m = r[key]
+            print(f"{r['environment']:<16} {r['versions']['transformers']:<13} {str(r['versions']['torchvision']):<12} "
+                  f"{str(key == 'use_fast'):<9} {m['processor']:<22} {m['max_abs_diff_224']:>12.1e} "
+                  f"{'equal' if m['decisions_equal_224'] else 'DIFFER':>9} "
+                  f"{m['bundle_vs_miner_non_square_max_abs_diff']:>10.3f}  {r['ok']}")
+    print(f"written {RESULT.relative_to(ROOT)}; {'PASS' if result['ok'] else 'FAIL'}")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
