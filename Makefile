@@ -7,6 +7,7 @@ TORCH_SPEC  ?= torch==2.13.0
 DEMO_ARGS   ?=
 SV          := $(VENV)/bin/streetvision
 DEMO_RUN    := outputs/stage1_ultimate/runs/demo
+DEMO_IMAGES := outputs/demo_images  # beside the run: commands never write into a run directory
 
 .PHONY: install demo test test-all natix-compat bench mutation clean
 
@@ -24,8 +25,8 @@ $(STAMP): pyproject.toml
 demo: install
 	$(SV) run run_id=demo "pipeline.phases=[phase4,phase1,phase2,phase5,phase6]" $(DEMO_ARGS)
 	$(SV) verify $(DEMO_RUN)/export/bundle
-	$(SV) data synth --out $(DEMO_RUN)/demo_images --n 6 --seed 2024 --unlabeled
-	$(SV) predict $(DEMO_RUN)/export/bundle $(DEMO_RUN)/demo_images
+	$(SV) data synth --out $(DEMO_IMAGES) --n 6 --seed 2024 --unlabeled --force
+	$(SV) predict $(DEMO_RUN)/export/bundle $(DEMO_IMAGES)
 	$(SV) run run_id=demo "pipeline.phases=[evaluation]" $(DEMO_ARGS)
 
 test: install

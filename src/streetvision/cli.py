@@ -34,6 +34,17 @@ console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+def stream_steps(text: str) -> int:
+    """argparse type of ``simulate --n``: 1 to MAX_STREAM_STEPS challenges."""
+    from streetvision.validator.stream import MAX_STREAM_STEPS
+
+    value = positive_int(text)
+    if value > MAX_STREAM_STEPS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_STREAM_STEPS:,} challenges (the validator scores the last "
+                                         f"100), got {value:,}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a bad value is an argument error, exit 2, before any work)."""
     try:
@@ -74,13 +85,15 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     """Write a synthetic folder dataset."""
     from streetvision.data.synthetic import DOMAINS, write_dataset
     from streetvision.errors import ConfigError
+    from streetvision.io.outputs import output_dir
 
     if args.domain not in DOMAINS:
         raise ConfigError(f"Unknown domain '{args.domain}'. Valid choices: {', '.join(DOMAINS)}.",
                           "pass --domain source or --domain target.")
     start = time.perf_counter()
-    rows = write_dataset(Path(args.out), n=args.n, domain=args.domain, seed=args.seed, size=args.size,
-                         labeled=not args.unlabeled)
+    with output_dir(args.out, "data synth", force=args.force) as out:
+        rows = write_dataset(out, n=args.n, domain=args.domain, seed=args.seed, size=args.size,
+                             labeled=not args.unlabeled)
     seconds = time.perf_counter() - start
     positives = sum(label for _, label in rows)
     console.print(f"wrote {len(rows)} images to {args.out} ({positives} roadwork, {len(rows) - positives} "
@@ -104,26 +117,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from streetvision.bundle.predict_files import predict_files
 
     return predict_files(args.bundle, args.paths, args.out, args.format, args.backend, args.batch_size, console,
-                         err_console)
+                         err_console, force=args.force)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Rerun phase 6 alone for an existing run directory; ``--format hf --out DIR`` also writes the Hugging Face
     folder there (parity-checked against the bundle)."""
-    from streetvision.pipeline.artifacts import load_run_config
-    from streetvision.errors import ConfigError
-    from streetvision.pipeline.artifacts import ArtifactSchema
+    from streetvision.errors import UsageError
+    from streetvision.io.outputs import check_output_dir, output_dir
+    from streetvision.bundle.hf_format import check_saved_exportable
+    from streetvision.pipeline.artifacts import ArtifactSchema, load_run_config
     from streetvision.pipeline.runner import run_pipeline
 
     if args.format == "hf" and not args.out:
-        raise ConfigError("--format hf needs --out DIR.", "e.g. streetvision export RUN --format hf --out my_model")
+        raise UsageError("--format hf needs --out DIR.", "e.g. streetvision export RUN --format hf --out my_model")
+    if args.format == "bundle" and args.out:
+        raise UsageError("--out applies to --format hf only: the bundle is rebuilt in place, at RUN/export/bundle.",
+                         "drop --out, or add --format hf to also write the Hugging Face folder there.")
     cfg = load_run_config(Path(args.run_dir), ["pipeline.phases=[phase6]", "pipeline.force=true", *args.overrides])
+    if args.format == "hf":
+        check_output_dir(args.out, "export --format hf", protected=[args.run_dir], force=args.force)
+        check_saved_exportable(ArtifactSchema.from_config(cfg).phase1_model_dir)
     run_pipeline(cfg, console)
     if args.format == "hf":
-        from streetvision.bundle.hf_export import check_hf_parity, export_hf
+        from streetvision.bundle.hf_export import check_hf_parity, write_hf
 
         bundle = ArtifactSchema.from_config(cfg).bundle_dir
-        out = export_hf(bundle, Path(args.out))
+        with output_dir(args.out, "export --format hf", protected=[args.run_dir], force=args.force) as out:
+            write_hf(bundle, out)
         console.print(f"wrote {out}: {check_hf_parity(bundle, out)}", markup=False, highlight=False)
     return 0
 
@@ -134,7 +155,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     dry_run = Path(args.dry_run) if args.dry_run else None
     done = publish(Path(args.run_or_bundle), args.repo_id, args.hotkey, args.version, args.private, dry_run,
-                   args.model_name)
+                   args.model_name, force=args.force)
     console.print(f"hugging face export: {done.parity}", markup=False, highlight=False, soft_wrap=True)
     for rel, size, sha in done.files:
         console.print(f"{sha}  {size:>12,d}  {rel}", markup=False, highlight=False, soft_wrap=True)
@@ -157,13 +178,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from streetvision.data.splits import load_splits
     from streetvision.errors import ConfigError
     from streetvision.eval.run_evaluation import evaluate_to_dir, print_table
+    from streetvision.io.outputs import check_output_dir, output_dir
 
     bundle = Path(args.bundle)
-    class_names = load_index(bundle)["class_names"]
     given = [x for x in (args.run, args.folder, args.csv, args.synthetic) if x]
     if len(given) != 1:
         raise ConfigError("Pass exactly one data source: --run RUN_DIR, --folder DIR, --csv FILE or --synthetic N.",
                           "e.g. streetvision evaluate BUNDLE --folder ../shared/data/roadwork_real")
+    inputs = [bundle, *(x for x in (args.run, args.folder, args.csv) if x)]
+    check_output_dir(args.out, "evaluate", protected=inputs, force=args.force)
+    class_names = load_index(bundle)["class_names"]
     if args.run:
         splits = load_splits(Path(args.run) / "splits.json")
         samples, what = list(zip(splits.paths("test"), splits.labels("test"))), f"test split of {args.run}"
@@ -173,14 +197,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     elif args.csv:
         listing = list_csv(Path(args.csv), class_names)
         samples, what = [(s.path, s.label) for s in listing.samples], f"csv {args.csv}"
-    else:
-        from streetvision.data.synthetic import write_dataset
+    with output_dir(args.out, "evaluate", protected=inputs, force=args.force) as out:
+        if args.synthetic:
+            from streetvision.data.synthetic import write_dataset
 
-        out = Path(args.out) / "synthetic_images"
-        samples = write_dataset(out, n=args.synthetic, domain=args.domain, seed=args.seed + 7)
-        what = f"{args.synthetic} synthetic {args.domain} scenes"
-    summary, intervals, paths = evaluate_to_dir(bundle, samples, Path(args.out), args.seed, args.resamples, what,
-                                                args.backend, console=console)
+            samples = write_dataset(out / "synthetic_images", n=args.synthetic, domain=args.domain,
+                                    seed=args.seed + 7)
+            what = f"{args.synthetic} synthetic {args.domain} scenes"
+        summary, intervals, paths = evaluate_to_dir(bundle, samples, out, args.seed, args.resamples, what,
+                                                    args.backend, console=console)
     print_table(summary, intervals, console, paths[-1])
     return 0
 
@@ -192,9 +217,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from streetvision.data.sources import list_folder
     from streetvision.eval.evaluate import load_labelled_images
     from streetvision.io import atomic_write_csv, atomic_write_json
+    from streetvision.io.outputs import check_output_dir, output_dir
     from streetvision.validator.stream import simulate
 
     bundle = Path(args.bundle)
+    if args.out:
+        check_output_dir(args.out, "simulate", protected=[bundle, args.folder], force=args.force)
     listing = list_folder(Path(args.folder), load_index(bundle)["class_names"])
     predictor = Predictor.from_bundle(bundle, backend=args.backend)
     images, labels, skipped = load_labelled_images([(s.path, s.label) for s in listing.samples], console)
@@ -211,9 +239,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"{lv}: {v:.3f}" if v is not None else f"{lv}: -" for lv, v in s["mean_reward_by_level"].items()),
         markup=False, highlight=False)
     if args.out:
-        out = Path(args.out)
-        atomic_write_json(out / "stream_summary.json", {"bundle": str(bundle), "folder": args.folder, **s})
-        atomic_write_csv(out / "stream_steps.csv", list(result["steps"][0]), [list(r.values()) for r in result["steps"]])
+        with output_dir(args.out, "simulate", protected=[bundle, args.folder], force=args.force) as out:
+            atomic_write_json(out / "stream_summary.json", {"bundle": str(bundle), "folder": args.folder, **s})
+            atomic_write_csv(out / "stream_steps.csv", list(result["steps"][0]),
+                             [list(r.values()) for r in result["steps"]])
         console.print(f"wrote {out / 'stream_summary.json'} and {out / 'stream_steps.csv'}", markup=False)
     return 0
 
@@ -223,9 +252,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from streetvision.eval.compare import COMPARED, compare, write_comparison
+    from streetvision.io.outputs import check_output_dir, output_dir
 
+    check_output_dir(args.out, "compare", protected=[args.a, args.b], force=args.force)
     result = compare(Path(args.a), Path(args.b), args.resamples, args.seed)
-    paths = write_comparison(result, Path(args.out))
+    with output_dir(args.out, "compare", protected=[args.a, args.b], force=args.force) as out:
+        paths = write_comparison(result, out)
     table = Table(title=f"B - A on {result['images']} images (95% paired BCa intervals; reward = (0.5 MCC + 0.5 "
                         f"acc)^3)")
     for col in ("condition", *(f"{k} B - A" for k in COMPARED), "reward favours"):
@@ -272,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     predict.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     predict.add_argument("--batch-size", type=positive_int, default=32)
+    predict.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a bundle: clean + validator conditions, CIs, HTML report")
@@ -285,17 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--resamples", type=positive_int, default=1000)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    evaluate.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     evaluate.set_defaults(func=cmd_evaluate)
 
     simulate = sub.add_parser("simulate", help="replay a validator stream over a labelled folder: per-step reward "
                                                "distribution (labels 50/50, challenge levels as published)")
     simulate.add_argument("bundle")
     simulate.add_argument("--folder", required=True, help="one sub-folder per class")
-    simulate.add_argument("--n", type=int, default=1000, help="challenges to replay (default 1000)")
+    simulate.add_argument("--n", type=stream_steps, default=1000, help="challenges to replay (default 1000)")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--prior", type=float, default=0.5, help="P(roadwork) of the stream (validator: 0.5)")
     simulate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     simulate.add_argument("--out", help="folder for stream_summary.json and stream_steps.csv")
+    simulate.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     simulate.set_defaults(func=cmd_simulate)
 
     comp = sub.add_parser("compare", help="two evaluations (or runs) of the same images: paired differences B - A "
@@ -305,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--out", required=True, help="folder for comparison.json and report.html")
     comp.add_argument("--resamples", type=positive_int, default=1000)
     comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     comp.set_defaults(func=cmd_compare)
 
     export = sub.add_parser("export", help="rerun phase 6 (the bundle) for RUN_DIR")
@@ -313,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["bundle", "hf"], default="bundle",
                         help="hf: also write the Hugging Face folder the NATIX miner serves (needs --out)")
     export.add_argument("--out", help="output folder for --format hf")
+    export.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     export.set_defaults(func=cmd_export)
 
     publish = sub.add_parser("publish", help="verify a run's bundle, fill model_card.json and upload its Hugging "
@@ -326,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--private", action="store_true", help="create the repo private")
     publish.add_argument("--dry-run", metavar="DIR", help="write the exact tree that would be uploaded to DIR (new "
                                                           "or empty) and print each file; upload nothing")
+    publish.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     publish.set_defaults(func=cmd_publish)
 
     data = sub.add_parser("data", help="data utilities")
@@ -337,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=positive_int, default=224)
     synth.add_argument("--unlabeled", action="store_true", help="flat folder, no class sub-folders")
+    synth.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     synth.set_defaults(func=cmd_data_synth)
     return parser
 

@@ -18,6 +18,7 @@ from huggingface_hub import HfApi, constants, snapshot_download
 from streetvision import Predictor
 from streetvision.bundle.hf_export import parity_images, pipeline_scores
 from streetvision.bundle.hf_format import HF_FILES
+from streetvision.io.outputs import OUTPUT_MARKER
 from streetvision.cli import main
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.io import sha256_file
@@ -114,8 +115,8 @@ def test_dry_run_writes_exactly_the_tree_to_upload_and_lists_it(exportable_run, 
     out = tmp_path / "tree"
     assert main(publish_cli(exportable_run, "--version", "1.2.3", "--dry-run", str(out))) == 0
     printed = capsys.readouterr().out
-    files = sorted(p.name for p in out.rglob("*") if p.is_file())
-    assert files == sorted(HF_FILES)
+    files = sorted(p.name for p in out.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER)
+    assert files == sorted(HF_FILES) and json.loads((out / OUTPUT_MARKER).read_text())["files"] == files
     for name in files:
         assert f"{sha256_file(out / name)}  {(out / name).stat().st_size:>12,d}  {name}" in printed
     card = json.loads((out / "model_card.json").read_text())

@@ -39,7 +39,7 @@ def world(tmp_path_factory, micro_bundle) -> Path:
     (images / "zero.jpg").write_bytes(b"")
     (images / "text.jpg").write_text("this is not an image\n")
     (images / "empty_folder").mkdir()
-    (root / "preds.csv").write_text("path,probability\nearlier.png,0.25\n")
+    (root / "preds.csv").write_text("path,probability,decision,score,accepted,error\nearlier.png,0.25,0,0.25,,\n")
     return root
 
 
@@ -204,7 +204,8 @@ def test_missing_and_unreadable_files_are_rows_in_input_order_rows_9_11(world, u
 
 def test_nothing_scorable_exits_1_and_keeps_the_earlier_output_row_10(world, unchanged, capfd):
     images = world / "images"
-    result = predict(capfd, world, images / "zero.jpg", images / "text.jpg", "--out", world / "preds.csv")
+    result = predict(capfd, world, images / "zero.jpg", images / "text.jpg", "--out", world / "preds.csv",
+                     "--force")  # preds.csv is an earlier predict output: --force lets the command replace it
     assert result.code == 1 and result.out == ""
     assert len(result.error_lines) == 1 and "zero.jpg" in result.error_lines[0], result.err
     assert "nothing was written" in result.error_lines[0]

@@ -98,9 +98,16 @@ def _facts(bundle_dir: Path, index: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = None) -> Path:
-    """Write the Hugging Face folder for a verified bundle into ``out_dir`` (built beside it, swapped in):
-    model.safetensors from ``save_pretrained``, config.json and preprocessor_config.json with only the fields every
-    supported miner environment reads (:mod:`streetvision.bundle.hf_format`)."""
+    """Write the Hugging Face folder for a verified bundle as ``out_dir`` (built beside it, swapped in)."""
+    with replace_dir(out_dir) as tmp:
+        write_hf(bundle_dir, tmp, card)
+    return out_dir
+
+
+def write_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = None) -> Path:
+    """Write the Hugging Face folder's files for a verified bundle into the folder ``out_dir``: model.safetensors
+    from ``save_pretrained``, config.json and preprocessor_config.json with only the fields every supported miner
+    environment reads (:mod:`streetvision.bundle.hf_format`), the card and its README."""
     from transformers import Dinov2Config, Dinov2ForImageClassification
 
     from streetvision.models.classifier import load_classifier
@@ -130,12 +137,12 @@ def export_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = Non
              f"{predictor.policy.temperature:.4f}", "decision threshold (folded)":
              f"{predictor.policy.decision_threshold:.4f}",
              "input": f"{pre.size} px: short side resized (bilinear), then centre crop"}
-    with replace_dir(out_dir) as tmp:
-        hf_model.save_pretrained(tmp, safe_serialization=True)
-        atomic_write_json(tmp / "config.json", config_doc)  # replaces save_pretrained's version-specific one
-        atomic_write_json(tmp / "preprocessor_config.json", processor_config(pre))
-        atomic_write_json(tmp / "model_card.json", card)
-        atomic_write_text(tmp / "README.md", _readme(card, facts))
+    out_dir = Path(out_dir)
+    hf_model.save_pretrained(out_dir, safe_serialization=True)
+    atomic_write_json(out_dir / "config.json", config_doc)  # replaces save_pretrained's version-specific one
+    atomic_write_json(out_dir / "preprocessor_config.json", processor_config(pre))
+    atomic_write_json(out_dir / "model_card.json", card)
+    atomic_write_text(out_dir / "README.md", _readme(card, facts))
     return out_dir
 
 

@@ -43,6 +43,19 @@ def check_exportable(spec: dict[str, Any], model_type: str) -> None:
                           "StreetVision bundle itself serves any pooling.")
 
 
+def check_saved_exportable(model_dir: Path) -> None:
+    """:func:`check_exportable` for a saved classifier (``model.json`` and its backbone's ``config.json``), so a
+    command can refuse before it rebuilds anything; silent when the files are not there yet."""
+    from streetvision.models.classifier import BACKBONE_DIR, SPEC_FILE
+
+    try:
+        spec = json.loads((Path(model_dir) / SPEC_FILE).read_text())
+        backbone = json.loads((Path(model_dir) / BACKBONE_DIR / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    check_exportable(spec, str(backbone.get("model_type", "?")))
+
+
 def is_exportable(spec: dict[str, Any], model_type: str) -> bool:
     """Whether :func:`check_exportable` passes."""
     try:

@@ -21,6 +21,7 @@ from streetvision.data.decode import DecodeError
 from streetvision.data.sources import list_images
 from streetvision.errors import DataError, UsageError
 from streetvision.io import atomic_write_text, csv_text
+from streetvision.io.outputs import check_output_file
 
 FIELDS = ("path", "probability", "decision", "score", "accepted", "error")
 
@@ -49,11 +50,26 @@ def collect(paths: list[str]) -> list[Entry]:
     return out
 
 
-def check_output_path(out: str) -> Path:
-    """Fail before any scoring when ``--out`` cannot be written (a directory, a missing or read-only folder)."""
-    target = Path(out)
-    if target.is_dir():
-        raise UsageError(f"--out '{out}' is a directory.", "pass a file path, e.g. --out preds.csv.")
+def is_previous_prediction(path: Path) -> bool:
+    """Whether ``path`` is a previous output of ``predict`` (its CSV header, or a JSONL row of its fields)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline().strip()
+    except OSError:
+        return False
+    if first == ",".join(FIELDS):
+        return True
+    try:
+        return list(json.loads(first)) == list(FIELDS)
+    except (ValueError, TypeError):
+        return False
+
+
+def check_output_path(out: str, protected: list[str] | None = None, force: bool = False) -> Path:
+    """Fail before any scoring when ``--out`` may not or cannot be written: the output rule
+    (:func:`streetvision.io.outputs.check_output_file`: new, or a previous prediction file with ``force``; never
+    inside an input), then a missing or read-only folder."""
+    target = check_output_file(out, "predict", is_previous_prediction, protected or [], force)
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{target.name}.probe-", dir=target.parent)
         os.close(fd)
@@ -102,11 +118,11 @@ def format_rows(rows: list[dict], fmt: str) -> str:
 
 
 def predict_files(bundle: str, paths: list[str], out: str | None, fmt: str, backend: str, batch_size: int,
-                  console: Console, err_console: Console) -> int:
+                  console: Console, err_console: Console, force: bool = False) -> int:
     """Score every file; return 0 when at least one was scored (the others are reported), else raise DataError."""
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}.", "pass e.g. --batch-size 32.")
-    target = check_output_path(out) if out else None
+    target = check_output_path(out, [bundle, *paths], force) if out else None
     predictor = Predictor.from_bundle(bundle, backend=backend)
     rows = score_entries(predictor, collect(paths), batch_size, err_console)  # the bar on stderr: stdout has rows
     failed = [r for r in rows if r["error"]]

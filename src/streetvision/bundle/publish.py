@@ -19,8 +19,10 @@ from typing import Any
 
 from streetvision.bundle.hub import check_repo_id, first_line
 from streetvision.errors import ConfigError, HubError, UsageError, ValidationFailure
+from streetvision.io.outputs import check_output_dir, output_dir
 
 VERSION = re.compile(r"\d+\.\d+\.\d+")
+DRY_RUN = "publish --dry-run"  # the command that owns a dry-run folder (streetvision.io.outputs)
 SS58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]{46,48}")  # base58, the length of a substrate (bittensor) address
 
 
@@ -45,8 +47,10 @@ def find_bundle(run_or_bundle: Path) -> Path:
                      f"export/bundle/{BUNDLE_INDEX}.", "pass a run directory or its export/bundle.")
 
 
-def check_publish_args(repo_id: str, hotkey: str, version: str | None, dry_run: Path | None) -> None:
-    """Refuse bad arguments before any work: repo id, hotkey (an SS58 address), version, dry-run folder."""
+def check_publish_args(repo_id: str, hotkey: str, version: str | None, dry_run: Path | None,
+                       run_or_bundle: Path | None = None, force: bool = False) -> None:
+    """Refuse bad arguments before any work: repo id, hotkey (an SS58 address), version, dry-run folder (the
+    output rule of :mod:`streetvision.io.outputs`)."""
     check_repo_id(repo_id)
     if not hotkey or not SS58.fullmatch(hotkey):
         raise ConfigError(f"--hotkey '{hotkey}' is not a hotkey address: the validator accepts a model_card.json only "
@@ -55,9 +59,9 @@ def check_publish_args(repo_id: str, hotkey: str, version: str | None, dry_run: 
                           "the hotkey's name.")
     if version is not None and not VERSION.fullmatch(version):
         raise ConfigError(f"--version '{version}' is not X.Y.Z.", "e.g. --version 1.0.0.")
-    if dry_run is not None and dry_run.exists() and (not dry_run.is_dir() or any(dry_run.iterdir())):
-        raise UsageError(f"--dry-run '{dry_run}' exists and is not an empty folder.",
-                         "pass a new or empty folder; nothing in an existing one is overwritten.")
+    if dry_run is not None:
+        check_output_dir(dry_run, DRY_RUN, protected=[run_or_bundle] if run_or_bundle else [], force=force,
+                         flag="--dry-run")
 
 
 def hub_token() -> str:
@@ -72,14 +76,14 @@ def hub_token() -> str:
 
 
 def publish(run_or_bundle: Path, repo_id: str, hotkey: str, version: str | None = None, private: bool = False,
-            dry_run: Path | None = None, model_name: str | None = None) -> Published:
+            dry_run: Path | None = None, model_name: str | None = None, force: bool = False) -> Published:
     """Verify the bundle, export and parity-check the Hugging Face folder with a filled card, then upload it in one
     commit (``dry_run``: write it to that folder instead). Nothing is sent unless every check passed."""
     from streetvision.bundle.hf_export import check_hf_parity, export_hf
     from streetvision.bundle.verify import verify_bundle
-    from streetvision.io import replace_dir, sha256_file
+    from streetvision.io import sha256_file
 
-    check_publish_args(repo_id, hotkey, version, dry_run)
+    check_publish_args(repo_id, hotkey, version, dry_run, run_or_bundle, force)
     bundle = find_bundle(Path(run_or_bundle))
     token = None if dry_run is not None else hub_token()
     failed = [c for c in verify_bundle(bundle) if not c.ok]
@@ -98,7 +102,7 @@ def publish(run_or_bundle: Path, repo_id: str, hotkey: str, version: str | None 
         files = sorted((p.relative_to(hf_dir).as_posix(), p.stat().st_size, sha256_file(p))
                        for p in hf_dir.rglob("*") if p.is_file())
         if dry_run is not None:
-            with replace_dir(dry_run) as out:
+            with output_dir(dry_run, DRY_RUN, protected=[run_or_bundle], force=force, flag="--dry-run") as out:
                 shutil.copytree(hf_dir, out, dirs_exist_ok=True)
             return Published(files, card, parity, None)
         url = upload(hf_dir, repo_id, token, private,

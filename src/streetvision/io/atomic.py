@@ -162,9 +162,8 @@ def read_verified(path: str | os.PathLike[str], expected_sha256: str) -> bytes:
 def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temp directory beside ``path``; on success swap it in place of ``path``.
 
-    Used for directory outputs (``save_pretrained``). Each file inside is fsynced and gets the mode the umask
-    gives (libraries that write through temp files leave 0600, which a copied or served folder must not keep,
-    and the files a process writes are not executables); the swap is two renames,
+    Used for directory outputs (``save_pretrained``). Each file inside is settled (:func:`settle_files`: the
+    umask's mode, fsynced); the swap is two renames,
     so a crash leaves either the old directory or the new one under ``path`` (plus a hidden leftover), and the
     phase manifest, written last, is what commits the result.
     """
@@ -174,12 +173,7 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         tmp.chmod(default_dir_mode())  # mkdtemp makes it 0700; a bundle is meant to be copied and served
         yield tmp
-        file_mode = default_dir_mode() & 0o666
-        for file in tmp.rglob("*"):
-            if file.is_file() and not file.is_symlink():
-                file.chmod(file_mode)
-                with open(file, "rb+") as handle:
-                    os.fsync(handle.fileno())
+        settle_files(tmp)
         old = None
         if target.exists():
             old = target.parent / f".{target.name}{_OLD}{uuid.uuid4().hex[:12]}"
@@ -191,6 +185,17 @@ def replace_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def settle_files(folder: Path) -> None:
+    """Give every file under ``folder`` the mode the umask gives (libraries that write through temp files leave
+    0600; the files a process writes are not executables) and fsync it."""
+    file_mode = default_dir_mode() & 0o666
+    for file in Path(folder).rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            file.chmod(file_mode)
+            with open(file, "rb+") as handle:
+                os.fsync(handle.fileno())
 
 
 def default_dir_mode() -> int:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from streetvision.config import StreetVisionConfig, check_config
 from streetvision.errors import ConfigError
+from streetvision.io.outputs import RUN_CONFIG, RUN_LOCK
 from streetvision.pipeline.registry import phase_dirs
 
 
@@ -48,7 +49,7 @@ class ArtifactSchema:
     # run level
     @property
     def config_yaml(self) -> Path:
-        return self.run_dir / "config.yaml"
+        return self.run_dir / RUN_CONFIG
 
     @property
     def splits_json(self) -> Path:
@@ -56,7 +57,7 @@ class ArtifactSchema:
 
     @property
     def lock_file(self) -> Path:
-        return self.run_dir / ".lock"
+        return self.run_dir / RUN_LOCK
 
     @property
     def hash_memo_json(self) -> Path:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 DEFAULT_STEPS = 1000
+MAX_STREAM_STEPS = 1_000_000  # `simulate --n`: about a minute of scoring-free replay; more only grows memory
 
 
 def block_bootstrap_mean(values: np.ndarray, block: int, n_resamples: int, seed: int,
