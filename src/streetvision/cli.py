@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,7 +129,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from streetvision.io.outputs import check_output_dir, output_dir
     from streetvision.bundle.hf_format import check_saved_exportable
     from streetvision.pipeline.artifacts import ArtifactSchema, load_run_config
-    from streetvision.pipeline.runner import run_pipeline
+    from streetvision.pipeline.runner import check_upstream_unchanged, run_pipeline
 
     if args.format == "hf" and not args.out:
         raise UsageError("--format hf needs --out DIR.", "e.g. streetvision export RUN --format hf --out my_model")
@@ -138,6 +140,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "hf":
         check_output_dir(args.out, "export --format hf", protected=[args.run_dir], force=args.force)
         check_saved_exportable(ArtifactSchema.from_config(cfg).phase1_model_dir)
+    check_upstream_unchanged(cfg, ArtifactSchema.from_config(cfg), "phase6")
     run_pipeline(cfg, console)
     if args.format == "hf":
         from streetvision.bundle.hf_export import check_hf_parity, write_hf
@@ -380,6 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a scheduler's stop): raised in the main thread so that the running phase ends at once,
+    as Ctrl-C does (Lightning alone would only note the signal and train on)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run a command; report StreetVisionError as one paragraph and a non-zero exit."""
     parser = build_parser()
@@ -390,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
 
         quiet_third_party()
     func: Callable[[argparse.Namespace], int] = args.func
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         return func(args)
     except StreetVisionError as exc:
@@ -411,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; committed phases are intact (a phase is committed by its manifest).")
         return 130
+    except Terminated:
+        err_console.print("terminated (SIGTERM); committed phases are intact (a phase is committed by its manifest); "
+                          "rerun the same command to resume.")
+        return 143
     except OSError as exc:  # the file system refused (full disk, read-only, permissions): one paragraph too
         if debug:
             raise
@@ -419,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
                                f"path exists, is writable and has free space (--debug shows the traceback).",
                                style="bold red"), soft_wrap=True)
         return 1
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

@@ -611,12 +611,44 @@ def load_config(overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
+DATA_PATH_KEYS = {"folder": "data.root", "csv": "data.csv_path", "hf": "data.hf.path"}  # what each source reads
+
+
+def check_data_source(cfg: DictConfig) -> None:
+    """A data path set for another source than data.source is a mistake (``data.root=PHOTOS`` without
+    ``data=folder`` would train on synthetic scenes): ConfigError naming the key and the group to add."""
+    from omegaconf import OmegaConf
+
+    source = OmegaConf.select(cfg, "data.source")
+    for kind, key in DATA_PATH_KEYS.items():
+        if kind != source and OmegaConf.select(cfg, key) is not None:
+            raise ConfigError(f"{key} is set, but data.source is '{source}', which does not read it: the run would "
+                              f"ignore your data.", f"add data={kind} (e.g. streetvision run data={kind} "
+                              f"{key}={OmegaConf.select(cfg, key)}), or drop {key}.")
+
+
+def check_data_paths(cfg: DictConfig) -> None:
+    """The data the source reads exists (before a run directory is made for it): ConfigError naming the key."""
+    from omegaconf import OmegaConf
+
+    key = DATA_PATH_KEYS.get(str(OmegaConf.select(cfg, "data.source")))
+    if key is None:
+        return
+    value = OmegaConf.select(cfg, key)
+    if value is None:
+        raise ConfigError(f"data.source is '{cfg.data.source}' but {key} is not set.", f"set {key}=PATH.")
+    if not Path(str(value)).exists():
+        raise ConfigError(f"{key}='{value}' does not exist (looked from {Path.cwd()}).",
+                          f"set {key}= to the path of your data (absolute, or relative to where you run the command).")
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Every check on a composed config: choices, numeric ranges and directory names (the phase names are checked
-    by the runner, which knows the registered phases)."""
+    """Every check on a composed config: choices, numeric ranges, directory names and which data it reads (the
+    phase names are checked by the runner, which knows the registered phases)."""
     check_choices(cfg)
     check_ranges(cfg)
     check_path_components(cfg)
+    check_data_source(cfg)
 
 
 def to_plain(cfg: Any) -> Any:

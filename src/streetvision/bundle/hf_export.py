@@ -12,6 +12,7 @@ pipeline's "Roadwork" score crosses 0.5 exactly at the chosen threshold. :func:`
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from streetvision.bundle.hf_format import (PARITY_TOLERANCE, POSITIVE_LABEL, check_exportable, check_hf_folder,
-                                           hf_config, processor_config)
+from streetvision.bundle.hf_format import (CHECKSUMS_FILE, PARITY_TOLERANCE, POSITIVE_LABEL, check_exportable,
+                                           check_hf_folder, checksums_document, hf_config, processor_config)
 from streetvision.bundle.probes import PARITY_PER_LEVEL, PROBES_DIR, parity_rng
 from streetvision.bundle.schema import safe_member
 from streetvision.bundle.predictor import Predictor
@@ -32,8 +33,14 @@ from streetvision.io import atomic_write_json, atomic_write_text, replace_dir
 from streetvision.metrics.classification import validator_decisions
 from streetvision.metrics.score import logit
 
+def _text(value: Any) -> str:
+    """A card value as inert one-line Markdown text (no HTML, no line breaks, no table pipes)."""
+    return html.escape(" ".join(str(value).split())).replace("|", "&#124;")
+
+
 def _readme(card: dict[str, Any], facts: dict[str, Any]) -> str:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
+    card = {k: _text(v) for k, v in card.items()}
+    rows = "\n".join(f"| {_text(k)} | {_text(v)} |" for k, v in facts.items())
     return f"""---
 library_name: transformers
 pipeline_tag: image-classification
@@ -143,6 +150,7 @@ def write_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = None
     atomic_write_json(out_dir / "preprocessor_config.json", processor_config(pre))
     atomic_write_json(out_dir / "model_card.json", card)
     atomic_write_text(out_dir / "README.md", _readme(card, facts))
+    atomic_write_json(out_dir / CHECKSUMS_FILE, checksums_document(out_dir))  # last: it covers the others
     return out_dir
 
 

@@ -21,12 +21,17 @@ import torch
 
 from streetvision.data.preprocess import SHORT_SIDE_THEN_CROP, SQUASH, Preprocess
 from streetvision.errors import ConfigError, IntegrityError
+from streetvision.io.atomic import sha256_file
 from streetvision.validator.prior import CHALLENGE_TYPE
 
 EXPORTABLE_POOLING = "cls_mean"
 EXPORTABLE_HEAD = "linear"
 POSITIVE_LABEL = CHALLENGE_TYPE[1]
-HF_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "model_card.json", "README.md")
+# the files of an export; CHECKSUMS_FILE lists the SHA-256 of the others (transformers and the miner ignore it;
+# verify, Predictor.from_pretrained and StreetVisionDetector check it)
+CHECKSUMS_FILE = "streetvision_checksums.json"
+CHECKED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "model_card.json", "README.md")
+HF_FILES = (*CHECKED_FILES, CHECKSUMS_FILE)
 PARITY_TOLERANCE = 1e-4
 
 
@@ -98,6 +103,36 @@ def processor_config(pre: Preprocess) -> dict[str, Any]:
             "do_normalize": True, "image_mean": list(pre.mean), "image_std": list(pre.std), "do_convert_rgb": True}
 
 
+def checksums_document(hf_dir: Path) -> dict[str, Any]:
+    """The checksum file's content for the export files in ``hf_dir``."""
+    return {"format": "streetvision hugging face export",
+            "sha256": {name: sha256_file(Path(hf_dir) / name) for name in CHECKED_FILES}}
+
+
+def check_checksums(hf_dir: Path, required: bool = True) -> str:
+    """IntegrityError naming the first export file whose SHA-256 differs from the checksum file (a swapped
+    id2label, edited weights, ...). Without the file: IntegrityError when ``required``, else nothing is claimed."""
+    path = Path(hf_dir) / CHECKSUMS_FILE
+    if not path.is_file():
+        if required:
+            raise IntegrityError(f"'{hf_dir}' has no {CHECKSUMS_FILE}: its files cannot be checked.",
+                                 "rebuild it: streetvision export RUN --format hf --out DIR.")
+        return f"no {CHECKSUMS_FILE}: not checked"
+    try:
+        recorded = json.loads(path.read_text())["sha256"]
+        names = sorted(recorded)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"'{path}' is malformed ({exc}).", "rebuild the export.") from exc
+    for name in CHECKED_FILES:
+        file = Path(hf_dir) / name
+        if name not in recorded or not file.is_file() or sha256_file(file) != recorded[name]:
+            raise IntegrityError(f"'{file}' does not match its SHA-256 in {CHECKSUMS_FILE} (edited after export: a "
+                                 f"changed id2label or classifier would change every score the miner returns).",
+                                 "restore the original file or rebuild the export: streetvision export RUN "
+                                 "--format hf --out DIR.")
+    return f"{len(names)} files match {CHECKSUMS_FILE}"
+
+
 def check_hf_folder(hf_dir: Path) -> str:
     """The static part of "a supported miner environment loads this folder": every file, no key that makes
     transformers 4.45 or 5.x pick another class, the architecture and labels the miner needs, a processor the
@@ -137,7 +172,8 @@ def check_hf_folder(hf_dir: Path) -> str:
                              f"{{'0': '{CHALLENGE_TYPE[0]}', '1': '{CHALLENGE_TYPE[1]}'}} (it answers the score of "
                              f"'{POSITIVE_LABEL}').", "rebuild it: streetvision export RUN --format hf.")
     preprocess_from_processor(docs["preprocessor_config.json"], str(hf_dir / "preprocessor_config.json"))
-    return f"files, config.json and preprocessor_config.json load alike in {MINER_ENVIRONMENTS}"
+    check_checksums(hf_dir)
+    return f"checksums, config.json and preprocessor_config.json load alike in {MINER_ENVIRONMENTS}"
 
 
 def preprocess_from_processor(raw: dict[str, Any], where: str) -> Preprocess:
@@ -194,6 +230,7 @@ def load_hf_model(hf_dir: Path, backend: str = "torch") -> tuple[torch.nn.Module
                              f"'{POSITIVE_LABEL}' (the label the NATIX miner answers).",
                              "re-export it with `streetvision export RUN --format hf`.")
     positive = next(i for i, name in labels.items() if name == POSITIVE_LABEL)
+    check_checksums(hf_dir, required=False)  # exports written before the checksum file load unchecked
     try:
         model = AutoModelForImageClassification.from_pretrained(str(hf_dir), use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as exc:

@@ -8,6 +8,7 @@ before anything is sent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -22,8 +23,25 @@ from streetvision.errors import ConfigError, HubError, UsageError, ValidationFai
 from streetvision.io.outputs import check_output_dir, output_dir
 
 VERSION = re.compile(r"\d+\.\d+\.\d+")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,99}")  # one line of plain text for the card and README
 DRY_RUN = "publish --dry-run"  # the command that owns a dry-run folder (streetvision.io.outputs)
-SS58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]{46,48}")  # base58, the length of a substrate (bittensor) address
+BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def is_ss58_address(text: str) -> bool:
+    """Whether ``text`` is an SS58 account address (what a bittensor hotkey's address is): base58 of a network
+    prefix (1 or 2 bytes), a 32-byte public key and the first two bytes of blake2b-512("SS58PRE" + prefix + key)."""
+    if not text or any(c not in BASE58 for c in text):
+        return False
+    number = 0
+    for char in text:
+        number = number * 58 + BASE58.index(char)
+    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    raw = b"\0" * (len(text) - len(text.lstrip("1"))) + raw  # each leading '1' is a zero byte
+    if len(raw) not in (35, 36) or (len(raw) == 35) != (raw[0] < 64):  # 1-byte prefixes are 0-63
+        return False
+    body, checksum = raw[:-2], raw[-2:]
+    return hashlib.blake2b(b"SS58PRE" + body, digest_size=64).digest()[:2] == checksum
 
 
 @dataclass(frozen=True)
@@ -48,17 +66,22 @@ def find_bundle(run_or_bundle: Path) -> Path:
 
 
 def check_publish_args(repo_id: str, hotkey: str, version: str | None, dry_run: Path | None,
-                       run_or_bundle: Path | None = None, force: bool = False) -> None:
+                       run_or_bundle: Path | None = None, force: bool = False, model_name: str | None = None) -> None:
     """Refuse bad arguments before any work: repo id, hotkey (an SS58 address), version, dry-run folder (the
     output rule of :mod:`streetvision.io.outputs`)."""
     check_repo_id(repo_id)
-    if not hotkey or not SS58.fullmatch(hotkey):
-        raise ConfigError(f"--hotkey '{hotkey}' is not a hotkey address: the validator accepts a model_card.json only "
-                          f"when submitted_by is the miner's hotkey SS58 address.",
+    if not is_ss58_address(hotkey):
+        raise ConfigError(f"--hotkey '{hotkey}' is not a hotkey address (base58 with a valid SS58 checksum): the "
+                          f"validator accepts a model_card.json only when submitted_by is the miner's hotkey SS58 "
+                          f"address.",
                           "pass the address (48 characters starting with 5; `btcli wallet overview` shows it), not "
                           "the hotkey's name.")
     if version is not None and not VERSION.fullmatch(version):
         raise ConfigError(f"--version '{version}' is not X.Y.Z.", "e.g. --version 1.0.0.")
+    if model_name is not None and not MODEL_NAME.fullmatch(model_name):
+        raise ConfigError(f"--model-name {model_name!r} is not one line of plain text (letters, digits, spaces and "
+                          f"._+-, at most 100 characters): it becomes the model card's title.",
+                          "e.g. --model-name 'roadwork dinov2-s v3'.")
     if dry_run is not None:
         check_output_dir(dry_run, DRY_RUN, protected=[run_or_bundle] if run_or_bundle else [], force=force,
                          flag="--dry-run")
@@ -83,7 +106,7 @@ def publish(run_or_bundle: Path, repo_id: str, hotkey: str, version: str | None 
     from streetvision.bundle.verify import verify_bundle
     from streetvision.io import sha256_file
 
-    check_publish_args(repo_id, hotkey, version, dry_run, run_or_bundle, force)
+    check_publish_args(repo_id, hotkey, version, dry_run, run_or_bundle, force, model_name)
     bundle = find_bundle(Path(run_or_bundle))
     token = None if dry_run is not None else hub_token()
     failed = [c for c in verify_bundle(bundle) if not c.ok]

@@ -118,4 +118,19 @@ def check_files(bundle_dir: Path, index: dict[str, Any]) -> int:
             rel = path.relative_to(bundle_dir.resolve()).as_posix()
             raise IntegrityError(f"'{rel}' is in the bundle but not listed in bundle.json.",
                                  "remove it, or re-export the bundle.")
+    check_class_names(bundle_dir, index)
     return len(listed)
+
+
+def check_class_names(bundle_dir: Path, index: dict[str, Any]) -> None:
+    """bundle.json's class_names must be the model's (its checksummed model.json): bundle.json is not covered by
+    its own checksums, and swapped names would invert what every score means."""
+    rel = f"{index['model']['dir'].rstrip('/')}/model.json"
+    try:
+        model_names = json.loads(safe_member(bundle_dir, rel).read_text())["class_names"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"'{rel}' is missing or has no class_names ({exc}).", "re-export the bundle.") from exc
+    if list(index["class_names"]) != list(model_names):
+        raise IntegrityError(f"bundle.json's class_names {list(index['class_names'])} differ from the model's "
+                             f"{list(model_names)} ('{rel}'): the negative and positive class would be misread.",
+                             "restore bundle.json or re-export the bundle.")

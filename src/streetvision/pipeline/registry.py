@@ -134,8 +134,12 @@ def config_view(cfg: DictConfig, spec: PhaseSpec) -> DictConfig:
 
 
 def check_phase_names(names: list[str]) -> None:
-    """Raise ConfigError naming any unknown phase and the valid choices (in run order)."""
+    """Raise ConfigError naming any unknown phase and the valid choices (in run order), or on an empty list."""
     registry = load_phases()
+    if not names:
+        raise ConfigError("pipeline.phases is empty: there is nothing to run.",
+                          f"name the phases to run, e.g. pipeline.phases=[{','.join(phase_order(registry, None))}], "
+                          f"or leave pipeline.phases out for the default.")
     unknown = [n for n in names if n not in registry]
     if unknown:
         valid = phase_order(registry, None)

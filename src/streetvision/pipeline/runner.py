@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from streetvision.config import to_plain
+from streetvision.config import check_data_paths, to_plain
 from streetvision.errors import ConfigError, IntegrityError, MissingArtifactError
 from streetvision.io import StepManifest, atomic_write_text, config_hash, remove_stale_temps
 from streetvision.io.manifest import FileRecord, load_hash_memo, save_hash_memo, utc_now
@@ -117,6 +117,46 @@ def phases_to_run(cfg: DictConfig, artifacts: ArtifactSchema, ordered: list[Phas
     return [s for s in ordered if s.name in names]
 
 
+def upstream_phases(cfg: DictConfig, name: str) -> list[PhaseSpec]:
+    """Every phase whose outputs ``name`` reads, directly or through another phase, in run order."""
+    registry = load_phases()
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        spec = registry[todo.pop()]
+        for dep in (*spec.needs_for(cfg), *spec.uses):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return [registry[n] for n in phase_order(registry, cfg) if n in seen]
+
+
+def _leaves(value: object, prefix: str) -> dict[str, object]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _leaves(item, f"{prefix}.{key}").items()}
+    return {prefix: value}
+
+
+def check_upstream_unchanged(cfg: DictConfig, artifacts: ArtifactSchema, name: str) -> None:
+    """Before rebuilding ``name`` alone (``streetvision export``): every committed phase it reads must be up to date
+    under ``cfg``, i.e. ``cfg`` is the config that produced it; ConfigError naming the changed keys otherwise."""
+    saved = OmegaConf.load(artifacts.config_yaml) if artifacts.config_yaml.is_file() else None
+    for spec in upstream_phases(cfg, name):
+        if committed(artifacts, spec.name) is None or _up_to_date(cfg, artifacts, spec):
+            continue
+        changed = []
+        if saved is not None:
+            for key in spec.config_keys:
+                now = _leaves(to_plain(OmegaConf.select(cfg, key)), key)
+                before = _leaves(to_plain(OmegaConf.select(saved, key)), key)
+                changed += [k for k in sorted(set(now) | set(before)) if now.get(k) != before.get(k)]
+        what = f"the keys {', '.join(changed)} differ from" if changed else "its inputs changed since"
+        raise ConfigError(f"Rebuilding {name} would package a model under a config that did not produce it: "
+                          f"phase '{spec.name}' is out of date ({what} the run's config.yaml).",
+                          f"drop those overrides ({name} reuses the run's config), or retrain: streetvision run "
+                          f"with them and pipeline.phases=[{spec.name},...].")
+
+
 def check_machine(cfg: DictConfig) -> None:
     """Before any work: when a training phase is requested, its devices, precision and compile backend must exist
     on this machine, and its loggers' packages must be installed (ConfigError naming the key and what was found)."""
@@ -149,6 +189,8 @@ def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseO
     check_phase_names(list(cfg.pipeline.phases))
     check_machine(cfg)
     artifacts = ArtifactSchema.from_config(cfg)
+    if not artifacts.splits_json.exists():  # a new run: its data must exist before a run directory is made for it
+        check_data_paths(cfg)
     prepare_run_dir(cfg, artifacts)
     if global_rank() > 0:
         return _run_as_worker_rank(cfg, artifacts)
@@ -163,15 +205,23 @@ def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseO
         try:
             ordered = plan(cfg, artifacts)
             to_run = phases_to_run(cfg, artifacts, ordered)
-            if "WORLD_SIZE" in os.environ or "SLURM_NTASKS" in os.environ:
+            stale = {s.name for s in ordered if cfg.pipeline.force or not _up_to_date(cfg, artifacts, s)}
+            distributed = "WORLD_SIZE" in os.environ or "SLURM_NTASKS" in os.environ
+            if distributed:  # the other ranks follow the plan made here, so it is kept as it is
                 publish_plan(artifacts.run_dir, [s.name for s in to_run])
-            saved = OmegaConf.to_container(cfg, resolve=True)
-            saved["pipeline"]["force"] = False  # "rerun everything" belongs to this command, not to the run
-            atomic_write_text(artifacts.config_yaml, OmegaConf.to_yaml(saved))
+            if to_run:  # the config of the last command that produced something; a no-op leaves it as it was
+                saved = OmegaConf.to_container(cfg, resolve=True)
+                saved["pipeline"]["force"] = False  # "rerun everything" belongs to this command, not to the run
+                atomic_write_text(artifacts.config_yaml, OmegaConf.to_yaml(saved))
             console.print(f"[bold]Run[/bold] {artifacts.run_dir}  phases: {', '.join(s.name for s in ordered)}")
             for spec in ordered:
-                outcomes.append(_run_phase(cfg, artifacts, spec, console, skip=spec not in to_run))
-                if spec in to_run:
+                run = spec in to_run
+                if run and spec.name not in stale and not distributed:
+                    # here only because an upstream phase reran: that rerun may have written the same outputs
+                    # (a touched file re-split identically), which leaves this phase's recorded inputs intact
+                    run = not _up_to_date(cfg, artifacts, spec)
+                outcomes.append(_run_phase(cfg, artifacts, spec, console, skip=not run))
+                if run:
                     save_hash_memo(artifacts.hash_memo_json, artifacts.run_dir)
         finally:
             with contextlib.suppress(OSError):  # only a cache: never hide the error that ended the run
