@@ -187,16 +187,16 @@ def main() -> int:
               "environments": rows, "seconds": round(time.perf_counter() - start, 1),
               "ok": all(r["ok"] for r in rows)}
     RESULT.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'environment':<16} {'transformers':<13} {'torchvision':<12} {'use_fast':<9} {'processor':<22} "
+    print(f"{'environment':<20} {'transformers':<13} {'torchvision':<12} {'use_fast':<9} {'processor':<22} "
           f"{'max diff 224':>12} {'decisions':>9} {'non-square':>10}  ok")
     for r in rows:
         if "error" in r:
-            print(f"{r['environment']:<16} error: {r['error']}")
+            print(f"{r['environment']:<20} error: {r['error']}")
             continue
         for key in ("use_fast", "use_fast_false"):
             m = r[key]
-            print(f"{r['environment']:<16} {r['versions']['transformers']:<13} {str(r['versions']['torchvision']):<12} "
-                  f"{str(key == 'use_fast'):<9} {m['processor']:<22} {m['max_abs_diff_224']:>12.1e} "
+            print(f"{r['environment']:<20} {r['versions']['transformers']:<13} "
+                  f"{str(r['versions']['torchvision']):<12} {str(key == 'use_fast'):<9} {m['processor']:<22} {m['max_abs_diff_224']:>12.1e} "
                   f"{'equal' if m['decisions_equal_224'] else 'DIFFER':>9} "
                   f"{m['bundle_vs_miner_non_square_max_abs_diff']:>10.3f}  {r['ok']}")
     print(f"written {RESULT.relative_to(ROOT)}; {'PASS' if result['ok'] else 'FAIL'}")
