@@ -17,7 +17,8 @@ from PIL import Image
 from streetvision import Predictor
 from streetvision.bundle.hf_export import (check_hf_parity, miner_pipeline, named_parity_images, parity_images,
                                           pipeline_scores)
-from streetvision.bundle.hf_format import DINOV2_FIELDS, check_hf_folder
+from streetvision.bundle.hf_format import (CHECKSUMS_FILE, DINOV2_FIELDS, HF_FILES, check_hf_folder,
+                                          checksums_document)
 from streetvision.bundle.verify import verify_bundle
 from streetvision.errors import ConfigError, IntegrityError
 
@@ -48,8 +49,7 @@ def test_the_export_writes_only_fields_every_miner_environment_reads(exportable_
     assert set(config) <= HF_KEYS and set(processor) == PROCESSOR_KEYS  # no image_processor_type, dtype, ...
     assert config["id2label"] == {"0": "None", "1": "Roadwork"}
     assert config["architectures"] == ["Dinov2ForImageClassification"] and "auto_map" not in config
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "model_card.json", "README.md"} == {
-        p.name for p in hf.iterdir()}
+    assert set(HF_FILES) == {p.name for p in hf.iterdir()}
     assert type(miner_pipeline(hf).image_processor).__name__.startswith("BitImageProcessor")
     assert "load alike" in check_hf_folder(hf)
 
@@ -62,9 +62,7 @@ def test_exported_files_get_the_mode_the_umask_gives(exportable_run, tmp_path):
         out = export_hf(exportable_run / "export" / "bundle", tmp_path / "hf")
     finally:
         os.umask(previous)
-    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
-        name: 0o644 for name in ("config.json", "model.safetensors", "preprocessor_config.json", "model_card.json",
-                                 "README.md")}
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {name: 0o644 for name in HF_FILES}
 
 
 @pytest.mark.parametrize("size", [(300, 200), (180, 260), (57, 90)])
@@ -122,6 +120,9 @@ def test_an_edited_exported_classifier_fails_parity_naming_the_environment_and_t
     weights = load_file(export / "hf" / "model.safetensors")
     weights["classifier.bias"] = weights["classifier.bias"] + torch.tensor([-3.0, 3.0])
     save_file(weights, export / "hf" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(IntegrityError, match="model.safetensors' does not match its SHA-256"):
+        check_hf_parity(export / "bundle", export / "hf")
+    (export / "hf" / CHECKSUMS_FILE).write_text(json.dumps(checksums_document(export / "hf")))  # re-hashed too
     with pytest.raises(IntegrityError, match=r"disagrees with the bundle under transformers \d") as err:
         check_hf_parity(export / "bundle", export / "hf")
     assert "worst image probes/parity_" in str(err.value) and "decisions differ" in str(err.value)

@@ -23,7 +23,7 @@ def make_bundle(root):
     """A bundle directory with files at three depths, all listed; returns (dir, index)."""
     import torch
 
-    files = {"policy.json": b'{"t": 0.5}', "model/model.json": b"{}", "model/backbone/config.json": b"{}"}
+    files = {"policy.json": b'{"t": 0.5}', "model/model.json": b'{"class_names": ["no_roadwork", "roadwork"]}', "model/backbone/config.json": b"{}"}
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)

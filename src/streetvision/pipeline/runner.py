@@ -189,7 +189,7 @@ def run_pipeline(cfg: DictConfig, console: Console | None = None) -> list[PhaseO
     check_phase_names(list(cfg.pipeline.phases))
     check_machine(cfg)
     artifacts = ArtifactSchema.from_config(cfg)
-    if not artifacts.splits_json.exists():  # a new run: its data must exist before a run directory is made for it
+    if not os.path.lexists(artifacts.splits_json):  # a new run: its data must exist before its run directory
         check_data_paths(cfg)
     prepare_run_dir(cfg, artifacts)
     if global_rank() > 0:
