@@ -218,7 +218,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from streetvision.bundle.predictor import Predictor
     from streetvision.bundle.schema import load_index
     from streetvision.data.sources import list_folder
-    from streetvision.eval.evaluate import load_labelled_images
+    from streetvision.eval.evaluate import file_images
     from streetvision.io import atomic_write_csv, atomic_write_json
     from streetvision.io.outputs import check_output_dir, output_dir
     from streetvision.validator.stream import simulate
@@ -228,7 +228,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         check_output_dir(args.out, "simulate", protected=[bundle, args.folder], force=args.force)
     listing = list_folder(Path(args.folder), load_index(bundle)["class_names"])
     predictor = Predictor.from_bundle(bundle, backend=args.backend)
-    images, labels, skipped = load_labelled_images([(s.path, s.label) for s in listing.samples], console)
+    images, labels, skipped = file_images([(s.path, s.label) for s in listing.samples], console)
     for row in skipped:
         err_console.print(f"skipped {row['path']}: {row['reason']}", markup=False, highlight=False)
     result = simulate(predictor.scores, images, labels, args.n, args.seed, args.prior, console=console)

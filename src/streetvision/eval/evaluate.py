@@ -14,7 +14,8 @@ Every metric is computed from the per-image rows of :mod:`streetvision.eval.pred
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,38 +69,101 @@ def condition_image(image: Image.Image, seed: int, index: int, level: int) -> Im
     return challenge(image, np.random.default_rng([seed, index, level]), level=level)[0]
 
 
-def score_conditions(predictor: Predictor, images: list[Image.Image], labels: np.ndarray, seed: int,
-                     batch_size: int = 64, console: Console | None = None) -> dict[str, ConditionOutputs]:
-    """Logits for every condition; each image's challenge is seeded by (seed, index, level). A ``console`` shows a
-    progress bar over every (condition, image)."""
-    n = len(images)
-    with progress(f"scoring clean + levels {LEVELS[0]}-{LEVELS[-1]}", n * (1 + len(LEVELS)), console) as advance:
+Batches = Iterable[tuple[list[Image.Image], int]]  # (decoded images, files skipped before them)
 
-        def logits_of(image_at: Callable[[int], Image.Image]) -> np.ndarray:
-            chunks = []
-            for start in range(0, n, batch_size):
-                batch = [image_at(i) for i in range(start, min(start + batch_size, n))]
-                chunks.append(predictor.logits(torch.stack([predictor.preprocess.to_tensor(im) for im in batch])))
+
+def _score_batches(predictor: Predictor, batches: Batches, seed: int, total: int, console: Console | None,
+                   ) -> tuple[int, dict[str, list[np.ndarray]], dict[int, list[dict]]]:
+    """Score each batch under every condition while it is in memory: (images scored, logits chunks per condition,
+    challenge parameters per level). Image ``i`` (in scoring order) is challenged with the seed (seed, i, level)."""
+    logits: dict[str, list[np.ndarray]] = {"clean": [], **{f"level{lv}": [] for lv in LEVELS}}
+    params: dict[int, list[dict]] = {lv: [] for lv in LEVELS}
+    index = 0
+
+    def run(images: list[Image.Image]) -> np.ndarray:
+        return predictor.logits(torch.stack([predictor.preprocess.to_tensor(im) for im in images]))
+
+    with progress(f"scoring clean + levels {LEVELS[0]}-{LEVELS[-1]}", total * (1 + len(LEVELS)), console) as advance:
+        for batch, skipped in batches:
+            advance(skipped * (1 + len(LEVELS)))
+            if not batch:
+                continue
+            logits["clean"].append(run(batch))
+            advance(len(batch))
+            for level in LEVELS:
+                sent = []
+                for offset, image in enumerate(batch):
+                    shown, _, drawn = challenge(image, np.random.default_rng([seed, index + offset, level]),
+                                                level=level)
+                    sent.append(shown)
+                    params[level].append(drawn)
+                logits[f"level{level}"].append(run(sent))
                 advance(len(batch))
-            return np.concatenate(chunks) if chunks else np.zeros((0, 2))
+            index += len(batch)
+    return index, logits, params
 
-        out = {"clean": ConditionOutputs(logits_of(images.__getitem__), labels, np.full(n, NO_LEVEL),
-                                         [{} for _ in images])}
-        for level in LEVELS:
-            params: list[dict] = []
 
-            def challenged(i: int, level: int = level, params: list[dict] = params) -> Image.Image:
-                image, _, drawn = challenge(images[i], np.random.default_rng([seed, i, level]), level=level)
-                params.append(drawn)
-                return image
+def _condition_outputs(n: int, logits: dict[str, list[np.ndarray]], params: dict[int, list[dict]],
+                       labels: np.ndarray, seed: int) -> dict[str, ConditionOutputs]:
+    def joined(chunks: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(chunks) if chunks else np.zeros((0, 2))
 
-            out[f"level{level}"] = ConditionOutputs(logits_of(challenged), labels, np.full(n, level), params)
+    out = {"clean": ConditionOutputs(joined(logits["clean"]), labels, np.full(n, NO_LEVEL), [{} for _ in range(n)])}
+    for level in LEVELS:
+        out[f"level{level}"] = ConditionOutputs(joined(logits[f"level{level}"]), labels, np.full(n, level),
+                                                params[level])
     mix_rng = np.random.default_rng([seed, MIX_SEED])
-    mix_levels = np.array([draw_level(mix_rng) for _ in images], dtype=np.int64)
+    mix_levels = np.array([draw_level(mix_rng) for _ in range(n)], dtype=np.int64)
     mix = np.stack([out[f"level{lv}"].logits[i] for i, lv in enumerate(mix_levels)]) if n else np.zeros((0, 2))
     out["validator_mix"] = ConditionOutputs(mix, labels, mix_levels,
                                             [out[f"level{lv}"].params[i] for i, lv in enumerate(mix_levels)])
     return out
+
+
+def score_conditions(predictor: Predictor, images: Sequence[Image.Image], labels: np.ndarray, seed: int,
+                     batch_size: int = 64, console: Console | None = None) -> dict[str, ConditionOutputs]:
+    """Logits for every condition of images already in memory; each image's challenge is seeded by (seed, index,
+    level). A ``console`` shows a progress bar over every (condition, image)."""
+    n = len(images)
+    batches = (([images[i] for i in range(start, min(start + batch_size, n))], 0) for start in range(0, n, batch_size))
+    count, logits, params = _score_batches(predictor, batches, seed, n, console)
+    return _condition_outputs(count, logits, params, labels, seed)
+
+
+def score_files(predictor: Predictor, samples: list[tuple[Path, int]], seed: int, batch_size: int = 64,
+                console: Console | None = None,
+                ) -> tuple[dict[str, ConditionOutputs], np.ndarray, list[Path], list[dict]]:
+    """:func:`score_conditions` streamed from files: each file is decoded once and scored under every condition
+    while its batch is in memory, so at most two batches of decoded images (the one scored, the next one
+    decoded) are held whatever the number of files.
+    Returns (outputs, labels, the files scored, the files skipped with the reason); the same outputs as decoding
+    every file first (:func:`load_samples`) and calling :func:`score_conditions`."""
+    kept: list[Path] = []
+    labels: list[int] = []
+    skipped: list[dict] = []
+
+    def batches() -> Iterator[tuple[list[Image.Image], int]]:
+        batch: list[Image.Image] = []
+        missed = 0
+        for path, label in samples:
+            try:
+                image = decode_image(path)
+            except DecodeError as exc:
+                skipped.append({"path": str(path), "reason": exc.reason})
+                missed += 1
+                continue
+            kept.append(Path(path))
+            labels.append(label)
+            batch.append(image)
+            if len(batch) == batch_size:
+                yield batch, missed
+                batch, missed = [], 0
+        if batch or missed:
+            yield batch, missed
+
+    count, logits, params = _score_batches(predictor, batches(), seed, len(samples), console)
+    label_array = np.asarray(labels, dtype=np.int64)
+    return _condition_outputs(count, logits, params, label_array, seed), label_array, kept, skipped
 
 
 def to_predictions(outputs: dict[str, ConditionOutputs], predictor: Predictor, sample_ids: list[str],
@@ -198,6 +262,45 @@ def load_samples(samples: list[tuple[Path, int]], console: Console | None = None
     return images, np.asarray(labels, dtype=np.int64), kept, skipped
 
 
+class FileImages(Sequence[Image.Image]):
+    """Images decoded from their files when asked for, the last ``keep`` kept: what the stream simulation and the
+    report gallery read, at a memory cost that does not grow with the number of files."""
+
+    def __init__(self, paths: list[Path], keep: int = 64) -> None:
+        self.paths, self.keep = list(paths), keep
+        self._cache: OrderedDict[int, Image.Image] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Image.Image:  # type: ignore[override]
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        image = decode_image(self.paths[index])
+        self._cache[index] = image
+        if len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return image
+
+
+def file_images(samples: list[tuple[Path, int]], console: Console | None = None,
+                ) -> tuple[FileImages, np.ndarray, list[dict]]:
+    """(images read from their files on demand, labels, skipped files with the reason) of (path, label) pairs:
+    each file is decoded once to check it, and not kept."""
+    kept, labels, skipped = [], [], []
+    with progress("checking images", len(samples), console) as advance:
+        for path, label in samples:
+            try:
+                decode_image(path)
+                kept.append(Path(path))
+                labels.append(label)
+            except DecodeError as exc:
+                skipped.append({"path": str(path), "reason": exc.reason})
+            advance()
+    return FileImages(kept), np.asarray(labels, dtype=np.int64), skipped
+
+
 def load_labelled_images(samples: list[tuple[Path, int]], console: Console | None = None,
                          ) -> tuple[list[Image.Image], np.ndarray, list[dict]]:
     """Decode (path, label) pairs; unreadable files are returned as skipped with their reason."""
@@ -205,12 +308,31 @@ def load_labelled_images(samples: list[tuple[Path, int]], console: Console | Non
     return images, labels, skipped
 
 
-def predict_conditions(predictor: Predictor, images: list[Image.Image], labels: np.ndarray, seed: int = 0,
+def predict_conditions(predictor: Predictor, images: Sequence[Image.Image], labels: np.ndarray, seed: int = 0,
                        paths: list[Path] | None = None, console: Console | None = None,
                        ) -> tuple[dict[str, ConditionPredictions], Path]:
-    """(per-image predictions per condition, the data root sample ids are relative to); ``paths`` (the files the
-    images came from) give the sample ids and content hashes; a ``console`` shows progress bars."""
+    """(per-image predictions per condition, the data root sample ids are relative to) of images in memory;
+    ``paths`` (the files the images came from) give the sample ids and content hashes; a ``console`` shows
+    progress bars."""
     paths = paths if paths is not None else [Path(f"image_{i:05d}") for i in range(len(images))]
+    outputs = score_conditions(predictor, images, labels, seed, console=console)
+    return condition_rows(outputs, predictor, paths, console)
+
+
+def predict_files(predictor: Predictor, samples: list[tuple[Path, int]], seed: int = 0,
+                  console: Console | None = None,
+                  ) -> tuple[dict[str, ConditionPredictions], Path, np.ndarray, list[Path], list[dict]]:
+    """:func:`predict_conditions` streamed from files (:func:`score_files`): (predictions, data root, labels, the
+    files scored, the files skipped with the reason)."""
+    outputs, labels, paths, skipped = score_files(predictor, samples, seed, console=console)
+    predictions, root = condition_rows(outputs, predictor, paths, console)
+    return predictions, root, labels, paths, skipped
+
+
+def condition_rows(outputs: dict[str, ConditionOutputs], predictor: Predictor, paths: list[Path],
+                   console: Console | None = None) -> tuple[dict[str, ConditionPredictions], Path]:
+    """The per-image rows of scored outputs, with sample ids relative to the files' common root and their
+    content hashes; (rows per condition, that root)."""
     root = common_root(paths)
     sample_ids = [Path(os.path.relpath(Path(p).absolute(), root)).as_posix() for p in paths]
     hashes = []
@@ -218,7 +340,6 @@ def predict_conditions(predictor: Predictor, images: list[Image.Image], labels: 
         for p in paths:
             hashes.append(sha256_file(p) if Path(p).is_file() else "")
             advance()
-    outputs = score_conditions(predictor, images, labels, seed, console=console)
     return to_predictions(outputs, predictor, sample_ids, hashes), root
 
 

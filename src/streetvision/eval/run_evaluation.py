@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streetvision.bundle.predictor import Predictor
-from streetvision.eval.evaluate import CONDITIONS, load_samples, predict_conditions, summarise
+from streetvision.eval.evaluate import CONDITIONS, FileImages, predict_files, summarise
 from streetvision.eval.predictions import PREDICTIONS_CSV, read_predictions, write_predictions
 from streetvision.eval.report import image_loader, write_report
 from streetvision.validator.prior import VALIDATOR_PRIOR
@@ -24,8 +24,8 @@ def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: 
     write the report into ``out_dir`` (with the run's learning ``curves`` when given); every metric and figure is
     computed from predictions.csv as read back. A ``console`` shows progress bars of the decoding and scoring."""
     predictor = Predictor.from_bundle(bundle_dir, backend=backend)
-    images, labels, paths, skipped = load_samples(samples, console)
-    predictions, data_root = predict_conditions(predictor, images, labels, seed, paths, console)
+    predictions, data_root, labels, paths, skipped = predict_files(predictor, samples, seed, console)
+    images = FileImages(paths)  # decoded again only where the stream and the gallery look
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / PREDICTIONS_CSV, predictions)
     predictions = read_predictions(out_dir / PREDICTIONS_CSV)
