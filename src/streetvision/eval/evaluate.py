@@ -266,7 +266,7 @@ class FileImages(Sequence[Image.Image]):
     """Images decoded from their files when asked for, the last ``keep`` kept: what the stream simulation and the
     report gallery read, at a memory cost that does not grow with the number of files."""
 
-    def __init__(self, paths: list[Path], keep: int = 64) -> None:
+    def __init__(self, paths: list[Path], keep: int = 8) -> None:
         self.paths, self.keep = list(paths), keep
         self._cache: OrderedDict[int, Image.Image] = OrderedDict()
 
