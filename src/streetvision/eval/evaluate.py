@@ -26,6 +26,7 @@ from PIL import Image
 from streetvision.bundle.predictor import Predictor
 from streetvision.console import progress
 from streetvision.data.decode import DecodeError, decode_image
+from streetvision.data.sources import path_text
 from streetvision.eval.bootstrap import bootstrap_intervals
 from streetvision.metrics.calibration import calibration_metrics, ece_along_last_axis
 from streetvision.metrics.classification import (
@@ -212,7 +213,7 @@ def predict_conditions(predictor: Predictor, images: list[Image.Image], labels: 
     images came from) give the sample ids and content hashes; a ``console`` shows progress bars."""
     paths = paths if paths is not None else [Path(f"image_{i:05d}") for i in range(len(images))]
     root = common_root(paths)
-    sample_ids = [Path(os.path.relpath(Path(p).absolute(), root)).as_posix() for p in paths]
+    sample_ids = [path_text(Path(os.path.relpath(Path(p).absolute(), root)).as_posix()) for p in paths]
     hashes = []
     with progress("hashing images", len(paths), console) as advance:
         for p in paths:
