@@ -432,14 +432,32 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the file system refused (full disk, read-only, permissions): one paragraph too
         if debug:
             raise
-        where = f" '{exc.filename}'" if exc.filename else ""
-        err_console.print(Text(f"streetvision file system error:{where}: {exc.strerror or exc}\nFix: check that the "
-                               f"path exists, is writable and has free space (--debug shows the traceback).",
-                               style="bold red"), soft_wrap=True)
+        err_console.print(Text(f"streetvision file system error: {file_system_error(exc)}", style="bold red"),
+                          soft_wrap=True)
         return 1
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def file_system_error(exc: OSError) -> str:
+    """What the file system refused (naming the path when the error has one) and a fix that fits the errno."""
+    import errno
+
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = " -> ".join(f"'{p}'" for p in paths)
+    text = f"{where}: {exc.strerror or exc}" if where else str(exc.strerror or exc)
+    disk = f"the file system holding {where}" if where else "the output file system"
+    fixes = {
+        errno.ENOSPC: f"free space on {disk} (df -h shows it), then rerun the same command: committed phases are "
+                      f"kept and an interrupted training resumes from its last checkpoint.",
+        errno.EDQUOT: f"free space within your disk quota on {disk}, then rerun the same command.",
+        errno.EROFS: f"{disk} is read-only: write somewhere else (output_root=, --out) or remount it writable.",
+        errno.EACCES: "give yourself permission to read or write that path, or use another one.",
+        errno.EPERM: "give yourself permission to read or write that path, or use another one.",
+    }
+    fix = fixes.get(exc.errno or -1, "check that the path exists, is writable and has free space")
+    return f"{text}\nFix: {fix.rstrip('.')}. (--debug shows the traceback.)"
 
 
 if __name__ == "__main__":

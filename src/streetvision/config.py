@@ -24,7 +24,8 @@ SPLIT_NAMES = ("train", "val_select", "val_calib", "test")
 
 @dataclass
 class SplitFractions:
-    """Fractions of each class that go to each split (must sum to 1)."""
+    """Fractions of each class that go to each split (must sum to 1; > 0 for each split a requested phase reads,
+    ``split_readers``)."""
 
     train: float = 0.6
     val_select: float = 0.15
@@ -68,7 +69,7 @@ class DataConfig:
 
     source: str = "synthetic"  # folder | csv | hf | synthetic
     root: Optional[str] = None  # folder source: one sub-folder per class
-    csv_path: Optional[str] = None  # csv source: columns path,label (paths relative to the CSV)
+    csv_path: Optional[str] = None  # csv source: columns path,label (paths relative to the CSV's folder; may leave it)
     class_names: List[str] = field(default_factory=lambda: ["no_roadwork", "roadwork"])  # index 1 = positive
     splits: SplitFractions = field(default_factory=SplitFractions)
     split_seed: int = 42
@@ -349,7 +350,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # Numeric keys and the interval each must lie in ("[" / "]" inclusive, "(" / ")" exclusive): checked after
 # composition, so a value that would train with lr 0 or a negative epoch count stops before any work.
 RANGES: dict[str, str] = {
-    "seed": "[0, inf)",
+    "seed": "[0, 4294967295]",  # what Lightning's seed_everything (and numpy's legacy seeding) accepts: 0 .. 2**32 - 1
     "data.synthetic.n": "[1, inf)",
     "data.synthetic.image_size": "[1, inf)",
     "data.unlabeled.n": "[1, inf)",
@@ -582,19 +583,51 @@ def check_choices(cfg: DictConfig) -> None:
     if bad:
         raise ConfigError(f"Unknown split(s) {bad} in phase1.score_splits. Valid choices: {', '.join(SPLIT_NAMES)}.",
                           "set phase1.score_splits=[val_select,val_calib,test].")
-    fractions = cfg.data.splits
-    total = sum(float(fractions[name]) for name in SPLIT_NAMES)
-    if abs(total - 1.0) > 1e-6 or any(float(fractions[n]) < 0 for n in SPLIT_NAMES):
-        raise ConfigError(f"data.splits fractions must be non-negative and sum to 1 (got {total:.4f}).",
-                          "adjust data.splits.train / val_select / val_calib / test.")
+    check_split_fractions(cfg)
     check_distributions(cfg)
     version = str(cfg.phase6.model_card.version)
     if not re.fullmatch(r"\d+\.\d+\.\d+", version):
         raise ConfigError(f"phase6.model_card.version '{version}' is not X.Y.Z.",
                           "e.g. phase6.model_card.version=1.0.0.")
-    if len(cfg.data.class_names) != 2:
-        raise ConfigError(f"data.class_names must name exactly 2 classes (negative, positive); got "
-                          f"{list(cfg.data.class_names)}.", "set data.class_names=[no_roadwork,roadwork].")
+    names = [str(n) for n in cfg.data.class_names]
+    if len(names) != 2 or len(set(names)) != 2 or not all(n.strip() for n in names):
+        raise ConfigError(f"data.class_names must name exactly 2 distinct, non-empty classes (negative, positive); "
+                          f"got {names}.", "set data.class_names=[no_roadwork,roadwork].")
+
+
+def split_readers(cfg: DictConfig) -> dict[str, str]:
+    """Split -> what reads it (so its fraction must be > 0), for the configured phases: phase1 trains on train,
+    selects its epoch on val_select and scores ``phase1.score_splits``; phase5 fits on val_calib (crossfit's
+    out-of-fold logits instead, when crossfit runs) and reports on test; evaluation scores test."""
+    phases = {str(p) for p in cfg.pipeline.phases}
+    readers = {"train": "every training phase trains on it", "val_select": "phase1 selects its epoch on it"}
+    for split in cfg.phase1.score_splits:
+        readers.setdefault(str(split), "phase1 scores it (phase1.score_splits)")
+    if "phase5" in phases:
+        readers.setdefault("test", "phase5 reports its calibration on it")
+        if "crossfit" not in phases:
+            readers.setdefault("val_calib", "phase5 fits the temperature on it")
+    if "evaluation" in phases:
+        readers.setdefault("test", "the evaluation phase scores it")
+    return readers
+
+
+def check_split_fractions(cfg: DictConfig) -> None:
+    """data.splits: non-negative fractions summing to 1, and > 0 for every split a configured phase reads (an empty
+    split would only fail later, inside training or scoring)."""
+    fractions = {name: float(cfg.data.splits[name]) for name in SPLIT_NAMES}
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6 or any(v < 0 for v in fractions.values()):
+        raise ConfigError(f"data.splits fractions must be non-negative and sum to 1 (got {total:.4f}).",
+                          "adjust data.splits.train / val_select / val_calib / test (defaults 0.6 / 0.15 / 0.1 / "
+                          "0.15).")
+    for split, reader in split_readers(cfg).items():
+        if split in fractions and fractions[split] <= 0:
+            default = getattr(SplitFractions(), split)
+            raise ConfigError(f"Invalid value {fractions[split]:g} for 'data.splits.{split}': it must be > 0, "
+                              f"because {reader}.",
+                              f"give data.splits.{split} a fraction > 0 (the default is {default}) and lower another "
+                              f"split's so that they sum to 1.")
 
 
 def load_config(overrides: list[str] | None = None) -> DictConfig:
@@ -642,9 +675,42 @@ def check_data_paths(cfg: DictConfig) -> None:
                           f"set {key}= to the path of your data (absolute, or relative to where you run the command).")
 
 
+def _unresolved(cfg: DictConfig, key: str) -> Any:
+    """The value of ``key`` (``a.b``, ``a.list[0]``) as written, interpolations unresolved."""
+    from omegaconf import OmegaConf
+
+    node: Any = OmegaConf.to_container(cfg, resolve=False)
+    for part in re.findall(r"[^.\[\]]+", key):
+        try:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return "?"
+    return node
+
+
+def check_interpolations(cfg: DictConfig) -> None:
+    """Resolve every value once, so that an interpolation that cannot be resolved (``${oc.env:NOPE}``, a missing
+    key, a value of the wrong type) stops before any work, naming the key and the interpolation."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError, InterpolationValidationError
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as exc:
+        key = str(getattr(exc, "full_key", None) or "?")
+        raw = _unresolved(cfg, key)
+        reason = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
+        what = ("make it resolve to a value of the key's type" if isinstance(exc, InterpolationValidationError)
+                else "set the environment variable it reads" if "oc.env" in str(raw)
+                else "point it at an existing key")
+        raise ConfigError(f"Config key '{key}' is the interpolation '{raw}', which cannot be resolved: {reason}.",
+                          f"{what}, or pass a plain value, e.g. {key}=<value>.") from exc
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Every check on a composed config: choices, numeric ranges, directory names and which data it reads (the
-    phase names are checked by the runner, which knows the registered phases)."""
+    """Every check on a composed config: interpolations, choices, numeric ranges, directory names and which data
+    it reads (the phase names are checked by the runner, which knows the registered phases)."""
+    check_interpolations(cfg)
     check_choices(cfg)
     check_ranges(cfg)
     check_path_components(cfg)

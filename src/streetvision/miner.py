@@ -19,6 +19,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from streetvision.bundle.predictor import BACKENDS, Predictor
@@ -89,6 +90,20 @@ class StreetVisionDetector:
         self.predictor = Predictor.from_pretrained(self.config["model"], revision=self.config["revision"],
                                                    backend=self.config["backend"], device=self.device)
 
-    def __call__(self, image: Image.Image) -> float:
-        """The validator's float for one challenge image."""
-        return float(self.predictor(image))
+    def __call__(self, image: Image.Image | np.ndarray) -> float:
+        """The validator's float for one challenge image: a PIL image, or an HxWx3 uint8 RGB array."""
+        return float(self.predictor(as_image(image)))
+
+
+def as_image(image: Any) -> Any:
+    """A PIL image (or an image path) as it is, an HxWx3 uint8 RGB array as a PIL image; ConfigError naming what
+    was given otherwise."""
+    if isinstance(image, (Image.Image, str, Path)):
+        return image
+    if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return Image.fromarray(image)
+    what = (f"a {image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray)
+            else f"a {type(image).__name__}")
+    raise ConfigError(f"StreetVisionDetector takes a PIL image or an HxWx3 uint8 RGB array; got {what}.",
+                      "pass the challenge image as the NATIX miner does (a PIL image), or convert it first, e.g. "
+                      "Image.fromarray(array.astype('uint8')).convert('RGB').")

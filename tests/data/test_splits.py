@@ -297,7 +297,8 @@ def test_too_few_groups_names_the_class_the_splits_and_the_fix():
         assign_splits([0] * 9 + [1] * 3, list(range(12)), FRACTIONS, 0, NAMES)
     assert exc.value.message == ("Class 'roadwork' has 3 distinct image group(s) (after merging duplicates); the 4 "
                                  "requested splits (train, val_select, val_calib, test) need at least 4.")
-    assert exc.value.fix == "add images of that class, or set the fraction of some splits to 0 (data.splits.*)."
+    assert exc.value.fix == ("add distinct images of class 'roadwork' (each requested split needs one of every class; "
+                             "near duplicates count once, see data.near_duplicate_distance).")
 
 
 @pytest.mark.parametrize(("max_distance", "expected"), [(0, [0, 0, 1]), (1, [0, 0, 0]), (-1, [0, 1, 2])])

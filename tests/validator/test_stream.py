@@ -18,7 +18,7 @@ from PIL import Image
 from sklearn.metrics import matthews_corrcoef  # noqa: F401
 
 from streetvision.data.synthetic import write_dataset
-from streetvision.errors import ConfigError
+from streetvision.errors import ConfigError, DataError
 from streetvision.validator import stream
 from streetvision.validator.challenges import LEVEL_PROBS, check_level_probs, draw_level
 from streetvision.validator.reward import RewardTracker
@@ -82,7 +82,7 @@ def test_block_bootstrap_is_wider_for_a_dependent_series():
 
 
 def test_a_single_class_or_no_steps_is_refused():
-    with pytest.raises(ConfigError, match="both classes"):
+    with pytest.raises(DataError, match="both classes"):
         simulate(lambda b: np.zeros(len(b)), _images(3), np.array([1, 1, 1]))
     with pytest.raises(ConfigError, match="n_steps must be positive"):
         simulate(lambda b: np.zeros(len(b)), _images(2), np.array([0, 1]), n_steps=0)
@@ -237,9 +237,10 @@ def test_block_bootstrap_edge_cases():
 
 
 def test_a_missing_class_is_named_with_the_fix():
-    with pytest.raises(ConfigError, match="class 1 has none") as exc:
+    with pytest.raises(DataError, match=r"class 1 \(roadwork, the positive class\) has no readable image") as exc:
         simulate(lambda b: np.zeros(len(b)), _images(3), np.array([0, 0, 0]))
-    assert exc.value.fix == "use a labelled set with roadwork and no_roadwork images."
+    assert exc.value.fix == ("add readable images of that class: one sub-folder per class, named as the bundle's "
+                             "class_names (e.g. no_roadwork/ and roadwork/).")
     with pytest.raises(ConfigError, match="got -3") as exc:
         simulate(lambda b: np.zeros(len(b)), _images(2), np.array([0, 1]), n_steps=-3)
     assert exc.value.fix == "pass --n 1000 (or more)."

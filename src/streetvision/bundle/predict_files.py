@@ -1,7 +1,8 @@
 """Batch prediction over files and folders for the ``predict`` command: CSV or JSONL rows of path, probability,
 decision, score, accepted, error, one row per input file in input order (folders expand to their image files,
-sorted). A missing or unreadable file gets a row with its error instead of stopping the batch; when nothing at all
-can be scored, nothing is written and the command fails (exit 1)."""
+sorted; a name that is not valid UTF-8 is written with those bytes as ``\\xNN``). A missing or unreadable file
+gets a row with its error instead of stopping the batch; when nothing at all can be scored, nothing is written and
+the command fails (exit 1)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from rich.console import Console
 
 from streetvision.bundle.predictor import Predictor
 from streetvision.console import progress
-from streetvision.data.decode import DecodeError
-from streetvision.data.sources import list_images
+from streetvision.data.decode import DecodeError, file_problem
+from streetvision.data.sources import list_images, path_text
 from streetvision.errors import DataError, UsageError
 from streetvision.io import atomic_write_text, csv_text
 from streetvision.io.outputs import check_output_file
@@ -35,18 +36,17 @@ class Entry:
 
 
 def collect(paths: list[str]) -> list[Entry]:
-    """Files as given and image files under folders (recursive, sorted), in input order; a missing path or a
-    folder without images becomes an entry carrying the error."""
+    """Files as given and image files under folders (recursive, sorted), in input order; a path that is not a
+    readable file (missing, a broken link or loop, a FIFO, empty: ``file_problem``) or a folder without images
+    becomes an entry carrying the error."""
     out: list[Entry] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
             images = list_images(p)[0]
             out.extend([Entry(f) for f in images] or [Entry(p, "folder has no image files")])
-        elif p.exists():
-            out.append(Entry(p))
         else:
-            out.append(Entry(p, "does not exist"))
+            out.append(Entry(p, file_problem(p)))
     return out
 
 
@@ -81,7 +81,7 @@ def check_output_path(out: str, protected: list[str] | None = None, force: bool 
 
 
 def _error_row(path: Path, reason: str) -> dict:
-    return {"path": str(path), "probability": None, "decision": None, "score": None, "accepted": None,
+    return {"path": path_text(path), "probability": None, "decision": None, "score": None, "accepted": None,
             "error": reason}
 
 
@@ -105,7 +105,7 @@ def score_entries(predictor: Predictor, entries: list[Entry], batch_size: int,
                     rows[i] = _error_row(entry.path, exc.reason)
             if tensors:
                 for i, pred in zip(kept, predictor.predict_tensor(torch.stack(tensors))):
-                    rows[i] = {"path": str(entries[i].path), **pred.as_dict(), "error": None}
+                    rows[i] = {"path": path_text(entries[i].path), **pred.as_dict(), "error": None}
             advance(min(batch_size, len(entries) - start))
     return [r for r in rows if r is not None]
 

@@ -28,13 +28,25 @@ PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04
 def load_index(bundle_dir: Path) -> dict[str, Any]:
     """Read bundle.json and check its schema; errors name the field."""
     path = bundle_dir / BUNDLE_INDEX
+    if bundle_dir.exists() and not bundle_dir.is_dir():
+        raise IntegrityError(f"'{bundle_dir}' is a file, not a directory: not a StreetVision bundle.",
+                             "point at the export/bundle directory of a run (or an export/hf folder).")
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise IntegrityError(f"'{path}' not found: not a StreetVision bundle.",
                              "point at the export/bundle directory of a run.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"'{path}' cannot be read ({exc.strerror if isinstance(exc, OSError) else exc}).",
+                             "check its permissions, or re-export the bundle.") from exc
     except json.JSONDecodeError as exc:
         raise IntegrityError(f"'{path}' is not valid JSON ({exc}).", "re-export the bundle.") from exc
+    except RecursionError as exc:  # e.g. 200,000 '[': no bundle.json we write nests more than a few levels
+        raise IntegrityError(f"'{path}' is not a bundle index: its JSON nests too deeply to read.",
+                             "re-export the bundle.") from exc
+    if not isinstance(index, dict):
+        raise IntegrityError(f"'{path}' is not a bundle index: it holds a JSON {type(index).__name__}, not an object.",
+                             "re-export the bundle.")
     for key, kind in REQUIRED.items():
         if key not in index:
             raise IntegrityError(f"bundle.json: missing field '{key}'.", "re-export the bundle.")

@@ -5,6 +5,9 @@ A file that cannot be decoded raises :class:`DecodeError` with a short reason; c
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -42,6 +45,31 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"))
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an image file, found without opening it (so a FIFO never blocks), or None
+    for a non-empty regular file: does not exist, a broken link or symlink loop, not a regular file, zero bytes."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop: the link cannot be resolved"
+        if os.path.islink(path):
+            return f"broken symbolic link: its target '{os.readlink(path)}' does not exist"
+        if exc.errno == errno.ENOENT:
+            return "does not exist"
+        return f"unreadable: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory"
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _SPECIAL_FILES if test(info.st_mode)), "a special file")
+        return f"not a regular file ({kind})"
+    return "zero-byte file" if info.st_size == 0 else None
+
+
 def decode_image(
     source: str | Path | Image.Image, min_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> Image.Image:
@@ -53,11 +81,9 @@ def decode_image(
         img = source
     else:
         path = Path(source)
-        try:
-            if path.stat().st_size == 0:
-                raise DecodeError("zero-byte file")
-        except OSError as exc:
-            raise DecodeError(f"unreadable: {exc.strerror or exc}") from exc
+        problem = file_problem(path)
+        if problem:
+            raise DecodeError(problem)
         old_limit = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_pixels
         try:

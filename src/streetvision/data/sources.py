@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from streetvision.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+HF_ACCEPTS = "a directory written by Dataset.save_to_disk, a .parquet file or a directory of .parquet files"
+HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # what save_to_disk writes
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,24 @@ class Listing:
     samples: list[Sample]
     skipped: list[dict[str, str]]
 
+    def sample_id(self, path: Path) -> str:
+        """``path`` relative to ``root`` (POSIX); with ``..`` segments for a CSV row that points outside it."""
+        return Path(os.path.relpath(path, self.root)).as_posix()
+
+
+def path_text(path: str | os.PathLike[str]) -> str:
+    """A file path as text that every UTF-8 writer (CSV, JSON, the console) accepts: unchanged when the name is
+    valid UTF-8; else each byte that is not (Python keeps it as a lone surrogate) written as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
 
 def list_images(root: Path) -> tuple[list[Path], list[Path]]:
-    """Image-extension files under ``root`` (recursive, sorted, hidden skipped) and the other files."""
+    """Image-extension entries under ``root`` (recursive, sorted, hidden skipped) and the other files. Entries that
+    are not regular files (a FIFO, a broken link, a symlink loop) are listed too, so that decoding names what is
+    wrong with them (``data.decode.file_problem``) instead of their vanishing; directories are not."""
     images, others = [], []
     for path in sorted(root.rglob("*")):
-        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(root).parts):
+        if path.is_dir() or any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
         (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
     return images, others
@@ -63,19 +79,25 @@ def _require_dir(value: str | None, key: str) -> Path:
 
 
 def list_folder(root: Path, class_names: list[str]) -> Listing:
-    """One sub-folder per class under ``root``."""
+    """One sub-folder per class under ``root``; any other (non-hidden) sub-folder is listed in ``skipped`` with
+    the number of images it holds, which are not used."""
     missing = [c for c in class_names if not (root / c).is_dir()]
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if missing:
-        found = sorted(p.name for p in root.iterdir() if p.is_dir())
         raise DataError(
-            f"Folder source '{root}' has no sub-folder for class(es) {missing}; found {found}.",
-            "create one sub-folder per class, or set data.class_names=[negative,positive] to the folder names.",
+            f"Folder source '{root}' has no sub-folder for class(es) {missing}; found {folders}.",
+            f"create one sub-folder per class under '{root}', named {', '.join(class_names)}, each holding its "
+            f"images (to train on other folder names, set data.class_names=[negative,positive] to them).",
         )
     samples, skipped = [], []
     for label, name in enumerate(class_names):
         images, others = list_images(root / name)
         samples += [Sample(p, label) for p in images]
         skipped += [{"path": str(p.relative_to(root)), "reason": "not an image extension"} for p in others]
+    for name in (f for f in folders if f not in class_names):
+        n = len(list_images(root / name)[0])
+        skipped.append({"path": f"{name}/", "reason": f"not a class folder (the classes are {class_names}): its {n} "
+                                                      f"image file(s) are not used"})
     return Listing(root, samples, skipped)
 
 
@@ -88,44 +110,106 @@ def _parse_label(value: str, class_names: list[str], where: str) -> int:
     raise DataError(f"{where}: label '{value}' is not one of {class_names} or 0/1.", "fix the label column.")
 
 
+def _csv_rows(csv_path: Path) -> Iterator[tuple[int, str, str]]:
+    """(line, path, label) of each row of a ``path,label`` manifest (UTF-8, a byte-order mark allowed, as
+    spreadsheets write it); DataError naming the file (and line) when it cannot be read that way."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+                raise DataError(f"CSV '{csv_path}' must have columns path,label; found {reader.fieldnames}.",
+                                "rename the header row.")
+            for line, row in enumerate(reader, start=2):
+                if row["path"] is None or row["label"] is None:
+                    raise DataError(f"{csv_path}:{line}: the row has no path or no label.",
+                                    "give every row a path and a label.")
+                yield line, row["path"], row["label"]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"CSV '{csv_path}' is not UTF-8 text ({exc.reason} at byte {exc.start}).",
+                        "save it as UTF-8 (spreadsheets: CSV UTF-8).") from exc
+
+
+def _csv_target(root: Path, listed: str) -> Path:
+    """The file a CSV row names: relative to the CSV's folder (absolute paths as they are), links resolved."""
+    try:
+        return (root / listed).resolve()
+    except (OSError, RuntimeError):  # a symlink loop: kept unresolved, for decoding to report
+        return Path(os.path.abspath(root / listed))
+
+
 def list_csv(csv_path: Path, class_names: list[str]) -> Listing:
-    """A manifest with ``path,label`` columns; paths relative to the CSV's folder."""
+    """A manifest with ``path,label`` columns; paths relative to the CSV's folder (they may leave it, e.g.
+    ``../images/a.png``, or be absolute). A row repeating an earlier row's file and label is skipped with the
+    reason; the same file under two labels stays listed twice, for the splits phase to quarantine as a conflict."""
     if not csv_path.is_file():
         raise DataError(f"CSV manifest '{csv_path}' does not exist.", "check data.csv_path.")
     root = csv_path.parent
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DataError(f"CSV '{csv_path}' must have columns path,label; found {reader.fieldnames}.",
-                            "rename the header row.")
-        samples, skipped = [], []
-        for line, row in enumerate(reader, start=2):
-            path = (root / row["path"]).resolve()
-            label = _parse_label(row["label"], class_names, f"{csv_path}:{line}")
-            if not path.is_file():
-                skipped.append({"path": row["path"], "reason": "listed in CSV but missing"})
-                continue
-            samples.append(Sample(path, label))
+    samples, skipped = [], []
+    first: dict[tuple[Path, int], int] = {}
+    for line, listed, value in _csv_rows(csv_path):
+        path = _csv_target(root, listed)
+        label = _parse_label(value, class_names, f"{csv_path}:{line}")
+        if not os.path.lexists(path):
+            skipped.append({"path": listed, "reason": "listed in CSV but missing"})
+            continue
+        earlier = first.setdefault((path, label), line)
+        if earlier != line:
+            skipped.append({"path": listed, "reason": f"duplicate row: line {line} repeats line {earlier} (same file "
+                                                      f"and label), counted once"})
+            continue
+        samples.append(Sample(path, label))
     return Listing(root, samples, skipped)
+
+
+def csv_fingerprint(csv_path: Path) -> str:
+    """:func:`folder_fingerprint` of the CSV's folder, plus the size and mtime of every listed file outside it (rows
+    may point there), so that editing one of those files is noticed too."""
+    root = csv_path.parent
+    digest = folder_fingerprint(root)
+    try:
+        inside = root.resolve()
+        outside = sorted({t for _, listed, _ in _csv_rows(csv_path) if not (t := _csv_target(root, listed))
+                          .is_relative_to(inside) and t.is_file()})
+    except (DataError, OSError):
+        return digest  # the splits phase reports an unreadable CSV
+    if not outside:
+        return digest
+    extra = hashlib.sha256(digest.encode())
+    for path in outside:
+        st = path.stat()
+        extra.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return extra.hexdigest()
 
 
 def list_hf(source: HFSource, cache_dir: Path, class_names: list[str]) -> Listing:
     """A `datasets` dataset (save_to_disk directory or parquet), its images written once into ``cache_dir``."""
     try:
         import datasets
+        from datasets.exceptions import DatasetsError
     except ImportError as exc:
         raise ConfigError("data.source=hf needs the `datasets` library.",
                           "install the extra: pip install -e '.[hf]'.") from exc
     path = Path(source.path or "")
     if not source.path or not path.exists():
         raise ConfigError(f"data.hf.path '{source.path}' does not exist.", "set data.hf.path=PATH.")
-    if path.is_file() or any(path.glob("*.parquet")):
-        files = [str(path)] if path.is_file() else sorted(str(p) for p in path.glob("*.parquet"))
-        ds = datasets.load_dataset("parquet", data_files=files, split="train")
-    else:
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds[source.split or next(iter(ds))]
+    parquet = path.is_file() or any(path.glob("*.parquet"))
+    if (path.suffix.lower() != ".parquet" if path.is_file() else
+            not parquet and not any((path / marker).is_file() for marker in HF_DISK_MARKERS)):
+        raise DataError(f"data.hf.path '{source.path}' is not a Hugging Face dataset: data=hf reads {HF_ACCEPTS}.",
+                        "point data.hf.path at one of those; for a path,label CSV use data=csv data.csv_path=FILE, "
+                        "for one sub-folder per class data=folder data.root=DIR.")
+    try:
+        if parquet:
+            files = [str(path)] if path.is_file() else sorted(str(p) for p in path.glob("*.parquet"))
+            ds = datasets.load_dataset("parquet", data_files=files, split="train")
+        else:
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds[source.split or next(iter(ds))]
+    except (ValueError, OSError, DatasetsError) as exc:  # pyarrow's ArrowInvalid: a ValueError
+        raise DataError(f"data.hf.path '{source.path}' could not be read as a Hugging Face dataset "
+                        f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}).",
+                        f"check the file(s): data=hf reads {HF_ACCEPTS}.") from exc
     for column in (source.image_column, source.label_column):
         if column not in ds.column_names:
             raise DataError(f"HF dataset has no column '{column}'; columns: {ds.column_names}.",
@@ -148,10 +232,12 @@ def list_hf(source: HFSource, cache_dir: Path, class_names: list[str]) -> Listin
 
 
 def folder_fingerprint(root: Path) -> str:
-    """Digest of a folder's listing (relative path, size, mtime): changes when files are added or edited."""
+    """Digest of a folder's listing (relative path, size, mtime): changes when files are added or edited (a name
+    that is not valid UTF-8 is hashed as its bytes)."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
         if path.is_file():
             st = path.stat()
-            digest.update(f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            line = f"{path.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n"
+            digest.update(line.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()

@@ -168,7 +168,8 @@ def assign_splits(labels: list[int], groups: list[int], fractions: dict[str, flo
             raise DataError(
                 f"Class '{name}' has {len(members)} distinct image group(s) (after merging duplicates); the "
                 f"{len(active)} requested splits ({', '.join(active)}) need at least {len(active)}.",
-                "add images of that class, or set the fraction of some splits to 0 (data.splits.*).",
+                f"add distinct images of class '{name}' (each requested split needs one of every class; near "
+                f"duplicates count once, see data.near_duplicate_distance).",
             )
         order = [members[k] for k in rng.permutation(len(members))]
         total = sum(len(by_group[g]) for g in order)

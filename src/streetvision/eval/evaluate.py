@@ -27,6 +27,7 @@ from PIL import Image
 from streetvision.bundle.predictor import Predictor
 from streetvision.console import progress
 from streetvision.data.decode import DecodeError, decode_image
+from streetvision.data.sources import path_text
 from streetvision.eval.bootstrap import bootstrap_intervals
 from streetvision.metrics.calibration import calibration_metrics, ece_along_last_axis
 from streetvision.metrics.classification import (
@@ -334,7 +335,7 @@ def condition_rows(outputs: dict[str, ConditionOutputs], predictor: Predictor, p
     """The per-image rows of scored outputs, with sample ids relative to the files' common root and their
     content hashes; (rows per condition, that root)."""
     root = common_root(paths)
-    sample_ids = [Path(os.path.relpath(Path(p).absolute(), root)).as_posix() for p in paths]
+    sample_ids = [path_text(Path(os.path.relpath(Path(p).absolute(), root)).as_posix()) for p in paths]
     hashes = []
     with progress("hashing images", len(paths), console) as advance:
         for p in paths:

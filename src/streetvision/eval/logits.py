@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streetvision.data.sources import path_text
 from streetvision.errors import IntegrityError
 from streetvision.io import atomic_write_csv
 
@@ -31,10 +32,11 @@ class SplitLogits:
 
 def write_logits(path: Path, sample_ids: list[str], labels: np.ndarray, logits: np.ndarray,
                  class_names: list[str]) -> str:
-    """Write a logits CSV atomically; return its SHA-256."""
+    """Write a logits CSV atomically (a sample id that is not valid UTF-8 as ``data.sources.path_text`` writes it);
+    return its SHA-256."""
     return atomic_write_csv(path, ["sample_id", "label", *(f"logit_{c}" for c in class_names)],
                             ([sid, int(y), *(repr(float(v)) for v in row)]
-                             for sid, y, row in zip(sample_ids, labels, logits)))
+                             for sid, y, row in zip(map(path_text, sample_ids), labels, logits)))
 
 
 def read_logits(path: Path) -> SplitLogits:

@@ -4,12 +4,15 @@ A checkpoint is a directory ``<phase dir>/checkpoints/epoch-NNNN/``: the weights
 best-so-far weights) as safetensors, everything else Lightning saves (optimizer, scheduler, loop counters, callback
 state) plus the RNG states in ``state.pt``, read back with ``torch.load(weights_only=True)``, and ``meta.json``
 written last with the files' SHA-256 and the phase's fingerprint (its config slice and input checksums). The two
-newest are kept. A checkpoint whose files do not match ``meta.json`` is discarded and the one before it is used; one
-with another fingerprint is refused (``pipeline.force=true`` deletes the checkpoints and starts over).
+newest are kept. A checkpoint whose files do not match ``meta.json``, or whose ``state.pt`` does not load with
+``weights_only=True`` (even when ``meta.json`` was re-hashed to match it), is discarded and the one before it is
+used; one with another fingerprint is refused (``pipeline.force=true`` deletes the checkpoints and starts over). A
+checkpoint that cannot be written (a full disk) fails with an OSError naming its directory; the ones before it stay.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import random
@@ -26,7 +29,8 @@ from lightning.pytorch.callbacks import Callback
 from safetensors.torch import load_file
 
 from streetvision.errors import ConfigError, IntegrityError
-from streetvision.io import atomic_write_json, atomic_write_safetensors, read_json, replace_dir, sha256_file
+from streetvision.io import (atomic_write_bytes, atomic_write_json, atomic_write_safetensors, read_json, replace_dir,
+                             sha256_file)
 from streetvision.io.atomic import dumps_json
 
 log = logging.getLogger(__name__)
@@ -57,15 +61,20 @@ class SafeCheckpointIO(CheckpointIO):
         self.fingerprint = normalised(fingerprint)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
-        with replace_dir(Path(path)) as tmp:
-            for key in WEIGHT_KEYS:
-                if checkpoint.get(key) is not None:
-                    atomic_write_safetensors(tmp / f"{key}.safetensors",
-                                             {k: v.detach().cpu().contiguous() for k, v in checkpoint[key].items()})
-            torch.save({k: v for k, v in checkpoint.items() if k not in WEIGHT_KEYS}, tmp / STATE_FILE)
-            files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-            atomic_write_json(tmp / META_FILE, {"epoch": int(checkpoint.get("epoch", -1)), "files": files,
-                                                "fingerprint": self.fingerprint})
+        state = io.BytesIO()  # serialised in memory: torch's zip writer reports a full disk as a bare RuntimeError
+        torch.save({k: v for k, v in checkpoint.items() if k not in WEIGHT_KEYS}, state)
+        try:
+            with replace_dir(Path(path)) as tmp:
+                for key in WEIGHT_KEYS:
+                    if checkpoint.get(key) is not None:
+                        atomic_write_safetensors(tmp / f"{key}.safetensors", {k: v.detach().cpu().contiguous()
+                                                                              for k, v in checkpoint[key].items()})
+                atomic_write_bytes(tmp / STATE_FILE, state.getvalue())
+                files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+                atomic_write_json(tmp / META_FILE, {"epoch": int(checkpoint.get("epoch", -1)), "files": files,
+                                                    "fingerprint": self.fingerprint})
+        except OSError as exc:  # name the checkpoint, not the hidden temp file (or nothing) the write failed on
+            raise OSError(exc.errno, f"{exc.strerror or exc} (writing the epoch checkpoint)", str(path)) from exc
 
     def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         path = Path(path)
@@ -81,7 +90,8 @@ class SafeCheckpointIO(CheckpointIO):
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:
-    """``meta.json`` of a complete, unmodified checkpoint; IntegrityError otherwise."""
+    """``meta.json`` of a complete, unmodified checkpoint whose ``state.pt`` loads with ``weights_only=True``;
+    IntegrityError otherwise."""
     try:
         meta = read_json(path / META_FILE)
         bad = [name for name, digest in meta["files"].items() if sha256_file(path / name) != digest]
@@ -89,6 +99,11 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         raise IntegrityError(f"checkpoint '{path}' is incomplete ({exc}).", "it is discarded.") from exc
     if bad:
         raise IntegrityError(f"checkpoint '{path}' has corrupt file(s) {bad}.", "it is discarded.")
+    try:  # mmap: the tensors are not read, only the (restricted, never arbitrary) unpickling of the structure runs
+        torch.load(path / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch's loaders raise UnpicklingError, RuntimeError, EOFError, ... : all mean refused
+        raise IntegrityError(f"checkpoint '{path}': {STATE_FILE} is not a weights-only torch.save archive "
+                             f"({type(exc).__name__}); it was not unpickled.", "it is discarded.") from exc
     return meta
 
 

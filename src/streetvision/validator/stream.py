@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from streetvision.console import progress
-from streetvision.errors import ConfigError
+from streetvision.errors import ConfigError, DataError
 from streetvision.validator.challenges import LEVEL_PROBS, challenge
 from streetvision.validator.prior import VALIDATOR_PRIOR, check_prior
 from streetvision.validator.reward import MCC_WINDOW, RewardTracker
@@ -59,8 +59,10 @@ def simulate(score_batch: Callable[[list[Image.Image]], np.ndarray], images: Seq
     by_class = {c: np.flatnonzero(y_all == c) for c in (0, 1)}
     missing = [c for c, idx in by_class.items() if len(idx) == 0]
     if missing:
-        raise ConfigError(f"The stream needs images of both classes; class {missing[0]} has none.",
-                          "use a labelled set with roadwork and no_roadwork images.")
+        which = "roadwork, the positive" if missing[0] == 1 else "no roadwork, the negative"
+        raise DataError(f"The stream needs images of both classes; class {missing[0]} ({which} class) has no "
+                        f"readable image.", "add readable images of that class: one sub-folder per class, named as "
+                        "the bundle's class_names (e.g. no_roadwork/ and roadwork/).")
     if n_steps <= 0:
         raise ConfigError(f"n_steps must be positive, got {n_steps}.", "pass --n 1000 (or more).")
     prior = check_prior(prior)

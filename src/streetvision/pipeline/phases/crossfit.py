@@ -35,6 +35,7 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig
 
+from streetvision.data.sources import path_text
 from streetvision.data.splits import HELD_OUT_SPLIT, Splits, assign_folds, fold_splits, load_splits
 from streetvision.errors import ConfigError
 from streetvision.eval.logits import SplitLogits, read_logits, write_logits
@@ -149,8 +150,8 @@ def run_crossfit(ctx: PhaseContext) -> PhaseResult:
     write_logits(art.crossfit_logits_csv, oof_ids, oof_labels, oof_logits, splits.class_names)
     by_path = {f["path"]: f for f in splits.files}
     atomic_write_csv(art.crossfit_folds_csv, ["sample_id", "label", "split", "group", "fold"],
-                     ([p, by_path[p]["label"], by_path[p]["split"], by_path[p].get("group", ""), fold_of[p]]
-                      for p in oof_ids))
+                     ([path_text(p), by_path[p]["label"], by_path[p]["split"], by_path[p].get("group", ""),
+                       fold_of[p]] for p in oof_ids))
     pooled = binary_metrics(oof_labels, softmax_probs(oof_logits))
     metrics = {
         "folds": k, "images": len(oof_ids), "splits": list(FIT_SPLITS), "seed": int(cfg.seed),

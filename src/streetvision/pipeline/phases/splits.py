@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 
 from streetvision.config import SPLIT_NAMES
 from streetvision.data import synthetic
-from streetvision.data.sources import HFSource, Listing, folder_fingerprint, list_csv, list_folder, list_hf
+from streetvision.data.sources import (HFSource, Listing, csv_fingerprint, folder_fingerprint, list_csv, list_folder,
+                                      list_hf, path_text)
 from streetvision.data.splits import (assign_splits, check_quality, group_duplicates, quarantine_label_conflicts, scan,
                                       write_splits)
 from streetvision.io import atomic_write_json
@@ -49,8 +50,24 @@ def source_fingerprint(cfg: DictConfig) -> Any:
     if data.source == "folder" and data.root and Path(data.root).is_dir():
         return folder_fingerprint(Path(data.root))
     if data.source == "csv" and data.csv_path and Path(data.csv_path).is_file():
-        return folder_fingerprint(Path(data.csv_path).parent)
+        return csv_fingerprint(Path(data.csv_path))
     return None
+
+
+def warn_skipped(skipped: list[dict[str, str]], console: Any, limit: int = 10) -> None:
+    """A warning per listed entry left out for a reason worth acting on (a class folder that is not in
+    data.class_names, a repeated CSV row, a CSV row naming a missing file); files that are simply not images are
+    only counted in the report."""
+    from rich.markup import escape
+
+    notable = [s for s in skipped if s["reason"] != "not an image extension"]
+    for s in notable[:limit]:
+        hint = " (rename it, or set data.class_names)" if s["path"].endswith("/") else ""
+        console.print(f"[yellow]warning[/yellow]: skipped {escape(path_text(s['path']))}: {escape(s['reason'])}{hint}",
+                      highlight=False)
+    if len(notable) > limit:
+        console.print(f"[yellow]warning[/yellow]: ... and {len(notable) - limit} more skipped (data/data_report.json, "
+                      f"'skipped')", highlight=False)
 
 
 def _size_stats(values: list[int]) -> dict[str, float]:
@@ -76,8 +93,9 @@ def run_splits(ctx: PhaseContext) -> PhaseResult:
         "image_height": _size_stats([f.height for f in result.ok]),
     }
     atomic_write_json(art.data_report_json, report)  # written even when the checks below stop the run
+    warn_skipped(listing.skipped, ctx.console)
     for q in report["quarantined"]:
-        ctx.console.print(f"[yellow]quarantined[/yellow] {q['path']}: {q['reason']}", highlight=False)
+        ctx.console.print(f"[yellow]quarantined[/yellow] {path_text(q['path'])}: {q['reason']}", highlight=False)
     if conflicts:
         ctx.console.print(f"[yellow]warning[/yellow]: {len(conflicts)} file(s) hold the same image under different "
                           f"labels and were quarantined (data/data_report.json, 'label_conflicts'); fix the labels.")
@@ -88,7 +106,7 @@ def run_splits(ctx: PhaseContext) -> PhaseResult:
     labels = [f.sample.label for f in result.ok]
     fractions = {s: float(cfg.data.splits[s]) for s in SPLIT_NAMES}
     assigned = assign_splits(labels, groups, fractions, cfg.data.split_seed, names)
-    rows = [{"path": Path(f.sample.path).relative_to(listing.root).as_posix(), "label": f.sample.label,
+    rows = [{"path": listing.sample_id(f.sample.path), "label": f.sample.label,
              "split": split, "sha256": f.sha256, "group": g} for f, g, split in zip(result.ok, groups, assigned)]
     write_splits(art.splits_json, art.rel(listing.root), rows, names, fractions, cfg.data.split_seed)
     n_groups_merged = len(rows) - len(set(groups))
