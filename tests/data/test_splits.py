@@ -3,6 +3,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from rich.console import Console
@@ -359,3 +360,50 @@ def test_exactly_one_group_per_split_is_enough():
 
 def test_a_near_duplicate_further_down_the_list_joins_the_right_group():
     assert group_duplicates(["a", "b", "c"], [0, 0xFF, 0], 0) == [0, 1, 0]
+
+
+def _pairwise_groups(phashes: list[int], max_distance: int) -> list[int]:
+    """The rule by definition: union every pair within the distance (the previous, quadratic implementation)."""
+    n = len(phashes)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if bin(phashes[i] ^ phashes[j]).count("1") <= max_distance:
+                parent[max(find(i), find(j))] = min(find(i), find(j))
+    roots = [find(i) for i in range(n)]
+    remap = {r: k for k, r in enumerate(dict.fromkeys(roots))}
+    return [remap[r] for r in roots]
+
+
+def _planted(seed: int) -> list[int]:
+    """Varied hashes, bursts of near-identical frames around a few bases, and chains drifting one bit per frame."""
+    rng = np.random.default_rng(seed)
+
+    def flip(h: int, k: int) -> int:
+        for bit in rng.choice(64, size=k, replace=False):
+            h ^= 1 << int(bit)
+        return h
+
+    hashes = [int(h) for h in rng.integers(0, 2**63, size=150, dtype=np.int64)]
+    for base in rng.integers(0, 2**63, size=4, dtype=np.int64):
+        hashes += [flip(int(base), int(rng.integers(0, 4))) for _ in range(40)]
+    for base in rng.integers(0, 2**63, size=3, dtype=np.int64):
+        chain = [int(base)]
+        for _ in range(15):
+            chain.append(flip(chain[-1], 1))
+        hashes += chain
+    return [hashes[i] for i in rng.permutation(len(hashes))]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("max_distance", [0, 2, 4, 9])
+def test_near_duplicate_groups_equal_the_pairwise_rule_on_planted_bursts(seed, max_distance):
+    hashes = _planted(seed)
+    assert group_duplicates([str(i) for i in range(len(hashes))], hashes, max_distance) == \
+        _pairwise_groups(hashes, max_distance)

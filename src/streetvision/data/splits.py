@@ -127,8 +127,59 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
+HASH_BITS = 64
+
+
+def _chunk_keys(hashes: np.ndarray, n_chunks: int) -> list[np.ndarray]:
+    """The 64-bit hashes cut into ``n_chunks`` bit ranges of (nearly) equal width, one key array per range."""
+    bounds = np.linspace(0, HASH_BITS, n_chunks + 1).astype(int)
+    return [(hashes >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def near_duplicate_pairs(phashes: list[int], max_distance: int) -> list[tuple[int, int]]:
+    """Edges (i, j) that connect every file to its near duplicates (Hamming distance <= ``max_distance``): the same
+    connected components as comparing every pair, found by multi-index hashing. Cut into ``max_distance + 1`` bit
+    ranges, two hashes that close agree on at least one range (pigeonhole), so a file's candidates are the files
+    sharing one of its range values. A breadth-first walk takes each file into a component once and drops taken
+    files from the buckets it reads, so a burst of near-identical frames costs about one pass, not all pairs."""
+    n = len(phashes)
+    if max_distance < 0 or n < 2:
+        return []
+    hashes = np.array(phashes, dtype=np.uint64)
+    n_chunks = min(max_distance + 1, HASH_BITS)
+    buckets: list[dict[int, np.ndarray]] = []
+    keys = _chunk_keys(hashes, n_chunks)
+    for key in keys:
+        order = np.argsort(key, kind="stable")
+        values, starts = np.unique(key[order], return_index=True)
+        buckets.append(dict(zip(values.tolist(), np.split(order, starts[1:]))))
+    taken = np.zeros(n, dtype=bool)
+    edges: list[tuple[int, int]] = []
+    for start in range(n):
+        if taken[start]:
+            continue
+        taken[start] = True
+        queue = [start]
+        while queue:
+            i = queue.pop()
+            found = []
+            for chunk, key in enumerate(keys):
+                value = int(key[i])
+                members = buckets[chunk][value]
+                members = members[~taken[members]]
+                buckets[chunk][value] = members  # taken files never come back: later reads are shorter
+                found.append(members)
+            candidates = np.unique(np.concatenate(found))
+            hits = candidates[np.bitwise_count(hashes[candidates] ^ hashes[i]) <= max_distance]
+            taken[hits] = True
+            edges += [(i, int(j)) for j in hits]
+            queue += hits.tolist()
+    return edges
+
+
 def group_duplicates(sha256s: list[str], phashes: list[int], max_distance: int) -> list[int]:
-    """Group id per file: exact duplicates (same SHA-256) and near duplicates (phash Hamming <= max_distance)."""
+    """Group id per file (numbered by first appearance): exact duplicates (same SHA-256) and near duplicates
+    (perceptual-hash Hamming distance <= max_distance, transitively: :func:`near_duplicate_pairs`)."""
     n = len(sha256s)
     uf = _UnionFind(n)
     first: dict[str, int] = {}
@@ -137,12 +188,8 @@ def group_duplicates(sha256s: list[str], phashes: list[int], max_distance: int) 
             uf.union(first[digest], i)
         else:
             first[digest] = i
-    if max_distance >= 0 and n > 1:
-        hashes = np.array(phashes, dtype=np.uint64)
-        for i in range(n - 1):  # vectorised per row: O(n^2 / 2) popcounts
-            dist = np.bitwise_count(hashes[i + 1:] ^ hashes[i])
-            for j in np.nonzero(dist <= max_distance)[0]:
-                uf.union(i, i + 1 + int(j))
+    for i, j in near_duplicate_pairs(phashes, max_distance):
+        uf.union(i, j)
     roots = [uf.find(i) for i in range(n)]
     remap = {r: k for k, r in enumerate(dict.fromkeys(roots))}
     return [remap[r] for r in roots]
