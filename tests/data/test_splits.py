@@ -407,3 +407,16 @@ def test_near_duplicate_groups_equal_the_pairwise_rule_on_planted_bursts(seed, m
     hashes = _planted(seed)
     assert group_duplicates([str(i) for i in range(len(hashes))], hashes, max_distance) == \
         _pairwise_groups(hashes, max_distance)
+
+
+def test_scanning_in_worker_processes_gives_the_same_result(tmp_path, monkeypatch):
+    from streetvision.data import splits as splits_module
+    from streetvision.data.sources import Sample
+
+    build_corpus(tmp_path / "d")  # good, corrupt, truncated, bomb, ... files
+    samples = [Sample(p, i % 2) for i, p in enumerate(sorted((tmp_path / "d").rglob("*"))) if p.is_file()]
+    serial = splits_module.scan(samples, tmp_path / "d", 50_000_000)
+    monkeypatch.setattr(splits_module, "PARALLEL_FROM", 1)
+    parallel = splits_module.scan(samples, tmp_path / "d", 50_000_000, workers=2)
+    assert parallel.ok == serial.ok and parallel.quarantined == serial.quarantined
+    assert serial.ok and serial.quarantined  # the corpus has both

@@ -23,6 +23,7 @@ QUIET = Console(quiet=True)
 UNHASHED_READS = {
     "hardware": "devices, loader workers, decode cache and compile change the speed, not what is computed (up to "
                 "float noise); hardware.precision, which does, is in the hashed slice of the training phases",
+    "hardware.num_workers": "the splits phase decodes in that many processes: faster, the same files and hashes",
     "logging": "experiment trackers observe the training, they do not change it",
     "pipeline.force": "the runner's own switch (start over instead of resuming), not an input",
     "training.progress_bar": "display only",

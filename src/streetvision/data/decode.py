@@ -29,6 +29,9 @@ class DecodeError(Exception):
         self.reason = reason
 
 
+EXIF_ORIENTATION = 0x0112  # the EXIF tag ImageOps.exif_transpose follows
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):

@@ -10,18 +10,23 @@ and that no file or content appears in two splits.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import imagehash
 import numpy as np
+from PIL import Image
 
 from streetvision.config import SPLIT_NAMES
 from streetvision.console import progress
-from streetvision.data.decode import DecodeError, decode_image
+from streetvision.data.decode import EXIF_ORIENTATION, DecodeError, decode_image
 from streetvision.data.sources import Sample
 from streetvision.errors import DataError
 from streetvision.io import atomic_write_json, read_json, sha256_file
@@ -53,23 +58,49 @@ class ScanResult:
     conflicts: list[dict[str, Any]] = field(default_factory=list)
 
 
-def scan(samples: list[Sample], root: Path, max_pixels: int, console: Console | None = None) -> ScanResult:
-    """Decode each sample once; hash content and perceptual hash; quarantine what fails, with the reason. A
-    ``console`` shows a progress bar (:func:`streetvision.console.progress`)."""
+HASH_SIDE = 256  # the perceptual hash reads a thumbnail of at most this side
+PARALLEL_FROM = 256  # fewer files are scanned in this process: starting worker processes costs more
+
+
+def scan_file(path: str, max_pixels: int) -> tuple[str, int, int, int] | str:
+    """(SHA-256, 64-bit perceptual hash, width, height) of one image file, or the reason it is unusable. A JPEG is
+    decoded at the smallest DCT scale that keeps HASH_SIDE pixels (its whole entropy-coded stream is still read, so
+    a truncated or corrupt file is still refused), anything else in full."""
+    try:
+        img = decode_image(path, min_size=HASH_SIDE, max_pixels=max_pixels)
+        with Image.open(path) as header:  # the full size, in the orientation the image is shown in
+            width, height = header.size
+            if header.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+                width, height = height, width
+        img.thumbnail((HASH_SIDE, HASH_SIDE))
+        phash = int(str(imagehash.phash(img)), 16)
+    except DecodeError as exc:
+        return exc.reason
+    except OSError as exc:  # the header read again after a successful decode: the file changed meanwhile
+        return f"unreadable: {exc}"
+    return sha256_file(path), phash, width, height
+
+
+def scan(samples: list[Sample], root: Path, max_pixels: int, console: Console | None = None,
+         workers: int = 0) -> ScanResult:
+    """Decode and hash each sample once (:func:`scan_file`), in ``workers`` processes when there are many; quarantine
+    what fails, with the reason. A ``console`` shows a progress bar (:func:`streetvision.console.progress`)."""
     result = ScanResult()
-    with progress("decoding and hashing images", len(samples), console) as advance:
-        for sample in samples:
-            rel = Path(os.path.relpath(sample.path, root)).as_posix()
-            try:
-                img = decode_image(sample.path, max_pixels=max_pixels)
-                width, height = img.size
-                img.thumbnail((256, 256))
-                phash = int(str(imagehash.phash(img)), 16)
-            except DecodeError as exc:
-                result.quarantined.append({"path": rel, "label": sample.label, "reason": exc.reason})
-            else:
-                result.ok.append(ScannedFile(sample, sha256_file(sample.path), phash, width, height))
-            advance()
+    paths = [str(sample.path) for sample in samples]
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(samples) >= PARALLEL_FROM:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            scanned = pool.map(scan_file, paths, itertools.repeat(max_pixels), chunksize=16)
+        else:
+            scanned = map(scan_file, paths, itertools.repeat(max_pixels))
+        with progress("decoding and hashing images", len(samples), console) as advance:
+            for sample, outcome in zip(samples, scanned):
+                if isinstance(outcome, str):
+                    rel = Path(os.path.relpath(sample.path, root)).as_posix()
+                    result.quarantined.append({"path": rel, "label": sample.label, "reason": outcome})
+                else:
+                    result.ok.append(ScannedFile(sample, *outcome))
+                advance()
     return result
 
 

@@ -75,13 +75,13 @@ def _size_stats(values: list[int]) -> dict[str, float]:
 
 
 @phase("splits", "decode, quarantine, de-duplicate and split the labelled data", dir="data", auto=True,
-       config_keys=("data",), fingerprint=source_fingerprint)
+       config_keys=("data",), reads=("hardware.num_workers",), fingerprint=source_fingerprint)
 def run_splits(ctx: PhaseContext) -> PhaseResult:
     """Write data_report.json and splits.json for the configured source."""
     cfg, art = ctx.cfg, ctx.artifacts
     names = list(cfg.data.class_names) if cfg.data.source != "synthetic" else list(synthetic.CLASS_DIRS)
     listing = list_source(cfg, art)
-    result = scan(listing.samples, listing.root, cfg.data.max_image_pixels, ctx.console)
+    result = scan(listing.samples, listing.root, cfg.data.max_image_pixels, ctx.console, cfg.hardware.num_workers)
     conflicts = quarantine_label_conflicts(result, listing.root, names)
     report: dict[str, Any] = {
         "source": cfg.data.source, "data_root": art.rel(listing.root), "class_names": names,
