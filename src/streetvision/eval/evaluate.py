@@ -145,22 +145,16 @@ def score_files(predictor: Predictor, samples: list[tuple[Path, int]], seed: int
 
     def batches() -> Iterator[tuple[list[Image.Image], int]]:
         batch: list[Image.Image] = []
-        missed = 0
-        for path, label in samples:
-            try:
-                image = decode_image(path)
-            except DecodeError as exc:
-                skipped.append({"path": str(path), "reason": exc.reason})
-                missed += 1
-                continue
-            kept.append(Path(path))
+        reported = 0  # skipped files already passed on (the progress bar counts them too)
+        for path, label, image in decoded_files(samples, skipped):
+            kept.append(path)
             labels.append(label)
             batch.append(image)
             if len(batch) == batch_size:
-                yield batch, missed
-                batch, missed = [], 0
-        if batch or missed:
-            yield batch, missed
+                yield batch, len(skipped) - reported
+                batch, reported = [], len(skipped)
+        if batch or len(skipped) > reported:
+            yield batch, len(skipped) - reported
 
     count, logits, params = _score_batches(predictor, batches(), seed, len(samples), console)
     label_array = np.asarray(labels, dtype=np.int64)
@@ -246,21 +240,29 @@ def common_root(paths: list[Path]) -> Path:
     return Path(os.path.commonpath([str(Path(p).absolute().parent) for p in paths]))
 
 
+def decoded_files(samples: list[tuple[Path, int]], skipped: list[dict], what: str | None = None,
+                  console: Console | None = None) -> Iterator[tuple[Path, int, Image.Image]]:
+    """(path, label, decoded image) of each (path, label) pair that decodes, in order, one at a time; the others
+    are appended to ``skipped`` with the reason. With ``what``, a ``console`` shows a progress bar of that name."""
+    with progress(what or "", len(samples), console if what else None) as advance:
+        for path, label in samples:
+            try:
+                image = decode_image(path)
+            except DecodeError as exc:
+                skipped.append({"path": str(path), "reason": exc.reason})
+            else:
+                yield Path(path), label, image
+            advance()
+
+
 def load_samples(samples: list[tuple[Path, int]], console: Console | None = None,
                  ) -> tuple[list[Image.Image], np.ndarray, list[Path], list[dict]]:
     """Decode (path, label) pairs: (images, labels, their paths, skipped files with the reason); a ``console``
     shows a progress bar."""
-    images, labels, kept, skipped = [], [], [], []
-    with progress("decoding images", len(samples), console) as advance:
-        for path, label in samples:
-            try:
-                images.append(decode_image(path))
-                labels.append(label)
-                kept.append(Path(path))
-            except DecodeError as exc:
-                skipped.append({"path": str(path), "reason": exc.reason})
-            advance()
-    return images, np.asarray(labels, dtype=np.int64), kept, skipped
+    skipped: list[dict] = []
+    decoded = list(decoded_files(samples, skipped, "decoding images", console))
+    return ([image for _, _, image in decoded], np.asarray([label for _, label, _ in decoded], dtype=np.int64),
+            [path for path, _, _ in decoded], skipped)
 
 
 class FileImages(Sequence[Image.Image]):
@@ -289,17 +291,9 @@ def file_images(samples: list[tuple[Path, int]], console: Console | None = None,
                 ) -> tuple[FileImages, np.ndarray, list[dict]]:
     """(images read from their files on demand, labels, skipped files with the reason) of (path, label) pairs:
     each file is decoded once to check it, and not kept."""
-    kept, labels, skipped = [], [], []
-    with progress("checking images", len(samples), console) as advance:
-        for path, label in samples:
-            try:
-                decode_image(path)
-                kept.append(Path(path))
-                labels.append(label)
-            except DecodeError as exc:
-                skipped.append({"path": str(path), "reason": exc.reason})
-            advance()
-    return FileImages(kept), np.asarray(labels, dtype=np.int64), skipped
+    skipped: list[dict] = []
+    usable = [(path, label) for path, label, _ in decoded_files(samples, skipped, "checking images", console)]
+    return FileImages([p for p, _ in usable]), np.asarray([lb for _, lb in usable], dtype=np.int64), skipped
 
 
 def load_labelled_images(samples: list[tuple[Path, int]], console: Console | None = None,
