@@ -125,9 +125,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """Rerun phase 6 alone for an existing run directory; ``--format hf --out DIR`` also writes the Hugging Face
     folder there (parity-checked against the bundle)."""
+    from streetvision.bundle.hf_format import check_saved_exportable
     from streetvision.errors import UsageError
     from streetvision.io.outputs import check_output_dir, output_dir
-    from streetvision.bundle.hf_format import check_saved_exportable
     from streetvision.pipeline.artifacts import ArtifactSchema, load_run_config
     from streetvision.pipeline.runner import check_upstream_unchanged, run_pipeline
 
@@ -137,15 +137,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("--out applies to --format hf only: the bundle is rebuilt in place, at RUN/export/bundle.",
                          "drop --out, or add --format hf to also write the Hugging Face folder there.")
     cfg = load_run_config(Path(args.run_dir), ["pipeline.phases=[phase6]", "pipeline.force=true", *args.overrides])
+    artifacts = ArtifactSchema.from_config(cfg)
     if args.format == "hf":
         check_output_dir(args.out, "export --format hf", protected=[args.run_dir], force=args.force)
-        check_saved_exportable(ArtifactSchema.from_config(cfg).phase1_model_dir)
-    check_upstream_unchanged(cfg, ArtifactSchema.from_config(cfg), "phase6")
+        check_saved_exportable(artifacts.phase1_model_dir)
+    check_upstream_unchanged(cfg, artifacts, "phase6")
     run_pipeline(cfg, console)
     if args.format == "hf":
         from streetvision.bundle.hf_export import check_hf_parity, write_hf
 
-        bundle = ArtifactSchema.from_config(cfg).bundle_dir
+        bundle = artifacts.bundle_dir
         with output_dir(args.out, "export --format hf", protected=[args.run_dir], force=args.force) as out:
             write_hf(bundle, out)
         console.print(f"wrote {out}: {check_hf_parity(bundle, out)}", markup=False, highlight=False)
