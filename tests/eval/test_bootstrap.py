@@ -1,7 +1,6 @@
 """The interval method: scipy's BCa on the reported metrics, vectorised, with the percentile interval only where
 BCa is undefined."""
 
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -80,9 +79,3 @@ def test_a_metric_undefined_on_some_resamples_falls_back_to_percentile():
     assert auroc["method"] == PERCENTILE and auroc["reason"].startswith("undefined on ")
     assert auroc["low"] <= auroc["high"]
 
-
-def test_all_metrics_of_a_condition_on_300_images_take_well_under_a_few_seconds():
-    pred = fixed_sample(300)
-    start = time.perf_counter()
-    condition_intervals(pred, n_resamples=1000, seed=0)
-    assert time.perf_counter() - start < 5.0  # ~0.2 s on one core; 6 conditions stay within seconds

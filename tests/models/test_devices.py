@@ -1,8 +1,6 @@
 """Devices, precision and strategy are resolved from the config and checked against the machine before any phase
 runs: a GPU setting without GPUs, too few GPUs, bf16 on a GPU without it, or fp16 on the CPU stops at once."""
 
-import time
-
 import pytest
 import torch
 from rich.console import Console
@@ -24,11 +22,9 @@ def plan(make_cfg, *overrides):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_gpus_requested_on_a_cpu_machine_fail_before_any_work(make_cfg):
     cfg = make_cfg("hardware.num_gpus=2", "model=dinov2_micro")
-    start = time.perf_counter()
     with pytest.raises(ConfigError, match=r"hardware.num_gpus=2 asks for 2 GPU\(s\) per node, but this machine has "
                                           r"no CUDA GPU") as exc:
         run_pipeline(cfg, Console(quiet=True))
-    assert time.perf_counter() - start < 2.0
     assert "hardware=cpu" in exc.value.fix
     assert not ArtifactSchema.from_config(cfg).run_dir.exists()
 
@@ -67,3 +63,31 @@ def test_strategy_follows_the_process_count(make_cfg, monkeypatch):
     assert plan(make_cfg, "hardware.num_gpus=8", "hardware.num_nodes=2").world_size == 16
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
     assert plan(make_cfg, "hardware.num_gpus=2").strategy == "ddp"
+
+
+def test_a_ddp_trainer_destroys_its_gloo_process_group_at_worker_exit(make_cfg, tmp_path, monkeypatch):
+    """Without this, a spawned gloo worker aborted at exit in about 1 of 3 launches (SIGABRT, "terminate called
+    without an active exception"), failing a finished fit."""
+    import atexit
+
+    import torch.distributed as dist
+
+    from streetvision.models.training import ProcessGroupTeardown, TrainerSettings, make_trainer
+
+    settings = TrainerSettings(grad_accum=1, gradient_clip=0.0, progress_bar=False)
+    ddp = plan(make_cfg, "hardware.accelerator=cpu", "hardware.devices=2")
+    single = plan(make_cfg, "hardware.accelerator=cpu")
+    has = [any(isinstance(c, ProcessGroupTeardown) for c in make_trainer(p, settings, [], 1, tmp_path).callbacks)
+           for p in (ddp, single)]
+    assert has == [True, False]
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ProcessGroupTeardown().setup(None, None, "fit")
+        assert len(registered) == 1
+        registered[0]()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -4,6 +4,7 @@ batched prediction. Settings arrive as the frozen dataclasses below (built by th
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import io
@@ -273,6 +274,21 @@ class CurveWriter(Callback):
             atomic_write_text(self.path, buf.getvalue())
 
 
+class ProcessGroupTeardown(Callback):
+    """Destroys a DDP worker's CPU (gloo) process group when the worker exits. Lightning does this only for NCCL;
+    without it a spawned gloo worker can abort at interpreter exit ("terminate called without an active exception",
+    SIGABRT) after training finished, which fails the whole fit."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            atexit.register(_destroy_process_group)
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def make_trainer(plan: DevicePlan, training: TrainerSettings, callbacks: list[Callback], max_epochs: int,
                  root_dir: os.PathLike[str], validate: bool = True, max_steps: int = -1,
                  checkpointing: Checkpointing | None = None, loggers: list[Logger] | None = None) -> L.Trainer:
@@ -280,6 +296,8 @@ def make_trainer(plan: DevicePlan, training: TrainerSettings, callbacks: list[Ca
     (models.tracking; with the learning rate); with ``checkpointing``, a safetensors + weights-only checkpoint per
     epoch (models.checkpoints), never a pickled one."""
     plugins = []
+    if plan.strategy != "auto":
+        callbacks = [*callbacks, ProcessGroupTeardown()]
     if loggers:
         callbacks = [*callbacks, LearningRateMonitor("step")]
     if checkpointing is not None:
