@@ -285,9 +285,9 @@ class HardwareConfig:
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed (16-mixed and GPU bf16 are checked before any phase runs)
     compile: bool = False  # torch.compile the backbone for phase1 / phase4 training (not the LightningModule)
     compile_backend: str = "inductor"  # torch.compile backend; aot_eager traces without code generation (tests)
-    num_workers: int = 0
+    num_workers: int = -1  # loader workers per training process; -1 = auto (cores - 1, at most 8); 0 = none
     pin_memory: bool = False
-    decode_cache_mb: float = 1024.0  # decoded images kept in memory per dataset and process (0 = decode every time)
+    decode_cache_mb: float = 1024.0  # decoded training images kept in memory, all loader processes together (0: none)
 
 
 @dataclass
@@ -393,7 +393,7 @@ RANGES: dict[str, str] = {
     "hardware.num_gpus": "[0, inf)",
     "hardware.devices": "[1, inf)",
     "hardware.num_nodes": "[1, inf)",
-    "hardware.num_workers": "[0, inf)",
+    "hardware.num_workers": "[-1, inf)",
     "hardware.decode_cache_mb": "[0, inf)",
 }
 # The self-supervised phases (phase4, pretrain) share their budget and objective keys.

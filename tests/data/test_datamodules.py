@@ -3,7 +3,7 @@ import sys
 import numpy as np
 import torch
 
-from streetvision.data.datamodules import ImageDataset, UnlabeledDataModule, unlabeled_paths
+from streetvision.data.datamodules import ImageDataset, LoaderOptions, UnlabeledDataModule, unlabeled_paths
 from streetvision.data.synthetic import write_dataset
 from streetvision.data.preprocess import Preprocess
 from streetvision.data.transforms import EvalTransform, TrainTransform
@@ -71,3 +71,46 @@ def test_augmentation_never_alters_a_cached_image(tmp_path):
     for _ in range(20):
         ds[0]
     assert ds._cache[0].tobytes() == before
+
+
+def _train_batches(paths, labels, workers: int, epoch: int, seed: int = 7) -> list[torch.Tensor]:
+    options = LoaderOptions(num_workers=workers, cache_mb=1.0)
+    ds = options.dataset(paths, labels, TrainTransform(PRE, "validator"), cached_datasets=2)
+    loader = options.loader(ds, batch_size=4, shuffle=True)
+    loader.sampler.seed = seed
+    loader.sampler.set_epoch(epoch)
+    return [torch.cat([x.flatten(1), y[:, None].float(), i[:, None].float()], 1) for x, y, i in loader]
+
+
+def test_an_epochs_batches_and_augmentations_do_not_depend_on_loader_workers(tmp_path):
+    rows = write_dataset(tmp_path / "d", n=12)
+    paths, labels = [p for p, _ in rows], [y for _, y in rows]
+    inline = _train_batches(paths, labels, workers=0, epoch=3)
+    with_workers = _train_batches(paths, labels, workers=2, epoch=3)
+    assert len(inline) == 3
+    for a, b in zip(inline, with_workers):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    other_epoch = _train_batches(paths, labels, workers=0, epoch=4)
+    assert not torch.equal(torch.cat(inline), torch.cat(other_epoch))
+
+
+def test_the_decode_cache_budget_is_shared_by_the_cached_datasets_and_each_loaders_workers():
+    assert LoaderOptions(num_workers=0, cache_mb=1024).cache_share_mb(2) == 512
+    assert LoaderOptions(num_workers=4, cache_mb=1024).cache_share_mb(2) == 128
+    options = LoaderOptions(num_workers=3, cache_mb=600)
+    assert options.dataset([], [], EvalTransform(PRE), cached_datasets=1).cache_bytes == 200 * 2**20
+    assert options.dataset([], [], EvalTransform(PRE)).cache_bytes == 0  # read once: nothing cached
+    assert options.describe(2)["decode_cache_mb_per_dataset_process"] == 100
+
+
+def test_auto_loader_workers_leave_a_core_for_training(monkeypatch, make_cfg):
+    from streetvision.models import devices
+
+    hardware = make_cfg().hardware
+    assert int(hardware.num_workers) == devices.AUTO
+    for cpus, processes, expected in ((1, 1, 0), (2, 1, 1), (16, 1, 8), (16, 2, 7), (4, 4, 0)):
+        monkeypatch.setattr(devices, "usable_cpus", lambda cpus=cpus: cpus)
+        assert devices.loader_workers(hardware, processes) == expected, (cpus, processes)
+    assert devices.scan_workers(hardware) == 4
+    hardware.num_workers = 0
+    assert devices.loader_workers(hardware, 1) == devices.scan_workers(hardware) == 0

@@ -107,10 +107,15 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     return meta
 
 
+def checkpoint_epoch(path: Path) -> int:
+    """The (0-based) training epoch after which the checkpoint at ``path`` was written (its ``meta.json``)."""
+    return int(read_json(path / META_FILE)["epoch"])
+
+
 class EpochCheckpoint(Callback):
     """Saves a checkpoint at the end of every training epoch (after validation) with the RNG states, so a resumed
-    run draws the same shuffles, augmentations and dropout masks as an uninterrupted one (loader workers, when
-    used, are reseeded on resume); keeps the newest ``KEEP``."""
+    run draws the same dropout masks as an uninterrupted one (the order and augmentations come from the epoch:
+    data.datamodules.SeededSampler); keeps the newest ``KEEP``."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)

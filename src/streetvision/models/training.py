@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader
 
-from streetvision.models.checkpoints import Checkpointing, EpochCheckpoint, SafeCheckpointIO
+from streetvision.models.checkpoints import Checkpointing, EpochCheckpoint, SafeCheckpointIO, checkpoint_epoch
 from streetvision.models.devices import DevicePlan, compile_in_place, uncompile
 from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
@@ -314,13 +314,22 @@ def make_trainer(plan: DevicePlan, training: TrainerSettings, callbacks: list[Ca
     )
 
 
-def run_fit(trainer: L.Trainer, module: L.LightningModule, **loaders: Any) -> None:
+def run_fit(trainer: L.Trainer, module: L.LightningModule, ckpt_path: str | None = None, **loaders: Any) -> None:
     """``trainer.fit``, with Ctrl-C surfacing as KeyboardInterrupt. Lightning answers it with a graceful
     shutdown and ``sys.exit(1)`` (leaving SIGINT ignored), which would skip the CLI's "interrupted" message and
-    exit code 130; the phase is uncommitted either way, since its manifest is written only after training."""
+    exit code 130; the phase is uncommitted either way, since its manifest is written only after training.
+
+    Resuming from ``ckpt_path`` (a models.checkpoints directory), the train loader's sampler is set to the epoch
+    that follows it first: Lightning builds the first iterator before it sets the epoch, and loader workers
+    prefetch from it at once."""
+    if ckpt_path:
+        for loader in loaders.values():
+            sampler = getattr(loader, "sampler", None)
+            if callable(getattr(sampler, "set_epoch", None)):
+                sampler.set_epoch(checkpoint_epoch(Path(ckpt_path)) + 1)
     handler = signal.getsignal(signal.SIGINT)
     try:
-        trainer.fit(module, **loaders)
+        trainer.fit(module, ckpt_path=ckpt_path, **loaders)
     except SystemExit as exc:
         if trainer.interrupted:
             raise KeyboardInterrupt from exc

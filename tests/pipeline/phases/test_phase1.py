@@ -37,6 +37,12 @@ def test_each_finetune_mode_writes_verified_outputs(make_cfg, mode):
     assert any(r.path == "splits.json" for r in manifest.inputs)
     metrics = json.loads(art.metrics_json("phase1").read_text())
     assert set(metrics["splits"]) == {"val_select", "val_calib", "test"}
+    if mode != "frozen":  # what the fit's loaders did: workers (auto: this machine's cores less one), cache budget
+        from streetvision.models.devices import loader_workers
+
+        loading = metrics["data_loading"]
+        assert loading["loader_workers"] == loader_workers(cfg.hardware) and loading["decode_cache_mb"] == 1024
+        assert loading["decode_cache_mb_per_dataset_process"] == 1024 / 2 / max(1, loading["loader_workers"])
     for split in ("val_select", "val_calib", "test"):
         table = read_logits(art.logits_csv(split))
         assert table.logits.shape == (len(table.sample_ids), 2)

@@ -148,10 +148,11 @@ def train_end_to_end(cfg: DictConfig, model: RoadworkClassifier, dm: LabeledData
     module = ClassifierModule(model, training, total_steps=steps,
                               class_weights=class_weights(splits.labels("train"), cfg.training.class_weighted),
                               compile_backend=plan.compile_backend if plan.compile else None)
-    val = dm.loader(target.val_split) if target.val_split else None
+    val = dm.val_dataloader(target.val_split) if target.val_split else None
     info = fit_classifier(module, train, val, plan, training, target.curve_csv, target.root_dir,
                           target.checkpointing, target.loggers)
-    return {**info, "epochs": epochs, "optimizer_steps": steps, "trained_epochs": training.epochs}
+    return {**info, "epochs": epochs, "optimizer_steps": steps, "trained_epochs": training.epochs,
+            "data_loading": dm.describe()}
 
 
 def train_model(cfg: DictConfig, model: RoadworkClassifier, splits: Splits, plan: DevicePlan,

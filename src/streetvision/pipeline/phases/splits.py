@@ -16,6 +16,7 @@ from streetvision.data.sources import (HFSource, Listing, csv_fingerprint, folde
 from streetvision.data.splits import (assign_splits, check_quality, group_duplicates, quarantine_label_conflicts, scan,
                                       write_splits)
 from streetvision.io import atomic_write_json
+from streetvision.models.devices import scan_workers
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
@@ -81,7 +82,7 @@ def run_splits(ctx: PhaseContext) -> PhaseResult:
     cfg, art = ctx.cfg, ctx.artifacts
     names = list(cfg.data.class_names) if cfg.data.source != "synthetic" else list(synthetic.CLASS_DIRS)
     listing = list_source(cfg, art)
-    result = scan(listing.samples, listing.root, cfg.data.max_image_pixels, ctx.console, cfg.hardware.num_workers)
+    result = scan(listing.samples, listing.root, cfg.data.max_image_pixels, ctx.console, scan_workers(cfg.hardware))
     conflicts = quarantine_label_conflicts(result, listing.root, names)
     report: dict[str, Any] = {
         "source": cfg.data.source, "data_root": art.rel(listing.root), "class_names": names,
