@@ -4,16 +4,19 @@ import hashlib
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import huggingface_hub.constants as constants
 import pytest
+from huggingface_hub.utils import _http
 
 import streetvision
 from streetvision.data.synthetic import write_dataset
 from streetvision.errors import ConfigError, DataError
 from streetvision.io import read_json
 from streetvision.pipeline.artifacts import ArtifactSchema
-
+from tests.bundle.fake_hub import no_network
 from tests.data.test_sources import splits_of
 
 datasets = pytest.importorskip("datasets")
@@ -27,8 +30,6 @@ HUB_ARGS = ("pipeline.phases=[splits]", "data=hf", f"data.hf.path={REPO}")
 def hub(tmp_path, monkeypatch):
     """An empty, offline hub cache under a temp HF_HOME; returns its ``hub/`` folder. datasets and huggingface_hub
     read these variables when imported, so the values they hold are patched too."""
-    import huggingface_hub.constants as constants
-
     home = tmp_path / "hf_home"
     env = {"HF_HOME": home, "HF_HUB_CACHE": home / "hub", "HF_DATASETS_CACHE": home / "datasets",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -125,3 +126,16 @@ def test_a_missing_local_path_or_a_malformed_id_stops_before_any_work(make_cfg, 
     with pytest.raises(ConfigError, match=expected):
         splits_of(make_cfg("pipeline.phases=[splits]", "data=hf", f"data.hf.path={value}"))
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_with_the_offline_variables_unset_and_no_network_the_cache_is_read(make_cfg, hub, tmp_path, monkeypatch,
+                                                                            streaming):
+    shas = publish(hub, tmp_path, COMMIT_A, n=16)
+    for module, name in ((constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
+                         (datasets.config, "HF_DATASETS_OFFLINE")):
+        monkeypatch.setattr(module, name, False)
+    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=lambda seconds: None))  # retry without waiting
+    with no_network():
+        splits = splits_of(make_cfg(*HUB_ARGS, f"data.hf.streaming={str(streaming).lower()}"))
+    assert sorted(f["sha256"] for f in splits["files"]) == shas
