@@ -55,12 +55,17 @@ class UnlabeledConfig:
 
 @dataclass
 class HFConfig:
-    """A Hugging Face ``datasets`` dataset saved to disk, or parquet files (data.source=hf)."""
+    """A Hugging Face ``datasets`` dataset: a Hub dataset id, a local save_to_disk directory or parquet files
+    (data.source=hf)."""
 
-    path: Optional[str] = None  # directory from save_to_disk, or a parquet file / directory of parquet files
-    split: Optional[str] = None  # dataset split name when ``path`` holds a DatasetDict
-    image_column: str = "image"
-    label_column: str = "label"
+    path: Optional[str] = None  # a Hub dataset id (owner/name; a value that exists on disk is a local path), a
+    # directory from save_to_disk, or a parquet file / directory of parquet files
+    revision: Optional[str] = None  # Hub id: branch, tag or commit hash (None: main); ignored for a local path
+    split: Optional[str] = None  # split to read when the dataset has several (None: the first, e.g. train)
+    image_column: str = "image"  # column of images (datasets.Image, or bytes/path structs)
+    label_column: str = "label"  # column of labels: a ClassLabel, data.class_names, or 0/1
+    streaming: bool = False  # read rows as a stream (load_dataset(streaming=True)): no Arrow copy, and a Hub id is
+    # not downloaded (offline: read from the hub cache); each image is still written once into the run's data/
 
 
 @dataclass
@@ -670,6 +675,11 @@ def check_data_paths(cfg: DictConfig) -> None:
     value = OmegaConf.select(cfg, key)
     if value is None:
         raise ConfigError(f"data.source is '{cfg.data.source}' but {key} is not set.", f"set {key}=PATH.")
+    if key == "data.hf.path":
+        from streetvision.data.hf_source import hub_dataset_id
+
+        if hub_dataset_id(str(value)):  # a Hub dataset id: resolved (or reported missing) by the splits phase
+            return
     if not Path(str(value)).exists():
         raise ConfigError(f"{key}='{value}' does not exist (looked from {Path.cwd()}).",
                           f"set {key}= to the path of your data (absolute, or relative to where you run the command).")

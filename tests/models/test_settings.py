@@ -14,7 +14,7 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader, TensorDataset
 
-from streetvision.data.sources import HFSource, list_hf
+from streetvision.data.hf_source import HFSource, list_hf
 from streetvision.models.backbones import build_builtin
 from streetvision.models.classifier import ClassifierSpec, RoadworkClassifier, apply_finetune_mode
 from streetvision.models.devices import DevicePlan

@@ -1,4 +1,5 @@
-"""Labelled sources (folder, csv, hf, synthetic) and unlabelled image trees, listed as :class:`Sample` rows.
+"""Labelled sources (folder, csv; hf in :mod:`streetvision.data.hf_source`) and unlabelled image trees, listed as
+:class:`Sample` rows.
 
 Listing never decodes images; the splits phase decodes each file once and quarantines the bad ones.
 """
@@ -15,8 +16,6 @@ from pathlib import Path
 from streetvision.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-HF_ACCEPTS = "a directory written by Dataset.save_to_disk, a .parquet file or a directory of .parquet files"
-HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # what save_to_disk writes
 
 
 @dataclass(frozen=True)
@@ -25,17 +24,6 @@ class Sample:
 
     path: Path
     label: int
-
-
-@dataclass(frozen=True)
-class HFSource:
-    """A Hugging Face ``datasets`` dataset: a save_to_disk directory, a parquet file or a directory of parquet
-    files (``path``); ``split`` picks one split of a DatasetDict (None: the first)."""
-
-    path: str | None
-    split: str | None
-    image_column: str
-    label_column: str
 
 
 @dataclass
@@ -179,56 +167,6 @@ def csv_fingerprint(csv_path: Path) -> str:
         st = path.stat()
         extra.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return extra.hexdigest()
-
-
-def list_hf(source: HFSource, cache_dir: Path, class_names: list[str]) -> Listing:
-    """A `datasets` dataset (save_to_disk directory or parquet), its images written once into ``cache_dir``."""
-    try:
-        import datasets
-        from datasets.exceptions import DatasetsError
-    except ImportError as exc:
-        raise ConfigError("data.source=hf needs the `datasets` library.",
-                          "install the extra: pip install -e '.[hf]'.") from exc
-    path = Path(source.path or "")
-    if not source.path or not path.exists():
-        raise ConfigError(f"data.hf.path '{source.path}' does not exist.", "set data.hf.path=PATH.")
-    parquet = path.is_file() or any(path.glob("*.parquet"))
-    if (path.suffix.lower() != ".parquet" if path.is_file() else
-            not parquet and not any((path / marker).is_file() for marker in HF_DISK_MARKERS)):
-        raise DataError(f"data.hf.path '{source.path}' is not a Hugging Face dataset: data=hf reads {HF_ACCEPTS}.",
-                        "point data.hf.path at one of those; for a path,label CSV use data=csv data.csv_path=FILE, "
-                        "for one sub-folder per class data=folder data.root=DIR.")
-    try:
-        if parquet:
-            files = [str(path)] if path.is_file() else sorted(str(p) for p in path.glob("*.parquet"))
-            ds = datasets.load_dataset("parquet", data_files=files, split="train")
-        else:
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                ds = ds[source.split or next(iter(ds))]
-    except (ValueError, OSError, DatasetsError) as exc:  # pyarrow's ArrowInvalid: a ValueError
-        raise DataError(f"data.hf.path '{source.path}' could not be read as a Hugging Face dataset "
-                        f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}).",
-                        f"check the file(s): data=hf reads {HF_ACCEPTS}.") from exc
-    for column in (source.image_column, source.label_column):
-        if column not in ds.column_names:
-            raise DataError(f"HF dataset has no column '{column}'; columns: {ds.column_names}.",
-                            "set data.hf.image_column / data.hf.label_column.")
-    ds = ds.cast_column(source.image_column, datasets.Image(decode=False))
-    label_names = getattr(ds.features[source.label_column], "names", None)
-    samples = []
-    for i, row in enumerate(ds):
-        raw = row[source.label_column]
-        label = _parse_label(label_names[raw] if label_names else str(raw), class_names, f"row {i}")
-        data = row[source.image_column]
-        blob = data["bytes"] if data.get("bytes") is not None else Path(data["path"]).read_bytes()
-        out = cache_dir / class_names[label] / f"{i:07d}_{hashlib.sha256(blob).hexdigest()[:12]}.img"
-        if not out.exists():
-            from streetvision.io import atomic_write_bytes
-
-            atomic_write_bytes(out, blob)
-        samples.append(Sample(out, label))
-    return Listing(cache_dir, samples, [])
 
 
 def folder_fingerprint(root: Path) -> str:

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from streetvision.config import SPLIT_NAMES
 from streetvision.data import synthetic
-from streetvision.data.sources import (HFSource, Listing, csv_fingerprint, folder_fingerprint, list_csv, list_folder,
-                                      list_hf, path_text)
+from streetvision.data.hf_source import HFSource, hf_fingerprint, list_hf
+from streetvision.data.sources import Listing, csv_fingerprint, folder_fingerprint, list_csv, list_folder, path_text
 from streetvision.data.splits import (assign_splits, check_quality, group_duplicates, quarantine_label_conflicts, scan,
                                       write_splits)
 from streetvision.io import atomic_write_json
@@ -40,18 +40,19 @@ def list_source(cfg: DictConfig, artifacts: ArtifactSchema) -> Listing:
 
             raise ConfigError("'data.csv_path' is not set.", "pass data.csv_path=PATH.")
         return list_csv(Path(data.csv_path), names)
-    hf = HFSource(path=data.hf.path, split=data.hf.split, image_column=str(data.hf.image_column),
-                  label_column=str(data.hf.label_column))
-    return list_hf(hf, artifacts.phase_dir("splits") / "hf_images", names)
+    return list_hf(HFSource.from_config(data.hf), artifacts.phase_dir("splits") / "hf_images", names)
 
 
 def source_fingerprint(cfg: DictConfig) -> Any:
-    """Detect added or edited files in a user's folder / CSV source (synthetic data is fixed by its config)."""
+    """Detect added or edited files in a user's folder / CSV / local hf source, or a new commit of a Hub dataset
+    (synthetic data is fixed by its config)."""
     data = cfg.data
     if data.source == "folder" and data.root and Path(data.root).is_dir():
         return folder_fingerprint(Path(data.root))
     if data.source == "csv" and data.csv_path and Path(data.csv_path).is_file():
         return csv_fingerprint(Path(data.csv_path))
+    if data.source == "hf":
+        return hf_fingerprint(HFSource.from_config(data.hf))
     return None
 
 
