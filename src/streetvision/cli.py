@@ -47,15 +47,24 @@ def stream_steps(text: str) -> int:
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a bad value is an argument error, exit 2, before any work)."""
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got '{text}'") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a bad value is an argument error, exit 2, before any work)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -119,7 +128,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from streetvision.bundle.predict_files import predict_files
 
     return predict_files(args.bundle, args.paths, args.out, args.format, args.backend, args.batch_size, console,
-                         err_console, force=args.force)
+                         err_console, force=args.force, workers=args.workers, full_decode=args.full_decode)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -309,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     predict.add_argument("--batch-size", type=positive_int, default=32)
     predict.add_argument("--force", action="store_true", help="replace a previous output of this command there")
+    predict.add_argument("--workers", type=non_negative_int, default=None,
+                         help="decoding processes (default: one per core but one, at most 8; 0: decode here)")
+    predict.add_argument("--full-decode", action="store_true",
+                         help="decode large JPEGs at full size: exactly Predictor(Image.open(f)), 2-3x slower")
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a bundle: clean + validator conditions, CIs, HTML report")

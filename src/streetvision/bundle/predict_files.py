@@ -2,7 +2,16 @@
 decision, score, accepted, error, one row per input file in input order (folders expand to their image files,
 sorted; a name that is not valid UTF-8 is written with those bytes as ``\\xNN``). A missing or unreadable file
 gets a row with its error instead of stopping the batch; when nothing at all can be scored, nothing is written and
-the command fails (exit 1)."""
+the command fails (exit 1).
+
+Files are decoded and preprocessed in loader worker processes (``workers``; default: one per core but one, at most
+8) while the model scores the previous batch; at most a few batches are in memory whatever the number of files.
+A JPEG is decoded at the smallest DCT scale whose shorter side is still at least twice the model's input
+(:data:`DRAFT_FACTOR`), as training decodes it: 2-3x faster on full-HD photos. That changes the pixels only for
+JPEGs whose shorter side is at least four times the input (448 px for a 112 px model, 896 px for 224 px); there
+the probability can differ from ``Predictor(Image.open(f))`` by about 0.01 (max 0.0135, no decision changed, on 64
+full-HD scenes with the tiny preset). ``full_decode`` decodes every file at full size and returns exactly the
+predictor's numbers. A validator image (224 x 224) is decoded the same either way."""
 
 from __future__ import annotations
 
@@ -15,16 +24,19 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from torch.utils.data import DataLoader, Dataset
 
 from streetvision.bundle.predictor import Predictor
 from streetvision.console import progress
-from streetvision.data.decode import DecodeError, file_problem
+from streetvision.data.decode import DecodeError, decode_image, file_problem
+from streetvision.data.preprocess import Preprocess
 from streetvision.data.sources import list_images, path_text
 from streetvision.errors import DataError, UsageError
 from streetvision.io import atomic_write_text, csv_text
 from streetvision.io.outputs import check_output_file
 
 FIELDS = ("path", "probability", "decision", "score", "accepted", "error")
+DRAFT_FACTOR = 2  # JPEGs decode at >= this many times the model's input side (as training decodes them)
 
 
 @dataclass(frozen=True)
@@ -85,29 +97,49 @@ def _error_row(path: Path, reason: str) -> dict:
             "error": reason}
 
 
-def score_entries(predictor: Predictor, entries: list[Entry], batch_size: int,
-                  console: Console | None = None) -> list[dict]:
-    """One row per entry, in entry order: the prediction, or the reason it could not be scored; a ``console``
-    shows a progress bar."""
-    rows: list[dict | None] = [None] * len(entries)
+class DecodedEntries(Dataset):
+    """(position, preprocessed tensor or None, error or None) per entry; runs in loader workers."""
+
+    def __init__(self, entries: list[Entry], preprocess: Preprocess, min_size: int | None) -> None:
+        self.entries, self.preprocess, self.min_size = entries, preprocess, min_size
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        entry = self.entries[i]
+        if entry.error:
+            return i, None, entry.error
+        try:
+            return i, self.preprocess.to_tensor(decode_image(entry.path, min_size=self.min_size)), None
+        except DecodeError as exc:
+            return i, None, exc.reason
+
+
+def _as_list(items: list) -> list:
+    return items
+
+
+def score_entries(predictor: Predictor, entries: list[Entry], batch_size: int, console: Console | None = None,
+                  workers: int = 0, full_decode: bool = False) -> list[dict]:
+    """One row per entry, in entry order: the prediction, or the reason it could not be scored; decoded in
+    ``workers`` loader processes (module docstring: draft decoding unless ``full_decode``); a ``console`` shows a
+    progress bar."""
+    min_size = None if full_decode else predictor.preprocess.size * DRAFT_FACTOR
+    loader = DataLoader(DecodedEntries(entries, predictor.preprocess, min_size), batch_size=batch_size,
+                        num_workers=workers, collate_fn=_as_list)
+    rows: list[dict] = []
     with progress("scoring images", len(entries), console) as advance:
-        for start in range(0, len(entries), batch_size):
-            tensors, kept = [], []
-            for i in range(start, min(start + batch_size, len(entries))):
-                entry = entries[i]
-                if entry.error:
-                    rows[i] = _error_row(entry.path, entry.error)
-                    continue
-                try:
-                    tensors.append(predictor.tensor(entry.path))
-                    kept.append(i)
-                except DecodeError as exc:
-                    rows[i] = _error_row(entry.path, exc.reason)
-            if tensors:
-                for i, pred in zip(kept, predictor.predict_tensor(torch.stack(tensors))):
-                    rows[i] = {"path": path_text(entries[i].path), **pred.as_dict(), "error": None}
-            advance(min(batch_size, len(entries) - start))
-    return [r for r in rows if r is not None]
+        for batch in loader:
+            scored = [(i, t) for i, t, _ in batch if t is not None]
+            preds = iter(predictor.predict_tensor(torch.stack([t for _, t in scored]))) if scored else iter(())
+            for i, tensor, error in batch:
+                if tensor is None:
+                    rows.append(_error_row(entries[i].path, error or "unreadable"))
+                else:
+                    rows.append({"path": path_text(entries[i].path), **next(preds).as_dict(), "error": None})
+            advance(len(batch))
+    return rows
 
 
 def format_rows(rows: list[dict], fmt: str) -> str:
@@ -118,13 +150,20 @@ def format_rows(rows: list[dict], fmt: str) -> str:
 
 
 def predict_files(bundle: str, paths: list[str], out: str | None, fmt: str, backend: str, batch_size: int,
-                  console: Console, err_console: Console, force: bool = False) -> int:
-    """Score every file; return 0 when at least one was scored (the others are reported), else raise DataError."""
+                  console: Console, err_console: Console, force: bool = False, workers: int | None = None,
+                  full_decode: bool = False) -> int:
+    """Score every file; return 0 when at least one was scored (the others are reported), else raise DataError.
+    ``workers`` None: one per core but one, at most 8."""
+    from streetvision.models.devices import auto_workers
+
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}.", "pass e.g. --batch-size 32.")
     target = check_output_path(out, [bundle, *paths], force) if out else None
     predictor = Predictor.from_bundle(bundle, backend=backend)
-    rows = score_entries(predictor, collect(paths), batch_size, err_console)  # the bar on stderr: stdout has rows
+    entries = collect(paths)
+    workers = auto_workers() if workers is None else workers
+    workers = min(workers, -(-len(entries) // batch_size))  # no idle worker processes for a handful of files
+    rows = score_entries(predictor, entries, batch_size, err_console, workers, full_decode)  # bar on stderr
     failed = [r for r in rows if r["error"]]
     for r in failed:
         err_console.print(f"unreadable: {r['path']}: {r['error']}", markup=False, highlight=False)

@@ -93,8 +93,12 @@ def loader_workers(hardware, processes: int = 1) -> int:
     each of ``processes`` training processes on this node gets, less the one that trains, at most 8 (0 on one
     core: loading then runs in the training process)."""
     value = int(hardware.num_workers)
-    if value != AUTO:
-        return value
+    return auto_workers(processes) if value == AUTO else value
+
+
+def auto_workers(processes: int = 1) -> int:
+    """Loader workers for each of ``processes`` processes that also compute: their share of the usable cores less
+    the one that computes, at most 8 (0 on one core)."""
     return max(0, min(MAX_AUTO_WORKERS, usable_cpus() // max(1, processes) - 1))
 
 
