@@ -57,6 +57,17 @@ def _int_at_least(text: str, low: int) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got '{text}'") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value:g}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (a bad value is an argument error, exit 2, before any work)."""
     return _int_at_least(text, 1)
@@ -235,13 +246,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     bundle = Path(args.bundle)
     if args.out:
-        check_output_dir(args.out, "simulate", protected=[bundle, args.folder], force=args.force)
-    listing = list_folder(Path(args.folder), load_index(bundle)["class_names"])
+        check_output_dir(args.out, "simulate", protected=[bundle, args.folder, *([args.generated] if args.generated
+                                                                                 else [])], force=args.force)
+    class_names = load_index(bundle)["class_names"]
+    samples = [(s.path, s.label) for s in list_folder(Path(args.folder), class_names).samples]
+    generated = ([(s.path, s.label) for s in list_folder(Path(args.generated), class_names).samples]
+                 if args.generated else [])
     predictor = Predictor.from_bundle(bundle, backend=args.backend)
-    images, labels, skipped = file_images([(s.path, s.label) for s in listing.samples], console)
+    images, labels, skipped = file_images(samples + generated, console)
     for row in skipped:
         err_console.print(f"skipped {row['path']}: {row['reason']}", markup=False, highlight=False)
-    result = simulate(predictor.scores, images, labels, args.n, args.seed, args.prior, console=console)
+    kinds = None
+    if generated:
+        kind_of = {path: "generated" for path, _ in generated}
+        kinds = [kind_of.get(Path(path), "real") for path in images.paths]
+    result = simulate(predictor.scores, images, labels, args.n, args.seed, args.prior, console=console, kinds=kinds,
+                      fake_prob=args.fake_prob)
     s = result["summary"]
     ci = s["mean_reward_ci"]
     console.print(f"{s['steps']} challenges over {len(images)} images (P(roadwork) {s['prior_roadwork']:g}, levels "
@@ -251,9 +271,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     console.print("mean reward by level: " + ", ".join(
         f"{lv}: {v:.3f}" if v is not None else f"{lv}: -" for lv, v in s["mean_reward_by_level"].items()),
         markup=False, highlight=False)
+    if "mean_reward_by_kind" in s:
+        console.print(f"generated images drawn with P = {s['fake_prob']:g}; mean reward by kind: " + ", ".join(
+            f"{k}: {v:.3f}" if v is not None else f"{k}: -" for k, v in s["mean_reward_by_kind"].items()),
+            markup=False, highlight=False)
     if args.out:
-        with output_dir(args.out, "simulate", protected=[bundle, args.folder], force=args.force) as out:
-            atomic_write_json(out / "stream_summary.json", {"bundle": str(bundle), "folder": args.folder, **s})
+        protected = [bundle, args.folder, *([args.generated] if args.generated else [])]
+        with output_dir(args.out, "simulate", protected=protected, force=args.force) as out:
+            generated_folder = {"generated": args.generated} if args.generated else {}
+            atomic_write_json(out / "stream_summary.json", {"bundle": str(bundle), "folder": args.folder,
+                                                            **generated_folder, **s})
             atomic_write_csv(out / "stream_steps.csv", list(result["steps"][0]),
                              [list(r.values()) for r in result["steps"]])
         console.print(f"wrote {out / 'stream_summary.json'} and {out / 'stream_steps.csv'}", markup=False)
@@ -341,7 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", help="replay a validator stream over a labelled folder: per-step reward "
                                                "distribution (labels 50/50, challenge levels as published)")
     simulate.add_argument("bundle")
-    simulate.add_argument("--folder", required=True, help="one sub-folder per class")
+    simulate.add_argument("--folder", required=True, help="one sub-folder per class (real photos)")
+    simulate.add_argument("--generated", help="a second folder, of generated images (one sub-folder per class): "
+                                              "each challenge then draws one with probability --fake-prob")
+    simulate.add_argument("--fake-prob", type=probability, default=0.5,
+                          help="P(generated image) per challenge (validator: 0.5)")
     simulate.add_argument("--n", type=stream_steps, default=1000, help="challenges to replay (default 1000)")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--prior", type=float, default=0.5, help="P(roadwork) of the stream (validator: 0.5)")

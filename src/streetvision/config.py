@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, List, Optional
 
 if TYPE_CHECKING:  # omegaconf is imported where a config is built or read: the schema itself stays a light import
@@ -68,6 +69,21 @@ class HFConfig:
     # not downloaded (offline: read from the hub cache); each image is still written once into the run's data/
 
 
+SOURCE_KINDS = ("real", "generated")  # the validator's two caches: real photos and generated ("synthetic") images
+
+
+@dataclass
+class SourceConfig:
+    """One more labelled source (an item of data.sources): the keys of data's own source, plus its kind."""
+
+    name: Optional[str] = None  # its tag in splits.json and the evaluation (default: its kind); names are unique
+    kind: str = "generated"  # real | generated (diffusion-made images, the validator's "synthetic" cache)
+    source: str = "folder"  # folder | csv | hf
+    root: Optional[str] = None  # folder: one sub-folder per class
+    csv_path: Optional[str] = None  # csv: columns path,label
+    hf: HFConfig = field(default_factory=HFConfig)  # hf: a Hub dataset id, save_to_disk folder or parquet
+
+
 @dataclass
 class DataConfig:
     """Where labelled images come from, how they are decoded and split."""
@@ -84,6 +100,8 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     unlabeled: UnlabeledConfig = field(default_factory=UnlabeledConfig)
     hf: HFConfig = field(default_factory=HFConfig)
+    kind: str = "real"  # real | generated: what data.source's images are (its tag; the validator draws each 50 %)
+    sources: List[SourceConfig] = field(default_factory=list)  # more labelled sources, each tagged with its kind
 
 
 @dataclass
@@ -331,6 +349,7 @@ class StreetVisionConfig:
 # Allowed values of string keys: checked after composition, reported with the valid choices.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("folder", "csv", "hf", "synthetic"),
+    "data.kind": SOURCE_KINDS,
     "data.synthetic.domain": ("source", "target"),
     "data.unlabeled.source": ("folder", "synthetic", "train_split"),
     "data.unlabeled.domain": ("source", "target"),
@@ -665,17 +684,56 @@ def check_data_source(cfg: DictConfig) -> None:
                               f"{key}={OmegaConf.select(cfg, key)}), or drop {key}.")
 
 
-def check_data_paths(cfg: DictConfig) -> None:
-    """The data the source reads exists (before a run directory is made for it): ConfigError naming the key."""
-    from omegaconf import OmegaConf
+@dataclass(frozen=True)
+class TaggedSource:
+    """A labelled source with its tag: ``spec`` has the keys source, root, csv_path, hf (``cfg.data`` itself, or an
+    item of data.sources); ``key`` is where it is configured (``data`` or ``data.sources[i]``)."""
 
-    key = DATA_PATH_KEYS.get(str(OmegaConf.select(cfg, "data.source")))
-    if key is None:
+    name: str
+    kind: str
+    spec: Any
+    key: str
+
+
+def data_sources(data: Any) -> list[TaggedSource]:
+    """``data.source`` (tagged ``data.kind``) and every item of ``data.sources``; ConfigError for an unknown kind
+    or source type, or two sources with one name."""
+    found = [TaggedSource(str(data.kind), str(data.kind), data, "data")]
+    for i, item in enumerate(data.sources):
+        key = f"data.sources[{i}]"
+        if not isinstance(item, Mapping) or item.get("kind") not in SOURCE_KINDS or item.get(
+                "source") not in DATA_PATH_KEYS:
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"{key} is '{item}', not a source.", f"write {key} as {{kind: generated, source: "
+                                                                       f"folder, root: PATH}}.")
+            raise ConfigError(f"{key}: kind '{item.kind}', source '{item.source}'; kind must be one of "
+                              f"{', '.join(SOURCE_KINDS)} and source one of {', '.join(DATA_PATH_KEYS)}.",
+                              f"fix {key}, e.g. {{kind: generated, source: folder, root: PATH}}.")
+        found.append(TaggedSource(str(item.name or item.kind), str(item.kind), item, key))
+    names = [t.name for t in found]
+    for t in found:
+        if names.count(t.name) > 1:
+            raise ConfigError(f"{names.count(t.name)} data sources are named '{t.name}' (a source's name defaults to "
+                              f"its kind, and data.source's is data.kind).",
+                              "give each item of data.sources its own name: {name: gen_sdxl, kind: generated, ...}.")
+    return found
+
+
+def check_data_paths(cfg: DictConfig) -> None:
+    """The data every source reads exists (before a run directory is made for it): ConfigError naming the key."""
+    for tagged in data_sources(cfg.data):
+        _check_source_path(tagged.spec, tagged.key)
+
+
+def _check_source_path(spec: Any, where: str) -> None:
+    field_name = DATA_PATH_KEYS.get(str(spec.source))
+    if field_name is None:
         return
-    value = OmegaConf.select(cfg, key)
+    key = f"{where}.{field_name.split('.', 1)[1]}"
+    value = spec.hf.path if spec.source == "hf" else spec[field_name.rsplit(".", 1)[1]]
     if value is None:
-        raise ConfigError(f"data.source is '{cfg.data.source}' but {key} is not set.", f"set {key}=PATH.")
-    if key == "data.hf.path":
+        raise ConfigError(f"{where}.source is '{spec.source}' but {key} is not set.", f"set {key}=PATH.")
+    if spec.source == "hf":
         from streetvision.data.hf_source import hub_dataset_id
 
         if hub_dataset_id(str(value)):  # a Hub dataset id: resolved (or reported missing) by the splits phase

@@ -10,7 +10,7 @@ import csv
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from streetvision.errors import ConfigError, DataError
@@ -20,10 +20,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", 
 
 @dataclass(frozen=True)
 class Sample:
-    """A labelled file: absolute path and class index (1 = positive/roadwork)."""
+    """A labelled file: absolute path, class index (1 = positive/roadwork) and the name of its source."""
 
     path: Path
     label: int
+    source: str = "real"
 
 
 @dataclass
@@ -37,6 +38,19 @@ class Listing:
     def sample_id(self, path: Path) -> str:
         """``path`` relative to ``root`` (POSIX); with ``..`` segments for a CSV row that points outside it."""
         return Path(os.path.relpath(path, self.root)).as_posix()
+
+
+def merge_listings(listings: dict[str, Listing]) -> Listing:
+    """Several sources' listings (by source name) as one: its root the deepest folder holding every root (sample
+    ids stay unique and relative), each sample tagged with its source, skipped entries prefixed ``name:``."""
+    if len(listings) == 1:
+        name, listing = next(iter(listings.items()))
+        return Listing(listing.root, [replace(s, source=name) for s in listing.samples], listing.skipped)
+    root = Path(os.path.commonpath([str(listing.root.absolute()) for listing in listings.values()]))
+    samples = [replace(s, source=name) for name, listing in listings.items() for s in listing.samples]
+    skipped = [dict(entry, path=f"{name}:{entry['path']}") for name, listing in listings.items()
+               for entry in listing.skipped]
+    return Listing(root, samples, skipped)
 
 
 def path_text(path: str | os.PathLike[str]) -> str:

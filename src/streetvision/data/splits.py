@@ -11,6 +11,7 @@ and that no file or content appears in two splits.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import hashlib
 import itertools
 import multiprocessing
@@ -227,16 +228,19 @@ def group_duplicates(sha256s: list[str], phashes: list[int], max_distance: int) 
 
 
 def assign_splits(labels: list[int], groups: list[int], fractions: dict[str, float], seed: int,
-                  class_names: list[str]) -> list[str]:
+                  class_names: list[str], sources: list[str] | None = None) -> list[str]:
     """Stratified, seeded assignment of whole duplicate groups to splits.
 
-    Each group takes its majority label's stratum. Every split with a positive fraction gets at least one
-    group of each class; groups then go, largest first, to the split furthest below its target image count.
+    Each group takes its majority label's (and majority source's) stratum. Every split with a positive fraction
+    gets at least one group of each class; groups then go, largest first, to the split furthest below its target
+    image count within their class x source stratum (with one source: within their class).
     """
     active = [s for s in SPLIT_NAMES if fractions[s] > 0]
+    sources = sources or [""] * len(labels)
     by_group: dict[int, list[int]] = {}
     for i, g in enumerate(groups):
         by_group.setdefault(g, []).append(i)
+    source_of = {g: Counter(sources[i] for i in idx).most_common(1)[0][0] for g, idx in by_group.items()}
     out = [""] * len(labels)
     rng = np.random.default_rng(seed)
     for label, name in enumerate(class_names):
@@ -250,15 +254,16 @@ def assign_splits(labels: list[int], groups: list[int], fractions: dict[str, flo
                 f"duplicates count once, see data.near_duplicate_distance).",
             )
         order = [members[k] for k in rng.permutation(len(members))]
-        total = sum(len(by_group[g]) for g in order)
-        count = dict.fromkeys(active, 0)
+        total = {src: sum(len(by_group[g]) for g in order if source_of[g] == src) for src in set(source_of.values())}
+        count = {src: dict.fromkeys(active, 0) for src in total}
         for split, g in zip(reversed(active), order):  # one group per split first, smallest splits first
-            count[split] += len(by_group[g])
+            count[source_of[g]][split] += len(by_group[g])
             for i in by_group[g]:
                 out[i] = split
         for g in sorted(order[len(active):], key=lambda g: -len(by_group[g])):
-            split = max(active, key=lambda s: (fractions[s] * total - count[s], fractions[s]))
-            count[split] += len(by_group[g])
+            src = source_of[g]
+            split = max(active, key=lambda s: (fractions[s] * total[src] - count[src][s], fractions[s]))
+            count[src][split] += len(by_group[g])
             for i in by_group[g]:
                 out[i] = split
     return out
@@ -302,14 +307,16 @@ def files_digest(files: list[dict[str, Any]]) -> str:
 
 
 def write_splits(path: Path, data_root_rel: str, files: list[dict[str, Any]], class_names: list[str],
-                 fractions: dict[str, float], seed: int) -> str:
-    """Write splits.json atomically (files sorted by path); return its SHA-256."""
+                 fractions: dict[str, float], seed: int, sources: dict[str, str] | None = None) -> str:
+    """Write splits.json atomically (files sorted by path; ``sources``: each source's kind, by name); return its
+    SHA-256."""
     files = sorted(files, key=lambda f: f["path"])
     counts = {s: {c: sum(1 for f in files if f["split"] == s and f["label"] == k) for k, c in enumerate(class_names)}
               for s in SPLIT_NAMES}
     return atomic_write_json(path, {
         "version": SPLITS_VERSION, "data_root": data_root_rel, "class_names": class_names,
         "fractions": fractions, "seed": seed, "counts": counts, "files": files, "digest": files_digest(files),
+        "sources": sources or {"real": "real"},
     })
 
 
@@ -321,6 +328,7 @@ class Splits:
     class_names: list[str]
     files: list[dict[str, Any]]
     digest: str
+    source_kinds: dict[str, str] = field(default_factory=lambda: {"real": "real"})  # kind of each source, by name
 
     def rows(self, split: str) -> list[dict[str, Any]]:
         """Rows of one split (sorted by path)."""
@@ -335,6 +343,11 @@ class Splits:
     def labels(self, split: str) -> list[int]:
         """Labels of one split, aligned with :meth:`paths`."""
         return [int(f["label"]) for f in self.rows(split)]
+
+    def kinds(self, split: str) -> list[str]:
+        """The kind (real | generated) of each image of one split, aligned with :meth:`paths` (files written before
+        sources were tagged are real)."""
+        return [self.source_kinds.get(f.get("source", "real"), "real") for f in self.rows(split)]
 
 
 HELD_OUT_SPLIT = "test"  # a fold view's held-out fold (the run's own test split is in no fold)
@@ -369,4 +382,4 @@ def load_splits(path: Path) -> Splits:
                 raise DataError(f"Split leak in '{path}': {key} {f[key][:40]} is in both '{other}' and "
                                 f"'{f['split']}'.", "regenerate splits.json; do not edit it by hand.")
     return Splits(data_root=(path.parent / raw["data_root"]).resolve(), class_names=list(raw["class_names"]),
-                  files=files, digest=raw["digest"])
+                  files=files, digest=raw["digest"], source_kinds=dict(raw.get("sources", {"real": "real"})))

@@ -37,10 +37,10 @@ from streetvision.metrics.classification import (
     metrics_from_decisions,
     rates_from_counts,
 )
-from streetvision.eval.predictions import NO_LEVEL, ConditionPredictions, from_logits
+from streetvision.eval.predictions import NO_LEVEL, ConditionPredictions, from_logits, subset
 from streetvision.io import sha256_file
 from streetvision.validator.challenges import LEVELS, challenge, draw_level
-from streetvision.validator.prior import VALIDATOR_PRIOR, prior_weights
+from streetvision.validator.prior import VALIDATOR_FAKE_PROB, VALIDATOR_PRIOR, prior_weights
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -344,6 +344,35 @@ def evaluate(predictor: Predictor, images: list[Image.Image], labels: np.ndarray
     """(per-image predictions per condition, metrics summary, bootstrap intervals) for labelled images."""
     predictions, _ = predict_conditions(predictor, images, labels, seed, paths)
     return predictions, *summarise(predictions, n_resamples, seed, prior)
+
+
+def source_mix_weights(labels: np.ndarray, kinds: np.ndarray, prior: float = VALIDATOR_PRIOR,
+                       fake_prob: float = VALIDATOR_FAKE_PROB) -> np.ndarray | None:
+    """Per-image weights that make (kind, label) cells weigh what the validator draws: P(roadwork) = ``prior``,
+    P(generated) = ``fake_prob``, each cell's images alike; None when a cell has no image."""
+    weights = np.zeros(len(labels))
+    for kind, p_kind in (("real", 1.0 - fake_prob), ("generated", fake_prob)):
+        for label, p_label in ((0, 1.0 - prior), (1, prior)):
+            cell = (kinds == kind) & (labels == label)
+            if not cell.any():
+                return None
+            weights[cell] = p_kind * p_label / cell.sum()
+    return weights * len(labels)
+
+
+def source_metrics(predictions: dict[str, ConditionPredictions], kinds: np.ndarray,
+                   prior: float = VALIDATOR_PRIOR, fake_prob: float = VALIDATOR_FAKE_PROB) -> dict:
+    """Per condition: the metrics of each kind's images (real, generated) and, when every (kind, class) cell has
+    images, the threshold metrics at the validator's draw (:func:`source_mix_weights`); ``kinds`` per image."""
+    out: dict = {"by_kind": {}, "validator_source_mix": {}, "fake_prob": fake_prob}
+    for name, pred in predictions.items():
+        row_kinds = kinds[pred.image_index]
+        for kind in sorted(set(row_kinds.tolist())):
+            out["by_kind"].setdefault(kind, {})[name] = condition_metrics(subset(pred, row_kinds == kind), prior)
+        weights = source_mix_weights(pred.labels, row_kinds, prior, fake_prob)
+        out["validator_source_mix"][name] = (None if weights is None else
+                                             metrics_from_decisions(pred.labels, pred.decision, weights))
+    return out
 
 
 def summarise(predictions: dict[str, ConditionPredictions], n_resamples: int, seed: int,

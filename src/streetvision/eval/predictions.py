@@ -64,6 +64,16 @@ class ConditionPredictions:
         return np.where(self.decision == 1, self.probability, 1 - self.probability)
 
 
+def subset(pred: ConditionPredictions, mask: np.ndarray) -> ConditionPredictions:
+    """The rows of ``pred`` where ``mask`` (per row) is true."""
+    keep = np.flatnonzero(mask)
+    return ConditionPredictions(
+        pred.image_index[keep], [pred.sample_ids[i] for i in keep], [pred.image_sha256[i] for i in keep],
+        pred.labels[keep], pred.levels[keep], [pred.distortions[i] for i in keep],
+        pred.probability_uncalibrated[keep], pred.probability[keep], pred.score[keep], pred.decision[keep],
+        None if pred.accepted is None else pred.accepted[keep], pred.correct[keep])
+
+
 def from_logits(logits: np.ndarray, labels: np.ndarray, levels: np.ndarray, distortions: list[dict],
                 sample_ids: list[str], image_sha256: list[str], temperature: float, decision_threshold: float,
                 selective_threshold: float | None, has_selective: bool) -> ConditionPredictions:

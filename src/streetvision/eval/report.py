@@ -168,7 +168,7 @@ def render_report(predictions: dict[str, ConditionPredictions], summary: dict, i
     stream_summary = stream["summary"] if stream else None
     return template_environment().get_template("report.html.j2").render(
         meta=meta, headline=headline(summary, intervals, stream_summary), tables=tables, notes=notes,
-        stream=stream_summary,
+        stream=stream_summary, sources=summary.get("sources"),
         figures=[{"id": k, "caption": CAPTIONS[k], "png": figures.png_base64(f)} for k, f in figs.items()],
         gallery=gallery(predictions, int(meta["seed"]), load_image or (lambda i, s: None), meta["class_names"]),
         gallery_id=GALLERY, n_resamples=meta["bootstrap_resamples"])
@@ -182,8 +182,10 @@ def write_report(out_dir: Path, predictions: dict[str, ConditionPredictions], su
     the report last."""
     out_dir.mkdir(parents=True, exist_ok=True)
     conditions = {name: summary[name] for name in CONDITIONS if name in summary}
+    sources = {"sources": summary["sources"]} if "sources" in summary else {}  # per kind: real | generated
     atomic_write_json(out_dir / "metrics_summary.json",
-                      {"meta": meta, "conditions": conditions, "stream": stream["summary"] if stream else None})
+                      {"meta": meta, "conditions": conditions, "stream": stream["summary"] if stream else None,
+                       **sources})
     atomic_write_json(out_dir / "bootstrap_ci.json", intervals)
     paths = [out_dir / "metrics_summary.json", out_dir / "bootstrap_ci.json"]
     if stream:
@@ -220,6 +222,8 @@ def report_from_dir(eval_dir: Path) -> str:
     predictions = read_predictions(eval_dir / PREDICTIONS_CSV)
     summary, intervals = summarise(predictions, int(meta["bootstrap_resamples"]), int(meta["seed"]),
                                    float(meta["deploy_prior_roadwork"]))
+    if "sources" in saved:
+        summary["sources"] = saved["sources"]
     stream = None
     if (eval_dir / STREAM_STEPS_CSV).is_file():
         with open(eval_dir / STREAM_STEPS_CSV, newline="") as handle:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from streetvision.bundle.predictor import Predictor
-from streetvision.eval.evaluate import CONDITIONS, FileImages, predict_files, summarise
+from streetvision.eval.evaluate import CONDITIONS, FileImages, predict_files, source_metrics, summarise
 from streetvision.eval.predictions import PREDICTIONS_CSV, read_predictions, write_predictions
 from streetvision.eval.report import image_loader, write_report
 from streetvision.validator.prior import VALIDATOR_PRIOR
@@ -18,11 +19,14 @@ from streetvision.validator.stream import DEFAULT_STEPS, simulate
 def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: Path, seed: int,
                     n_resamples: int, data_description: str, backend: str = "torch",
                     prior: float = VALIDATOR_PRIOR, stream_steps: int = DEFAULT_STEPS,
-                    curves: dict | None = None, console: Console | None = None) -> tuple[dict, dict, list[Path]]:
+                    curves: dict | None = None, console: Console | None = None,
+                    kinds: list[str] | None = None) -> tuple[dict, dict, list[Path]]:
     """Score ``samples`` with the bundle under every condition, write predictions.csv (one row per image and
     condition), replay a validator stream over them (when both classes are present and ``stream_steps`` > 0) and
     write the report into ``out_dir`` (with the run's learning ``curves`` when given); every metric and figure is
-    computed from predictions.csv as read back. A ``console`` shows progress bars of the decoding and scoring."""
+    computed from predictions.csv as read back. A ``console`` shows progress bars of the decoding and scoring.
+    ``kinds`` (real | generated per sample) adds each kind's metrics and the validator's real/generated mix
+    (``summary["sources"]``), and the stream then draws a kind per challenge as the validator does."""
     predictor = Predictor.from_bundle(bundle_dir, backend=backend)
     predictions, data_root, labels, paths, skipped = predict_files(predictor, samples, seed, console)
     images = FileImages(paths)  # decoded again only where the stream and the gallery look
@@ -30,10 +34,15 @@ def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: 
     write_predictions(out_dir / PREDICTIONS_CSV, predictions)
     predictions = read_predictions(out_dir / PREDICTIONS_CSV)
     summary, intervals = summarise(predictions, n_resamples, seed, prior)
+    kept_kinds = None
+    if kinds is not None and len(set(kinds)) > 1:
+        kind_of = {Path(path): kind for (path, _), kind in zip(samples, kinds)}
+        kept_kinds = np.array([kind_of[Path(path)] for path in paths])
+        summary["sources"] = source_metrics(predictions, kept_kinds, prior)
     stream = None
     if stream_steps > 0 and len(set(labels.tolist())) == 2:
         stream = simulate(predictor.scores, images, labels, stream_steps, seed, prior, n_resamples=n_resamples,
-                          console=console)
+                          console=console, kinds=kept_kinds)
         summary["stream"] = stream["summary"]
     meta = {"bundle": str(bundle_dir), "data": data_description, "data_root": str(data_root),
             "images": int(len(labels)), "unreadable": len(skipped), "seed": seed, "bootstrap_resamples": n_resamples,

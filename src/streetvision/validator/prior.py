@@ -19,6 +19,7 @@ import numpy as np
 from streetvision.errors import ConfigError
 
 VALIDATOR_PRIOR = 0.5  # the validator draws roadwork / no roadwork 50/50
+VALIDATOR_FAKE_PROB = 0.5  # then a generated ("synthetic") image with this probability, else a real one
 CHALLENGE_TYPE = {0: "None", 1: "Roadwork"}  # the validator's class names (the miner answers "Roadwork")
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from streetvision.console import progress
 from streetvision.errors import ConfigError, DataError
 from streetvision.validator.challenges import LEVEL_PROBS, challenge
-from streetvision.validator.prior import VALIDATOR_PRIOR, check_prior
+from streetvision.validator.prior import VALIDATOR_FAKE_PROB, VALIDATOR_PRIOR, check_prior
 from streetvision.validator.reward import MCC_WINDOW, RewardTracker
 
 if TYPE_CHECKING:
@@ -46,15 +46,32 @@ def block_bootstrap_mean(values: np.ndarray, block: int, n_resamples: int, seed:
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
+def _kind_pools(labels: np.ndarray, kinds: np.ndarray) -> dict[tuple[str, int], np.ndarray]:
+    """Image indices per (kind, label); DataError naming the empty cells (the validator draws every one)."""
+    pools = {(kind, label): np.flatnonzero((kinds == kind) & (labels == label))
+             for kind in ("real", "generated") for label in (0, 1)}
+    empty = [f"{kind} images of class {label}" for (kind, label), idx in pools.items() if len(idx) == 0]
+    if empty:
+        raise DataError(f"The stream draws real and generated images of both classes; there are no "
+                        f"{', no '.join(empty)}.",
+                        "add readable images there, or simulate with one kind only (no generated folder).")
+    return pools
+
+
 def simulate(score_batch: Callable[[list[Image.Image]], np.ndarray], images: Sequence[Image.Image],
              labels: np.ndarray, n_steps: int = DEFAULT_STEPS, seed: int = 0, prior: float = VALIDATOR_PRIOR,
              level_probs: tuple[float, ...] = LEVEL_PROBS, n_resamples: int = 1000, batch_size: int = 64,
-             console: Console | None = None) -> dict:
+             console: Console | None = None, kinds: Sequence[str] | None = None,
+             fake_prob: float = VALIDATOR_FAKE_PROB) -> dict:
     """Stream ``n_steps`` challenges drawn from (``images``, ``labels``); ``score_batch`` maps images to floats; a
     ``console`` shows a progress bar.
 
+    With ``kinds`` (real | generated per image) holding both kinds, each step then draws a generated image with
+    probability ``fake_prob``, else a real one, of its label, as the validator's ``determine_challenge_type`` does
+    (label first, then the cache).
+
     Returns the summary (mean reward with its block-bootstrap interval, p5 / p50 / p95, accuracy and MCC of the
-    rounded answers, per-level mean reward) and the per-step rows."""
+    rounded answers, per-level mean reward; per-kind mean reward with kinds) and the per-step rows."""
     y_all = np.asarray(labels, dtype=np.int64)
     by_class = {c: np.flatnonzero(y_all == c) for c in (0, 1)}
     missing = [c for c, idx in by_class.items() if len(idx) == 0]
@@ -66,11 +83,16 @@ def simulate(score_batch: Callable[[list[Image.Image]], np.ndarray], images: Seq
     if n_steps <= 0:
         raise ConfigError(f"n_steps must be positive, got {n_steps}.", "pass --n 1000 (or more).")
     prior = check_prior(prior)
+    kind_array = np.asarray(kinds) if kinds is not None and len(set(kinds)) > 1 else None
+    pools = _kind_pools(y_all, kind_array) if kind_array is not None else None
     rng = np.random.default_rng(seed)
     steps = []
     for _ in range(n_steps):
         label = int(rng.random() < prior)
-        index = int(by_class[label][rng.integers(0, len(by_class[label]))])
+        pool = by_class[label]
+        if pools is not None:
+            pool = pools[("generated" if rng.random() < fake_prob else "real", label)]
+        index = int(pool[rng.integers(0, len(pool))])
         steps.append((label, index))
     answers = np.empty(n_steps)
     levels = np.empty(n_steps, dtype=np.int64)
@@ -102,6 +124,14 @@ def simulate(score_batch: Callable[[list[Image.Image]], np.ndarray], images: Seq
         "mean_reward_by_level": {str(lv): float(rewards[levels == lv].mean()) if (levels == lv).any() else None
                                  for lv in range(len(level_probs))},
     }
+    if kind_array is not None:
+        step_kinds = kind_array[[index for _, index in steps]]
+        summary["fake_prob"] = fake_prob
+        summary["mean_reward_by_kind"] = {k: float(rewards[step_kinds == k].mean()) if (step_kinds == k).any()
+                                          else None for k in ("real", "generated")}
     rows = [{"step": k, "label": label, "image": index, "level": int(levels[k]), "answer": float(answers[k]),
              "reward": float(rewards[k])} for k, (label, index) in enumerate(steps)]
+    if kind_array is not None:
+        for row in rows:
+            row["kind"] = str(kind_array[row["image"]])
     return {"summary": summary, "steps": rows}

@@ -35,7 +35,8 @@ def run_evaluation(ctx: PhaseContext) -> PhaseResult:
                                                 art.evaluation_dir, ev.seed, ev.n_resamples,
                                                 "test split of this run", ev.backend,
                                                 float(cfg.deploy.prior_roadwork), int(ev.stream_steps),
-                                                learning_curves(art), console=ctx.console)
+                                                learning_curves(art), console=ctx.console,
+                                                kinds=splits.kinds("test"))
     print_table(summary, intervals, ctx.console, paths[-1])
     clean, mix = summary["clean"], summary["validator_mix"]
     ci_c, ci_m = intervals["clean"]["reward"], intervals["validator_mix"]["reward"]
