@@ -104,7 +104,7 @@ def test_the_decode_cache_budget_is_shared_by_the_cached_datasets_and_each_loade
 
 
 def test_auto_loader_workers_leave_a_core_for_training(monkeypatch, make_cfg):
-    from streetvision.models import devices
+    from streetvision.data import workers as devices
 
     hardware = make_cfg().hardware
     assert int(hardware.num_workers) == devices.AUTO

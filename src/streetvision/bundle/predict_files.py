@@ -154,7 +154,7 @@ def predict_files(bundle: str, paths: list[str], out: str | None, fmt: str, back
                   full_decode: bool = False) -> int:
     """Score every file; return 0 when at least one was scored (the others are reported), else raise DataError.
     ``workers`` None: one per core but one, at most 8."""
-    from streetvision.models.devices import auto_workers
+    from streetvision.data.workers import auto_workers
 
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}.", "pass e.g. --batch-size 32.")

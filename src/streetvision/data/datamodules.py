@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from streetvision.data.decode import DecodeError, decode_image
 from streetvision.data.sources import list_images
 from streetvision.data.splits import Splits
+from streetvision.data.workers import loader_workers
 from streetvision.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -133,13 +134,11 @@ class LoaderOptions:
     cache_mb: float = 0.0
 
     @classmethod
-    def from_hardware(cls, hardware, input_size: int) -> LoaderOptions:
-        """From ``cfg.hardware`` for a model with square input ``input_size`` (JPEGs decode at >= twice it); auto
-        workers share this node's cores among its training processes."""
-        from streetvision.models.devices import loader_workers, resolve_devices
-
-        return cls(loader_workers(hardware, resolve_devices(hardware).devices), bool(hardware.pin_memory),
-                   input_size * 2, float(hardware.decode_cache_mb))
+    def from_hardware(cls, hardware, input_size: int, processes: int = 1) -> LoaderOptions:
+        """From ``cfg.hardware`` for a model with square input ``input_size`` (JPEGs decode at >= twice it), in one
+        of ``processes`` training processes on this node (auto workers share its cores among them)."""
+        return cls(loader_workers(hardware, processes), bool(hardware.pin_memory), input_size * 2,
+                   float(hardware.decode_cache_mb))
 
     def cache_share_mb(self, cached_datasets: int) -> float:
         """Decode cache of one process's copy of one of ``cached_datasets`` datasets (module docstring)."""

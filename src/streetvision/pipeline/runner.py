@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from streetvision.config import check_data_paths, to_plain
+from streetvision.config import to_plain
+from streetvision.data.source_paths import check_data_paths
 from streetvision.errors import ConfigError, IntegrityError, MissingArtifactError
 from streetvision.io import StepManifest, atomic_write_text, config_hash, remove_stale_temps
 from streetvision.io.manifest import FileRecord, load_hash_memo, save_hash_memo, utc_now

@@ -38,7 +38,7 @@ def test_each_finetune_mode_writes_verified_outputs(make_cfg, mode):
     metrics = json.loads(art.metrics_json("phase1").read_text())
     assert set(metrics["splits"]) == {"val_select", "val_calib", "test"}
     if mode != "frozen":  # what the fit's loaders did: workers (auto: this machine's cores less one), cache budget
-        from streetvision.models.devices import loader_workers
+        from streetvision.data.workers import loader_workers
 
         loading = metrics["data_loading"]
         assert loading["loader_workers"] == loader_workers(cfg.hardware) and loading["decode_cache_mb"] == 1024

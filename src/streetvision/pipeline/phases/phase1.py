@@ -108,7 +108,8 @@ def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> Labe
     pre = spec_preprocess(model.spec)
     train_tf = TrainTransform(pre, cfg.training.augment, tuple(cfg.training.augment_level_probs))
     return LabeledDataModule(splits, train_tf, EvalTransform(pre), cfg.training.batch_size,
-                             LoaderOptions.from_hardware(cfg.hardware, pre.size))
+                             LoaderOptions.from_hardware(cfg.hardware, pre.size,
+                                                               resolve_devices(cfg.hardware).devices))
 
 
 def train_frozen(cfg: DictConfig, model: RoadworkClassifier, dm: LabeledDataModule, splits: Splits,

@@ -44,7 +44,7 @@ def _train_data(cfg: DictConfig, art: ArtifactSchema, pre: Preprocess, patch: in
     if cfg.model.explora.use_labeled_data:
         splits = load_splits(require_splits(art, "phase4 with model.explora.use_labeled_data=true"))
         train_tf = TrainTransform(pre, cfg.training.augment, tuple(cfg.training.augment_level_probs))
-        options = LoaderOptions.from_hardware(cfg.hardware, pre.size)
+        options = LoaderOptions.from_hardware(cfg.hardware, pre.size, resolve_devices(cfg.hardware).devices)
         dm = LabeledDataModule(splits, train_tf, EvalTransform(pre), p4.batch_size, options)
         return dm.train_dataloader(), splits.paths("train")
     paths = unlabeled_images(cfg, art, "phase4", "data.unlabeled")

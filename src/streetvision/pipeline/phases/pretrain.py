@@ -88,7 +88,7 @@ def view_transform(objective: str, p: DictConfig, pre: Preprocess, patch: int):
 def unlabeled_loader(cfg: DictConfig, p: DictConfig, objective: str, paths: list[Path], pre: Preprocess,
                      patch: int) -> DataLoader:
     """Shuffled batches of self-supervised views of ``paths``."""
-    options = LoaderOptions.from_hardware(cfg.hardware, pre.size)
+    options = LoaderOptions.from_hardware(cfg.hardware, pre.size, resolve_devices(cfg.hardware).devices)
     return UnlabeledDataModule(paths, view_transform(objective, p, pre, patch), int(p.batch_size),
                                options).train_dataloader()
 

@@ -18,7 +18,7 @@ from streetvision.data.splits import (assign_splits, check_quality, group_duplic
                                       write_splits)
 from streetvision.errors import ConfigError
 from streetvision.io import atomic_write_json
-from streetvision.models.devices import scan_workers
+from streetvision.data.workers import scan_workers
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.registry import PhaseContext, PhaseResult, phase
 
