@@ -2,26 +2,21 @@
 duplicates, the splits phase's grouping finds them, whole groups stay in one fold in every repeat, labels are
 stratified across folds, and the assignment is seeded."""
 
-import importlib.util
 import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.benchmarks.conftest import benchmark_script
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_recipe.py"
 
 
 @pytest.fixture(scope="module")
 def real_recipe():
-    spec = importlib.util.spec_from_file_location("real_recipe", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["real_recipe"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("real_recipe", None)
+    with benchmark_script("real_recipe") as module:
+        yield module
 
 
 def scene(seed: int) -> Image.Image:

@@ -1,25 +1,21 @@
 """benchmarks/scale.py: the growth-ratio and goal arithmetic on fixed numbers, the process-tree accounting of
 ``measure`` (a grandchild's CPU is counted), and (slow) a ``--quick`` run at tiny sizes into a temporary JSON."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "scale.py"
+from tests.benchmarks.conftest import BENCHMARKS, benchmark_script
+
+SCRIPT = BENCHMARKS / "scale.py"
 
 
 @pytest.fixture(scope="module")
 def scale():
-    spec = importlib.util.spec_from_file_location("scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scale"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("scale", None)
+    with benchmark_script("scale") as module:
+        yield module
 
 
 def row(op, n, cpu, wall, rss, data="scenes", **extra):
