@@ -26,7 +26,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"output_root={tmp}", "run_id=lat", "data.synthetic.n=120", "training.epochs=1",
                      "training.progress_bar=false", "pipeline.phases=[phase1,phase2,phase5,phase6]"]
-        subprocess.run([sys.executable, "-c", "from streetvision.cli import main; main()", "run", *overrides],
+        subprocess.run([sys.executable, "-m", "streetvision.cli", "run", *overrides],
                        check=True, stdout=subprocess.DEVNULL)
         cfg = load_config(overrides)
         bundle = ArtifactSchema.from_config(cfg).bundle_dir
