@@ -54,6 +54,9 @@ costs a fixed ~80 s of CPU at full HD whatever N is. At the --quick sizes evalua
 (it holds up to two scoring batches of 64 decoded full-HD frames, ~6 MB each: flat only once the test split, 15 %,
 has ~128 images, N >~ 850), so its rss goal is expected to fail there; --quick proves the machinery, not the goals.
 
+``--work`` must be new, empty, or a folder this script used before (it holds ``.streetvision-scale-work``): the
+script deletes its own run directories and stale set files there, so it refuses a folder with anything else.
+
 Disk: ~265 KB per image, so 1k+4k+16k takes ~4.3 GB of scenes + ~4.3 GB of burst frames; ``--big 100000`` adds
 ~22 GB of scenes (no bursts at that size). The script checks the free space before generating.
 
@@ -337,12 +340,26 @@ def ensure_set(work: Path, kind: str, n: int, workers: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- the benchmark
+WORK_MARKER = ".streetvision-scale-work"  # written into --work: only a folder holding it is written into
+
+
+def claim_work(work: Path) -> Path:
+    """``work``, created with the marker, or already marked; SystemExit for a folder with other content (the
+    benchmark deletes run directories and stale set files inside it, never a user's files)."""
+    if work.exists() and not (work / WORK_MARKER).is_file() and any(work.iterdir()):
+        raise SystemExit(f"--work {work} already holds files this benchmark did not make; pass a new or empty "
+                         f"folder (or one a previous run of benchmarks/scale.py used).")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / WORK_MARKER).touch()
+    return work
+
+
 class Bench:
     """Measures operations, keeps the rows and rewrites the results file after each (a crash keeps the rest)."""
 
     def __init__(self, args: argparse.Namespace, sizes: list[int]) -> None:
         self.args, self.sizes = args, sizes
-        self.work = Path(args.work).expanduser().resolve()
+        self.work = claim_work(Path(args.work).expanduser().resolve())
         self.logs = self.work / "logs"
         self.rows: list[dict[str, Any]] = []
         self.results = Path(args.results)

@@ -136,3 +136,14 @@ def test_sets_are_prefixes_of_one_cached_pool(scale, tmp_path):  # renders 6 + 4
     assert scale.ensure_set(tmp_path, "scenes", 6, workers=1) == large and first.stat().st_mtime_ns == mtime
     burst = scale.ensure_set(tmp_path, "burst", 4, workers=1)
     assert sorted(p.name for p in (burst / "roadwork").iterdir()) == ["frame_000001.jpg", "frame_000003.jpg"]
+
+
+def test_the_work_folder_is_claimed_only_when_new_empty_or_already_the_benchmarks(scale, tmp_path):
+    assert scale.claim_work(tmp_path / "new") == tmp_path / "new"
+    assert scale.claim_work(tmp_path / "new") == tmp_path / "new"  # marked by the first claim
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="already holds files this benchmark did not make"):
+        scale.claim_work(users)
+    assert (users / "notes.txt").read_text() == "mine" and not (users / scale.WORK_MARKER).exists()
