@@ -2,8 +2,6 @@
 validator's real/generated mix, and a stream that draws a kind per challenge as the validator does."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
