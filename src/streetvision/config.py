@@ -136,11 +136,13 @@ class ExploraConfig:
 class ModelConfig:
     """Backbone (built-in name, hub id or save_pretrained directory), head and fine-tuning mode."""
 
-    backbone: str = "dinov2-tiny"  # dinov2-tiny | dinov2-micro | dinov2-small-random | dinov2-base-random (random
-    # weights, models.backbones.BUILTIN) | facebook/dinov2-small (hub id or local cache) | /path/to/save_pretrained
+    backbone: str = "dinov2-tiny"  # a built-in random-weight config of any family (models.families.BUILTIN:
+    # dinov2-tiny, convnextv2-atto, resnet-18, efficientnet-b0, vit-tiny, deit-tiny, swin-tiny, siglip-tiny, ...) | a
+    # hub id (local cache) or save_pretrained directory of a supported family (models.families.FAMILIES)
     finetune: str = "full"  # frozen | lora | full
     head: str = "linear"  # linear | mlp
-    pooling: str = "cls"  # cls | mean | max | cls_mean | cls_max (backbones.pooled_embedding)
+    pooling: str = "family"  # family (what the family's *ForImageClassification computes: exportable) | cls | mean |
+    # max | cls_mean | cls_max (backbones.pooled_embedding)
     head_hidden: int = 256
     head_dropout: float = 0.0
     init_from_explora: Optional[bool] = None  # None: start from phase4's backbone when it is committed
@@ -356,7 +358,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "hardware.accelerator": ("auto", "cpu", "gpu"),
     "model.finetune": ("frozen", "lora", "full"),
     "model.head": ("linear", "mlp"),
-    "model.pooling": ("cls", "mean", "max", "cls_mean", "cls_max"),
+    "model.pooling": ("family", "cls", "mean", "max", "cls_mean", "cls_max"),
     "training.loss": ("ce", "focal"),
     "training.augment": ("none", "flip", "validator"),
     "model.explora.objective": ("dino", "masked"),

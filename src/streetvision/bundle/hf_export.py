@@ -1,10 +1,10 @@
 """The Hugging Face export: a folder the NATIX base miner serves unchanged.
 
 The miner loads ``AutoModelForImageClassification`` and ``AutoImageProcessor`` from a repo into
-``transformers.pipeline("image-classification")`` and answers the score of the label ``"Roadwork"``. We write a
-standard ``Dinov2ForImageClassification`` (no remote code): the backbone's weights, and a linear classifier on the
-CLS token concatenated with the mean of the patch tokens, which is exactly our ``model.pooling=cls_mean`` with a
-``linear`` head. Labels follow the validator (``{0: "None", 1: "Roadwork"}``).
+``transformers.pipeline("image-classification")`` and answers the score of the label ``"Roadwork"``. We write the
+backbone family's standard ``*ForImageClassification`` (no remote code; ``Dinov2ForImageClassification``,
+``ConvNextV2ForImageClassification``, ... :mod:`streetvision.models.families`): the backbone's weights and a linear
+classifier on the family's own pooling, which is exactly our ``model.pooling=family`` with a ``linear`` head. Labels follow the validator (``{0: "None", 1: "Roadwork"}``).
 
 Calibration and decision threshold are folded into the classifier (:mod:`streetvision.bundle.hf_format`), so the
 pipeline's "Roadwork" score crosses 0.5 exactly at the chosen threshold. :func:`check_hf_parity` proves it.
@@ -32,6 +32,7 @@ from streetvision.models.classifier import SPEC_FILE
 from streetvision.io import atomic_write_json, atomic_write_text, replace_dir
 from streetvision.metrics.classification import validator_decisions
 from streetvision.metrics.score import logit
+from streetvision.models.families import SHORT_SIDE, family
 
 def _text(value: Any) -> str:
     """A card value as inert one-line Markdown text (no HTML, no line breaks, no table pipes)."""
@@ -44,7 +45,7 @@ def _readme(card: dict[str, Any], facts: dict[str, Any]) -> str:
     return f"""---
 library_name: transformers
 pipeline_tag: image-classification
-tags: [natix, streetvision, roadwork, dinov2]
+tags: [natix, streetvision, roadwork]
 ---
 # {card.get("model_name", "streetvision-roadwork")} {card.get("version", "")}
 
@@ -115,7 +116,7 @@ def write_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = None
     """Write the Hugging Face folder's files for a verified bundle into the folder ``out_dir``: model.safetensors
     from ``save_pretrained``, config.json and preprocessor_config.json with only the fields every supported miner
     environment reads (:mod:`streetvision.bundle.hf_format`), the card and its README."""
-    from transformers import Dinov2Config, Dinov2ForImageClassification
+    from transformers import AutoConfig, AutoModelForImageClassification
 
     from streetvision.models.classifier import load_classifier
 
@@ -123,35 +124,48 @@ def write_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = None
     model_dir = bundle_dir / predictor.index["model"]["dir"]
     spec = json.loads((model_dir / SPEC_FILE).read_text())
     classifier = load_classifier(model_dir)
-    check_exportable(spec, getattr(classifier.backbone.config, "model_type", "?"))
+    model_type = getattr(classifier.backbone.config, "model_type", "?")
+    check_exportable(spec, model_type)
     names = list(predictor.index["class_names"])
     config_doc = hf_config(classifier.backbone.config.to_dict())
-    hf_model = Dinov2ForImageClassification(Dinov2Config(**config_doc)).eval()
-    missing, unexpected = hf_model.dinov2.load_state_dict(classifier.backbone.state_dict(), strict=False)
+    config = AutoConfig.for_model(**config_doc)
+    hf_model = AutoModelForImageClassification.from_config(config).eval()
+    base = hf_base_model(hf_model)
+    missing, unexpected = base.load_state_dict(classifier.backbone.state_dict(), strict=False)
     if unexpected or [k for k in missing if "mask_token" not in k]:
-        raise IntegrityError(f"backbone weights do not fit Dinov2ForImageClassification (missing {missing}, "
+        raise IntegrityError(f"backbone weights do not fit {type(hf_model).__name__} (missing {missing}, "
                              f"unexpected {unexpected}).", "re-export the bundle with this version.")
+    target = [m for m in hf_model.classifier.modules() if isinstance(m, torch.nn.Linear)][-1]
     linear = classifier.head[-1]
     shift = logit(predictor.policy.decision_threshold) / 2.0
     with torch.no_grad():
-        hf_model.classifier.weight.copy_(linear.weight / predictor.policy.temperature)
-        hf_model.classifier.bias.copy_(linear.bias / predictor.policy.temperature
-                                       + torch.tensor([shift, -shift], dtype=linear.bias.dtype))
+        target.weight.copy_(linear.weight / predictor.policy.temperature)
+        target.bias.copy_(linear.bias / predictor.policy.temperature
+                          + torch.tensor([shift, -shift], dtype=linear.bias.dtype))
     pre = predictor.preprocess
     card = dict(card or json.loads((bundle_dir / "model_card.json").read_text()))
     facts = {**_facts(bundle_dir, predictor.index), "classes (ours -> exported)":
              f"{names[0]} -> None, {names[1]} -> Roadwork", "temperature (folded)":
              f"{predictor.policy.temperature:.4f}", "decision threshold (folded)":
              f"{predictor.policy.decision_threshold:.4f}",
-             "input": f"{pre.size} px: short side resized (bilinear), then centre crop"}
+             "architecture": config_doc["architectures"][0],
+             "input": (f"{pre.size} px: short side resized (bilinear), then centre crop"
+                       if family(model_type).processor == SHORT_SIDE else f"{pre.size} x {pre.size} px (bilinear resize)")}
     out_dir = Path(out_dir)
     hf_model.save_pretrained(out_dir, safe_serialization=True)
     atomic_write_json(out_dir / "config.json", config_doc)  # replaces save_pretrained's version-specific one
-    atomic_write_json(out_dir / "preprocessor_config.json", processor_config(pre))
+    atomic_write_json(out_dir / "preprocessor_config.json", processor_config(pre, model_type))
     atomic_write_json(out_dir / "model_card.json", card)
     atomic_write_text(out_dir / "README.md", _readme(card, facts))
     atomic_write_json(out_dir / CHECKSUMS_FILE, checksums_document(out_dir))  # last: it covers the others
     return out_dir
+
+
+def hf_base_model(hf_model: torch.nn.Module) -> torch.nn.Module:
+    """The part of a ``*ForImageClassification`` that our backbone is (SigLIP's classifier holds its vision model as
+    ``vision_model``; the others under their base_model_prefix)."""
+    vision = getattr(hf_model, "vision_model", None)
+    return vision if vision is not None else hf_model.base_model
 
 
 def miner_pipeline(hf_dir: Path, use_fast: bool = True) -> Any:

@@ -1,5 +1,5 @@
-"""The Hugging Face folder format StreetVision writes and reads: what an export must be (a DINOv2 with
-``cls_mean`` pooling and a linear head), how calibration and threshold are folded into its classifier (its
+"""The Hugging Face folder format StreetVision writes and reads: what an export must be (a supported family's
+``*ForImageClassification``: the family's pooling and a linear head), how calibration and threshold are folded into its classifier (its
 score is :func:`streetvision.metrics.score.validator_score`), and how such a folder is loaded back
 (:func:`load_hf_model`) behind the Predictor API.
 
@@ -22,9 +22,9 @@ import torch
 from streetvision.data.preprocess import SHORT_SIDE_THEN_CROP, SQUASH, Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.io.atomic import sha256_file
+from streetvision.models.families import BILINEAR, FAMILIES, SHORT_SIDE, family
 from streetvision.validator.prior import CHALLENGE_TYPE
 
-EXPORTABLE_POOLING = "cls_mean"
 EXPORTABLE_HEAD = "linear"
 POSITIVE_LABEL = CHALLENGE_TYPE[1]
 # the files of an export; CHECKSUMS_FILE lists the SHA-256 of the others (transformers and the miner ignore it;
@@ -36,16 +36,15 @@ PARITY_TOLERANCE = 1e-4
 
 
 def check_exportable(spec: dict[str, Any], model_type: str) -> None:
-    """Raise ConfigError unless the classifier maps onto Dinov2ForImageClassification."""
-    if model_type != "dinov2":
-        raise ConfigError(f"The Hugging Face export needs a DINOv2 backbone; this one is '{model_type}'.",
-                          "train with a DINOv2 backbone (model=dinov2_small, dinov2_base, dinov2_tiny).")
-    if spec.get("pooling") != EXPORTABLE_POOLING or spec.get("head") != EXPORTABLE_HEAD:
-        raise ConfigError(f"The Hugging Face export needs model.pooling={EXPORTABLE_POOLING} and "
-                          f"model.head={EXPORTABLE_HEAD} (what Dinov2ForImageClassification computes); this model "
-                          f"has pooling '{spec.get('pooling')}' and head '{spec.get('head')}'.",
-                          f"retrain with model.pooling={EXPORTABLE_POOLING} model.head={EXPORTABLE_HEAD}; the "
-                          "StreetVision bundle itself serves any pooling.")
+    """Raise ConfigError unless the classifier is exactly its family's ``*ForImageClassification``: a supported
+    family, the family's own pooling and a linear head."""
+    fam = family(model_type)
+    if spec.get("pooling") not in (fam.pooling, "family") or spec.get("head") != EXPORTABLE_HEAD:
+        raise ConfigError(f"The Hugging Face export of a {fam.model_type} backbone needs model.pooling=family (here "
+                          f"'{fam.pooling}', what {fam.classifier} computes) and model.head={EXPORTABLE_HEAD}; this "
+                          f"model has pooling '{spec.get('pooling')}' and head '{spec.get('head')}'.",
+                          f"retrain with model.pooling=family model.head={EXPORTABLE_HEAD}; the StreetVision bundle "
+                          "itself serves any pooling.")
 
 
 def check_saved_exportable(model_dir: Path) -> None:
@@ -70,18 +69,14 @@ def is_exportable(spec: dict[str, Any], model_type: str) -> bool:
         return False
 
 
-BILINEAR = 2  # PIL's code, as preprocessor_config.json stores "resample"
-
 # The fields an export writes: those that transformers 4.45 (NATIX's pin) and today's transformers both read, and
-# nothing version-specific. No "image_processor_type": with it, the NATIX miner's
-# AutoImageProcessor.from_pretrained(repo, use_fast=True) asks transformers 4.45 for a "BitImageProcessorFast",
-# which that version lacks ("Unrecognized image processor"); without it the processor follows config.json's
-# model_type (dinov2: BitImageProcessor, the PIL one wherever torchvision is missing).
-DINOV2_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio", "hidden_act",
-                 "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
-                 "image_size", "patch_size", "num_channels", "qkv_bias", "layerscale_value", "drop_path_rate",
-                 "use_swiglu_ffn")
-HF_ARCHITECTURE = "Dinov2ForImageClassification"
+# nothing version-specific (each family's config fields: models.families). No "image_processor_type": with it, the
+# NATIX miner's AutoImageProcessor.from_pretrained(repo, use_fast=True) asks transformers 4.45 for e.g. a
+# "BitImageProcessorFast", which that version lacks ("Unrecognized image processor"); without it the processor
+# follows config.json's model_type (dinov2: BitImageProcessor; convnextv2, resnet: ConvNextImageProcessor; vit, swin:
+# ViTImageProcessor; deit, efficientnet, siglip: their own; the PIL ones wherever torchvision is missing).
+DINOV2_FIELDS = FAMILIES["dinov2"].config_fields
+EXPORT_TYPES = {fam.export_model_type: fam for fam in FAMILIES.values()}
 # keys whose presence makes a supported miner environment load something else than this format describes
 FOREIGN_KEYS = {"preprocessor_config.json": ("image_processor_type", "processor_class", "auto_map"),
                 "config.json": ("auto_map",)}
@@ -89,18 +84,32 @@ MINER_ENVIRONMENTS = "transformers 4.45.x (NATIX's lock) and 5.x, with and witho
 
 
 def hf_config(backbone: dict[str, Any]) -> dict[str, Any]:
-    """config.json of an export: the DINOv2 fields of ``backbone`` (a config's to_dict) and the validator's labels."""
+    """config.json of an export: the family's fields of ``backbone`` (a config's to_dict; SigLIP's as the
+    classifier's ``vision_config``), its classifier architecture and the validator's labels."""
+    fam = family(str(backbone.get("model_type")))
+    fields = {k: backbone[k] for k in fam.config_fields if k in backbone}
     id2label = {0: CHALLENGE_TYPE[0], 1: CHALLENGE_TYPE[1]}
-    return {"model_type": "dinov2", "architectures": [HF_ARCHITECTURE],
-            **{k: backbone[k] for k in DINOV2_FIELDS if k in backbone},
+    if fam.export_model_type != fam.model_type:
+        fields = {"vision_config": {"model_type": fam.model_type, **fields}}
+    return {"model_type": fam.export_model_type, "architectures": [fam.classifier], **fields,
             "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
 
 
-def processor_config(pre: Preprocess) -> dict[str, Any]:
-    """preprocessor_config.json of an export: short side to S, centre crop S x S, bilinear, /255, normalised."""
-    return {"do_resize": True, "size": {"shortest_edge": pre.size}, "resample": BILINEAR, "do_center_crop": True,
-            "crop_size": {"height": pre.size, "width": pre.size}, "do_rescale": True, "rescale_factor": 1 / 255,
-            "do_normalize": True, "image_mean": list(pre.mean), "image_std": list(pre.std), "do_convert_rgb": True}
+def processor_config(pre: Preprocess, model_type: str = "dinov2") -> dict[str, Any]:
+    """preprocessor_config.json of an export, in the fields of the family's image processor: short side to S and
+    centre crop S x S (BiT; ConvNeXt with crop_pct 1), or a resize to S x S (ViT, DeiT, EfficientNet, SigLIP);
+    bilinear, /255, normalised."""
+    fam = family(model_type)
+    if fam.processor == SHORT_SIDE and "crop_pct" in fam.processor_extra:
+        frame = {"size": {"shortest_edge": pre.size}}
+    elif fam.processor == SHORT_SIDE:
+        frame = {"size": {"shortest_edge": pre.size}, "do_center_crop": True,
+                 "crop_size": {"height": pre.size, "width": pre.size}}
+    else:
+        frame = {"size": {"height": pre.size, "width": pre.size}}
+    return {"do_resize": True, **frame, "resample": BILINEAR, "do_rescale": True, "rescale_factor": 1 / 255,
+            "do_normalize": True, "image_mean": list(pre.mean), "image_std": list(pre.std),
+            **({"do_convert_rgb": True} if fam.model_type == "dinov2" else {}), **fam.processor_extra}
 
 
 def checksums_document(hf_dir: Path) -> dict[str, Any]:
@@ -164,11 +173,13 @@ def check_hf_folder(hf_dir: Path) -> str:
                                      "`streetvision export RUN --format hf`.")
     config = docs["config.json"]
     labels = {str(k): v for k, v in (config.get("id2label") or {}).items()}
-    if config.get("model_type") != "dinov2" or config.get("architectures") != [HF_ARCHITECTURE] \
+    fam = EXPORT_TYPES.get(str(config.get("model_type")))
+    if fam is None or config.get("architectures") != [fam.classifier] \
             or labels != {"0": CHALLENGE_TYPE[0], "1": CHALLENGE_TYPE[1]}:
+        pairs = ", ".join(f"{t!r}: ['{f.classifier}']" for t, f in EXPORT_TYPES.items())
         raise IntegrityError(f"'{hf_dir / 'config.json'}': model_type {config.get('model_type')!r}, architectures "
                              f"{config.get('architectures')}, id2label {labels}; the miner (transformers 4.45.x "
-                             f"and 5.x) needs model_type 'dinov2', ['{HF_ARCHITECTURE}'] and "
+                             f"and 5.x) needs a model_type with its classifier ({pairs}) and "
                              f"{{'0': '{CHALLENGE_TYPE[0]}', '1': '{CHALLENGE_TYPE[1]}'}} (it answers the score of "
                              f"'{POSITIVE_LABEL}').", "rebuild it: streetvision export RUN --format hf.")
     preprocess_from_processor(docs["preprocessor_config.json"], str(hf_dir / "preprocessor_config.json"))
@@ -182,7 +193,18 @@ def preprocess_from_processor(raw: dict[str, Any], where: str) -> Preprocess:
     else would be scored differently from the miner's pipeline, so it is refused, naming the fields."""
     size, crop = raw.get("size") or {}, raw.get("crop_size") or {}
     side, rule = None, None
-    if raw.get("do_resize", True) and raw.get("do_center_crop") and size.get("shortest_edge") is not None \
+    if raw.get("include_top") or raw.get("rescale_offset"):
+        pass  # EfficientNet's second division by the std, or a [-1, 1] offset: refused below
+    elif raw.get("do_resize", True) and "crop_pct" in raw and size.get("shortest_edge") is not None:
+        # ConvNeXt's processor: below 384 px, short side to S / crop_pct then centre crop S; from 384 px, S x S
+        side = int(size["shortest_edge"])
+        if side >= 384:
+            rule = SQUASH
+        elif raw["crop_pct"] is not None and int(side / float(raw["crop_pct"])) == side:
+            rule = SHORT_SIDE_THEN_CROP
+        else:
+            side = None
+    elif raw.get("do_resize", True) and raw.get("do_center_crop") and size.get("shortest_edge") is not None \
             and crop.get("height") == crop.get("width") == size["shortest_edge"]:
         side, rule = int(size["shortest_edge"]), SHORT_SIDE_THEN_CROP
     elif raw.get("do_resize", True) and not raw.get("do_center_crop") and size.get("height") is not None \
@@ -193,7 +215,8 @@ def preprocess_from_processor(raw: dict[str, Any], where: str) -> Preprocess:
         raise IntegrityError(f"'{where}': size {size}, crop_size {crop}, do_center_crop {raw.get('do_center_crop')}, "
                              f"resample {raw.get('resample')}, rescale_factor {raw.get('rescale_factor')}: the "
                              f"Predictor reproduces a square bilinear input (short side resized and centre-cropped "
-                             f"to S, or resized to S x S) scaled by 1/255.",
+                             f"to S, or resized to S x S) scaled by 1/255 (crop_pct 1, no include_top or "
+                             f"rescale_offset).",
                              "export the model with `streetvision export RUN --format hf`, or score this folder "
                              "with transformers.pipeline directly.")
     normalise = raw.get("do_normalize", True)

@@ -1,10 +1,12 @@
 """Backbones by name through one factory, with their preprocessing attached (timm-style).
 
-``model.backbone`` is either a built-in name (random-weight DINOv2 configs: micro and tiny for CPU work, small-random
-and base-random with the ViT-S/14 and ViT-B/14 shapes for GPU checks) or anything
-``AutoModel.from_pretrained`` accepts: a Hugging Face hub id (``facebook/dinov2-small``) or a local directory in
-``save_pretrained`` form. Input size, mean and std come from the checkpoint's image processor when it ships one,
-otherwise from the model config (``image_size``) and ImageNet statistics (what DINOv2 was trained with).
+``model.backbone`` is either a built-in name (random-weight configs of every family, :data:`families.BUILTIN`: micro
+sizes for unit tests, tiny ones for CPU work, ViT-S/B shapes for GPU checks) or anything ``from_pretrained``
+accepts: a Hugging Face hub id (``facebook/dinov2-small``, ``facebook/convnextv2-atto-1k-224``) or a local directory
+in ``save_pretrained`` form, of a supported family (:mod:`streetvision.models.families`). The backbone is the
+family's base model as its ``*ForImageClassification`` builds it. Input size, mean and std come from the
+checkpoint's image processor when it ships one, otherwise from the model config (``image_size``) and the family's
+statistics.
 """
 
 from __future__ import annotations
@@ -13,31 +15,15 @@ import hashlib
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, Dinov2Config, Dinov2Model, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedModel
 
 from streetvision.config import CHOICES
 from streetvision.data.preprocess import Preprocess
 from streetvision.errors import ConfigError
+from streetvision.models.families import BUILTIN, Family, family, family_of
 
 POOLINGS = CHOICES["model.pooling"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-BUILTIN: dict[str, dict] = {
-    # unit tests: ~0.1 M parameters, 56 px
-    "dinov2-micro": dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96,
-                         patch_size=14, image_size=56),
-    # CPU demos: 2.8 M parameters, 112 px (about 250 img/s inference on 2 cores)
-    "dinov2-tiny": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=3, intermediate_size=768,
-                        patch_size=14, image_size=112),
-    # GPU checks and throughput benchmarks without downloading weights: the shapes (and so the FLOPs) of
-    # DINOv2 ViT-S/14 (22 M parameters) and ViT-B/14 (86 M) at 224 px, with random weights
-    "dinov2-small-random": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
-                                intermediate_size=1536, patch_size=14, image_size=224),
-    "dinov2-base-random": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                               intermediate_size=3072, patch_size=14, image_size=224),
-}
+FAMILY_POOLING = "family"  # model.pooling: the family's own (what its *ForImageClassification computes)
 
 
 def is_builtin(name: str) -> bool:
@@ -45,11 +31,43 @@ def is_builtin(name: str) -> bool:
     return name in BUILTIN
 
 
+def base_model_class(fam: Family) -> type[PreTrainedModel]:
+    """The base model class of a family (what ``AutoModel`` maps its config to)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    import transformers
+
+    return getattr(transformers, MODEL_MAPPING_NAMES[fam.model_type])
+
+
 def build_builtin(name: str, seed: int = 0) -> PreTrainedModel:
-    """A randomly initialised DINOv2 of a built-in size (deterministic per seed)."""
+    """A randomly initialised backbone of a built-in config (deterministic per seed)."""
+    model_type, kwargs = BUILTIN[name]
+    fam = family(model_type)
+    config = AutoConfig.for_model(model_type, **{**kwargs, **_config_kwargs(fam)})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return Dinov2Model(Dinov2Config(**BUILTIN[name]))
+        return base_model_class(fam)(config, **_init_kwargs(fam))
+
+
+def _config_kwargs(fam: Family) -> dict:
+    return {k: v for k, v in fam.base_kwargs.items() if k == "vision_use_head"}
+
+
+def _init_kwargs(fam: Family) -> dict:
+    return {k: v for k, v in fam.base_kwargs.items() if k != "vision_use_head"}
+
+
+def from_pretrained(source: str | Path, **kwargs) -> PreTrainedModel:
+    """The family's base model from a hub id or directory (also from a checkpoint of its *ForImageClassification
+    or, for SigLIP, of the two-tower model), built as the family's classifier builds it."""
+    config = AutoConfig.from_pretrained(source)
+    fam = family(str(config.model_type))
+    if config.model_type != fam.model_type:  # a two-tower SigLIP checkpoint: its vision tower
+        config = config.vision_config
+    for key, value in _config_kwargs(fam).items():
+        setattr(config, key, value)
+    return base_model_class(fam).from_pretrained(source, config=config, **_init_kwargs(fam), **kwargs)
 
 
 def load_backbone(name_or_path: str, seed: int = 0) -> PreTrainedModel:
@@ -57,7 +75,7 @@ def load_backbone(name_or_path: str, seed: int = 0) -> PreTrainedModel:
     if is_builtin(name_or_path):
         return build_builtin(name_or_path, seed)
     try:
-        return AutoModel.from_pretrained(name_or_path)
+        return from_pretrained(name_or_path)
     except (OSError, ValueError) as exc:
         local = Path(name_or_path).exists()
         raise ConfigError(
@@ -65,6 +83,21 @@ def load_backbone(name_or_path: str, seed: int = 0) -> PreTrainedModel:
             f"use a built-in name ({', '.join(BUILTIN)}), a directory written by save_pretrained, or a hub id "
             f"that is in the local Hugging Face cache (no network at run time).",
         ) from exc
+
+
+def backbone_family(name_or_path: str) -> Family:
+    """The Family of a backbone source from its config alone (no weights read): checks a source before any work."""
+    if is_builtin(name_or_path):
+        return family(BUILTIN[name_or_path][0])
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        local = Path(name_or_path).exists()
+        raise ConfigError(
+            f"Cannot read the config of backbone '{name_or_path}' ({'local directory' if local else 'hub id'}): "
+            f"{exc}", f"use a built-in name ({', '.join(BUILTIN)}), a directory written by save_pretrained, or a "
+            f"hub id that is in the local Hugging Face cache (no network at run time).") from exc
+    return family(str(config.model_type))
 
 
 def preprocess_for(model: PreTrainedModel, name_or_path: str | None = None) -> Preprocess:
@@ -80,13 +113,17 @@ def preprocess_for(model: PreTrainedModel, name_or_path: str | None = None) -> P
                 return Preprocess(int(size), tuple(proc.image_mean), tuple(proc.image_std))
         except (OSError, ValueError, TypeError):
             pass  # no processor saved: fall back to the config
+    fam = family_of(model)
     size = getattr(model.config, "image_size", 224)
-    return Preprocess(int(size if isinstance(size, int) else size[0]), IMAGENET_MEAN, IMAGENET_STD)
+    return Preprocess(int(size if isinstance(size, int) else size[0]), fam.mean, fam.std)
 
 
 def embedding_dim(model: PreTrainedModel, pooling: str = "cls") -> int:
     """Width of the pooled embedding (twice the hidden size for the concatenating poolings)."""
-    width = int(getattr(model.config, "hidden_size", None) or model.config.hidden_sizes[-1])
+    pooling = resolve_pooling(model, pooling)
+    config = model.config
+    width = int(getattr(config, "hidden_dim", None) if config.model_type == "efficientnet"
+                else getattr(config, "hidden_size", None) or config.hidden_sizes[-1])
     return 2 * width if pooling.startswith("cls_") else width
 
 
@@ -98,12 +135,20 @@ def _cls_and_patches(model: PreTrainedModel, out) -> tuple[torch.Tensor, torch.T
     if hidden.ndim == 4:
         patches = hidden.flatten(2).transpose(1, 2)
         return (pooled.flatten(1) if pooled is not None else patches.mean(1)), patches
-    skip = 1 + int(getattr(model.config, "num_register_tokens", 0) or 0)
+    skip = family_of(model).prefix_tokens + int(getattr(model.config, "num_register_tokens", 0) or 0)
     return (pooled if pooled is not None else hidden[:, 0]), hidden[:, skip:]
+
+
+def resolve_pooling(model: PreTrainedModel, pooling: str) -> str:
+    """``pooling``, with ``family`` replaced by the pooling the family's classifier uses."""
+    return family_of(model).pooling if pooling == FAMILY_POOLING else pooling
 
 
 def pooled_embedding(model: PreTrainedModel, pixel_values: torch.Tensor, pooling: str = "cls") -> torch.Tensor:
     """The backbone's image embedding under ``pooling`` (``model.pooling``):
+
+    - ``family``: what the family's ``*ForImageClassification`` computes (DINOv2: ``cls_mean``; ViT, DeiT: the
+      CLS token; Swin, ConvNeXt V2, ResNet, EfficientNet: their pooled output; SigLIP: the mean of the tokens);
 
     - ``cls``: the pooled output when the model has one, else the CLS token (the standard probe);
     - ``mean`` / ``max``: mean / feature-wise max over the patch tokens. Max pooling suits presence questions
@@ -111,6 +156,7 @@ def pooled_embedding(model: PreTrainedModel, pixel_values: torch.Tensor, pooling
       mean dilutes it among ~60 background patches (measured on the tiny backbone from scratch: see the preset);
     - ``cls_mean`` / ``cls_max``: the CLS embedding concatenated with the mean / max of the patches.
     """
+    pooling = resolve_pooling(model, pooling)
     if pooling not in POOLINGS:
         raise ConfigError(f"Unknown model.pooling '{pooling}'. Valid choices: {', '.join(POOLINGS)}.",
                           "set model.pooling to one of the choices.")

@@ -18,18 +18,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 from streetvision.config import CHOICES
 from streetvision.data.preprocess import Preprocess
 from streetvision.errors import ConfigError, IntegrityError
 from streetvision.io import atomic_write_json, atomic_write_safetensors, replace_dir
-from streetvision.models.backbones import embedding_dim, pooled_embedding
+from streetvision.models.backbones import base_model_class, embedding_dim, pooled_embedding, resolve_pooling
+from streetvision.models.families import family, family_of
 
 FINETUNE_MODES = CHOICES["model.finetune"]
 HEAD_TYPES = CHOICES["model.head"]
-ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "query", "key", "value", "qkv")
 
 # A saved classifier: the backbone (save_pretrained), the head, and the spec that rebuilds it around them.
 BACKBONE_DIR, HEAD_FILE, SPEC_FILE = "backbone", "head.safetensors", "model.json"
@@ -67,6 +67,7 @@ class RoadworkClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.spec = spec
+        spec.pooling = resolve_pooling(backbone, spec.pooling)  # "family" is recorded as what it means
         spec.embedding_dim = embedding_dim(backbone, spec.pooling)
         self.head = make_head(spec.head, spec.embedding_dim, len(spec.class_names), spec.head_hidden,
                               spec.head_dropout)
@@ -80,17 +81,22 @@ class RoadworkClassifier(nn.Module):
 
 
 def attention_targets(backbone: nn.Module, requested: list[str] | None = None) -> list[str]:
-    """LoRA target module names: ``requested``, or the attention projections this architecture has."""
-    leaf_names = {name.rsplit(".", 1)[-1] for name, m in backbone.named_modules() if isinstance(m, nn.Linear)}
+    """LoRA target module names: ``requested``, or the family's defaults (attention projections; for the
+    convolutional families their pointwise / 1 x 1 layers) that this backbone has. Linear and ungrouped Conv2d
+    layers qualify (what PEFT's LoRA wraps)."""
+    leaf_names = {name.rsplit(".", 1)[-1] for name, m in backbone.named_modules()
+                  if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and m.groups == 1)}
     if requested:
         missing = [t for t in requested if t not in leaf_names]
         if missing:
-            raise ConfigError(f"LoRA target module(s) {missing} not found in the backbone; linear layers are named "
-                              f"{sorted(leaf_names)}.", "set model.lora.target_modules to some of those names.")
+            raise ConfigError(f"LoRA target module(s) {missing} not found in the backbone; its linear and "
+                              f"convolution layers are named {sorted(leaf_names)}.",
+                              "set model.lora.target_modules to some of those names.")
         return list(requested)
-    found = [n for n in ATTENTION_PROJECTIONS if n in leaf_names]
+    found = [n for n in family_of(backbone).lora_targets if n in leaf_names]
     if not found:
-        raise ConfigError("Could not find attention projections for LoRA in this backbone.",
+        raise ConfigError(f"Could not find the default LoRA targets of this {family_of(backbone).model_type} "
+                          f"backbone; its linear and convolution layers are named {sorted(leaf_names)}.",
                           "set model.lora.target_modules explicitly.")
     return found
 
@@ -154,8 +160,14 @@ def load_backbone_dir(backbone_dir: Path) -> PreTrainedModel:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a mismatch is reported below as one IntegrityError, not a load report
     try:
-        backbone, info = AutoModel.from_pretrained(backbone_dir, config=config, use_safetensors=True,
-                                                   output_loading_info=True)
+        fam = family(str(config.model_type))
+        backbone, info = base_model_class(fam).from_pretrained(backbone_dir, config=config, use_safetensors=True,
+                                                               output_loading_info=True,
+                                                               **{k: v for k, v in fam.base_kwargs.items()
+                                                                  if k != "vision_use_head"})
+    except ConfigError as exc:
+        raise IntegrityError(f"'{config_file}': {exc.message}", "restore the original file or re-export the "
+                             "model.") from exc
     except (OSError, ValueError, TypeError, KeyError, RuntimeError, SafetensorError) as exc:
         raise IntegrityError(f"'{weights}' does not load with '{config_file}' ({type(exc).__name__}: {exc}).",
                              "restore the original files or re-export the model.") from exc
