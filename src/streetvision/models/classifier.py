@@ -34,6 +34,7 @@ HEAD_TYPES = CHOICES["model.head"]
 # A saved classifier: the backbone (save_pretrained), the head, and the spec that rebuilds it around them.
 BACKBONE_DIR, HEAD_FILE, SPEC_FILE = "backbone", "head.safetensors", "model.json"
 MODEL_FILES = (BACKBONE_DIR, HEAD_FILE, SPEC_FILE)
+DERIVED_BUFFERS = ("relative_position_index", "position_ids")
 
 
 @dataclass
@@ -173,6 +174,11 @@ def load_backbone_dir(backbone_dir: Path) -> PreTrainedModel:
                              "restore the original files or re-export the model.") from exc
     finally:
         hf_logging.set_verbosity(verbosity)
+    # buffers computed in __init__ that one transformers version saves and another does not (Swin's
+    # relative_position_index is persistent in 4.x, not in 5.x): missing from the file, rebuilt identically
+    info["missing_keys"] = [k for k in info.get("missing_keys", []) if not k.endswith(DERIVED_BUFFERS)]
+    if info["missing_keys"] and _load_with_prefix(backbone, weights, info):
+        info["missing_keys"], info["unexpected_keys"] = [], []
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:
         detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {sorted(map(str, v))[0]})"
@@ -180,6 +186,20 @@ def load_backbone_dir(backbone_dir: Path) -> PreTrainedModel:
         raise IntegrityError(f"'{config_file}' and '{weights}' disagree: {detail}.",
                              "restore the original files or re-export the model.")
     return backbone
+
+
+def _load_with_prefix(backbone: PreTrainedModel, weights: Path, info: dict) -> bool:
+    """Load ``weights`` into ``backbone`` when they are its state under another key prefix, as one transformers
+    version saves a model and another expects it (SigLIP's vision model: ``embeddings.*`` from 5.x,
+    ``vision_model.embeddings.*`` in 4.x); whether that was the case."""
+    missing, unexpected = sorted(info["missing_keys"]), sorted(info.get("unexpected_keys", []))
+    if len(missing) != len(unexpected) or not missing[0].endswith(unexpected[0]):
+        return False
+    prefix = missing[0][:len(missing[0]) - len(unexpected[0])]
+    if [prefix + k for k in unexpected] != missing:
+        return False
+    result = backbone.load_state_dict({prefix + k: v for k, v in load_file(weights).items()}, strict=False)
+    return not result.unexpected_keys and all(k.endswith(DERIVED_BUFFERS) for k in result.missing_keys)
 
 
 def load_classifier(model_dir: Path) -> RoadworkClassifier:
