@@ -29,7 +29,8 @@ def test_each_pooling_matches_its_definition(micro):
     cls, patches = tokens[:, 0], tokens[:, 1:]
     expected = {"cls": cls, "mean": patches.mean(1), "max": patches.amax(1),
                 "cls_mean": torch.cat([cls, patches.mean(1)], 1), "cls_max": torch.cat([cls, patches.amax(1)], 1)}
-    assert set(expected) == set(POOLINGS) == set(CHOICES["model.pooling"])
+    assert set(expected) | {"family"} == set(POOLINGS) == set(CHOICES["model.pooling"])
+    torch.testing.assert_close(pooled_embedding(micro, x, "family"), expected["cls_mean"])  # Dinov2ForImageClassif.
     for pooling, want in expected.items():
         got = pooled_embedding(micro, x, pooling)
         assert got.shape == (3, embedding_dim(micro, pooling))

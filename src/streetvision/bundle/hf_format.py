@@ -39,6 +39,11 @@ def check_exportable(spec: dict[str, Any], model_type: str) -> None:
     """Raise ConfigError unless the classifier is exactly its family's ``*ForImageClassification``: a supported
     family, the family's own pooling and a linear head."""
     fam = family(model_type)
+    if not fam.natix:
+        raise ConfigError(f"The Hugging Face export of a {fam.model_type} backbone would be a {fam.classifier}, which "
+                          "NATIX's pinned transformers 4.45 does not have: the stock miner could not load it.",
+                          "serve the StreetVision bundle, or train a family the miner loads "
+                          f"({', '.join(t for t, f in FAMILIES.items() if f.natix)}).")
     if spec.get("pooling") not in (fam.pooling, "family") or spec.get("head") != EXPORTABLE_HEAD:
         raise ConfigError(f"The Hugging Face export of a {fam.model_type} backbone needs model.pooling=family (here "
                           f"'{fam.pooling}', what {fam.classifier} computes) and model.head={EXPORTABLE_HEAD}; this "
@@ -76,7 +81,7 @@ def is_exportable(spec: dict[str, Any], model_type: str) -> bool:
 # follows config.json's model_type (dinov2: BitImageProcessor; convnextv2, resnet: ConvNextImageProcessor; vit, swin:
 # ViTImageProcessor; deit, efficientnet, siglip: their own; the PIL ones wherever torchvision is missing).
 DINOV2_FIELDS = FAMILIES["dinov2"].config_fields
-EXPORT_TYPES = {fam.export_model_type: fam for fam in FAMILIES.values()}
+EXPORT_TYPES = {fam.export_model_type: fam for fam in FAMILIES.values() if fam.natix}
 # keys whose presence makes a supported miner environment load something else than this format describes
 FOREIGN_KEYS = {"preprocessor_config.json": ("image_processor_type", "processor_class", "auto_map"),
                 "config.json": ("auto_map",)}

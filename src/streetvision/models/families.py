@@ -40,6 +40,7 @@ class Family:
     prefix_tokens: int = 1  # tokens before the patches in last_hidden_state (CLS, distillation)
     transformer: bool = True  # a ViT (self-supervised phases apply) or a convolutional network
     selfsup: bool = False  # whether pretrain / phase4 (DINO, masked, ExPLoRA) are implemented for it
+    natix: bool = True  # whether NATIX's pinned transformers 4.45 has the classifier class (the export is refused if not)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -62,6 +63,13 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
             "image_size", "patch_size", "num_channels", "qkv_bias", "layerscale_value", "drop_path_rate",
             "use_swiglu_ffn"),
            QKV, selfsup=True),
+    # DINOv2 with registers: trains and serves from a bundle; transformers 4.45 lacks its classifier class
+    Family("dinov2_with_registers", "Dinov2WithRegistersForImageClassification", "cls_mean",
+           ("hidden_size", "num_hidden_layers", "num_attention_heads", "mlp_ratio", "hidden_act",
+            "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "layer_norm_eps",
+            "image_size", "patch_size", "num_channels", "qkv_bias", "layerscale_value", "drop_path_rate",
+            "use_swiglu_ffn", "num_register_tokens"),
+           QKV, selfsup=True, natix=False),
     Family("vit", "ViTForImageClassification", "cls", _VIT_FIELDS, QKV, SQUASH,
            base_kwargs={"add_pooling_layer": False}),
     Family("deit", "DeiTForImageClassification", "cls", _VIT_FIELDS, QKV, SQUASH,

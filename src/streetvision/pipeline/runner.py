@@ -158,6 +158,9 @@ def check_upstream_unchanged(cfg: DictConfig, artifacts: ArtifactSchema, name: s
                           f"with them and pipeline.phases=[{spec.name},...].")
 
 
+SELFSUP_PHASES = ("pretrain", "phase4")
+
+
 def check_machine(cfg: DictConfig) -> None:
     """Before any work: when a training phase is requested, its devices, precision and compile backend must exist
     on this machine, and its loggers' packages must be installed (ConfigError naming the key and what was found)."""
@@ -167,6 +170,19 @@ def check_machine(cfg: DictConfig) -> None:
 
         check_devices(resolve_devices(cfg.hardware))
         check_loggers(list(cfg.logging.loggers))
+        check_backbone(cfg)
+
+
+def check_backbone(cfg: DictConfig) -> None:
+    """Before any work: model.backbone is a supported family (its config alone is read), and the self-supervised
+    phases, when requested, are implemented for it (ConfigError naming the family and what applies)."""
+    from streetvision.models.backbones import backbone_family
+    from streetvision.models.families import check_selfsup
+
+    fam = backbone_family(str(cfg.model.backbone))
+    for phase in SELFSUP_PHASES:
+        if phase in cfg.pipeline.phases:
+            check_selfsup(fam, phase)
 
 
 def prepare_run_dir(cfg: DictConfig, artifacts: ArtifactSchema) -> None:
