@@ -132,3 +132,13 @@ def test_the_export_of_a_family_the_pinned_miner_lacks_is_refused_by_name():
     assert is_exportable({"pooling": "family", "head": "linear"}, "swin")
     assert not is_exportable({"pooling": "max", "head": "linear"}, "convnextv2")
     assert not is_exportable({"pooling": "family", "head": "mlp"}, "resnet")
+
+
+@pytest.mark.parametrize("backbone", ["vit-micro", pytest.param("deit-micro", marks=pytest.mark.slow)])
+def test_explora_on_a_vit_family_merges_and_phase1_exports_from_it(tmp_path, backbone):
+    run, outcomes = _run(tmp_path, backbone, "phase4,phase1,phase2,phase6", "model.explora.objective=masked",
+                         "phase4.epochs=1", "model.explora.train_norms=true")
+    merge = json.loads((run / "phase4_explora" / "metrics.json").read_text())
+    assert merge["peft_validation_status"] == "PASS" and merge["max_output_diff"] < 1e-4
+    phase6 = next(o.summary for o in outcomes if o.name == "phase6")
+    assert phase6["hugging face"] == "export/hf (parity checked)"  # the mask token stays out of the export

@@ -131,7 +131,9 @@ def write_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = None
     config = AutoConfig.for_model(**config_doc)
     hf_model = AutoModelForImageClassification.from_config(config).eval()
     base = hf_base_model(hf_model)
-    missing, unexpected = base.load_state_dict(classifier.backbone.state_dict(), strict=False)
+    state = {k: v for k, v in classifier.backbone.state_dict().items()  # ViT's mask token: pre-training only
+             if not k.endswith("mask_token") or k in base.state_dict()}
+    missing, unexpected = base.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if "mask_token" not in k]:
         raise IntegrityError(f"backbone weights do not fit {type(hf_model).__name__} (missing {missing}, "
                              f"unexpected {unexpected}).", "re-export the bundle with this version.")

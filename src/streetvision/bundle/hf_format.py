@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from streetvision.data.preprocess import SHORT_SIDE_THEN_CROP, SQUASH, Preprocess

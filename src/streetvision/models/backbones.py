@@ -15,7 +15,7 @@ import hashlib
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
 from streetvision.config import CHOICES
 from streetvision.data.preprocess import Preprocess
@@ -160,7 +160,10 @@ def pooled_embedding(model: PreTrainedModel, pixel_values: torch.Tensor, pooling
     if pooling not in POOLINGS:
         raise ConfigError(f"Unknown model.pooling '{pooling}'. Valid choices: {', '.join(POOLINGS)}.",
                           "set model.pooling to one of the choices.")
-    cls, patches = _cls_and_patches(model, model(pixel_values=pixel_values))
+    size = getattr(model.config, "image_size", None)
+    resized = family_of(model).resize_flag and isinstance(size, int) and pixel_values.shape[-1] != size
+    out = model(pixel_values=pixel_values, interpolate_pos_encoding=True) if resized else model(pixel_values=pixel_values)
+    cls, patches = _cls_and_patches(model, out)
     if pooling == "cls":
         return cls
     reduce = (lambda t: t.mean(1)) if pooling.endswith("mean") else (lambda t: t.amax(1))

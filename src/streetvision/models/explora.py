@@ -6,15 +6,17 @@ models/selfsup.py's :class:`SelfSupervisedModule`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 
 from streetvision.errors import ConfigError, ValidationFailure
 from streetvision.io import replace_dir
+from streetvision.models.backbones import from_pretrained
 from streetvision.models.classifier import attention_targets
 
 if TYPE_CHECKING:
@@ -24,6 +26,18 @@ if TYPE_CHECKING:
 def num_blocks(backbone: PreTrainedModel) -> int:
     """Number of transformer blocks."""
     return int(backbone.config.num_hidden_layers)
+
+
+def blocks_path(backbone: nn.Module) -> str:
+    """Module path of the backbone's list of transformer blocks (DINOv2: ``encoder.layer``; the layout differs
+    between families and transformers versions, so it is found, not assumed): the ModuleList of
+    ``num_hidden_layers`` entries."""
+    n = num_blocks(backbone)
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n and name:
+            return name
+    raise ConfigError(f"Could not find the {n} transformer blocks of this {backbone.config.model_type} backbone.",
+                      "use a DINOv2, ViT or DeiT backbone for phase4.")
 
 
 def explora_parameterise(backbone: PreTrainedModel, unfrozen_blocks: int, r: int, alpha: int, dropout: float,
@@ -42,15 +56,17 @@ def explora_parameterise(backbone: PreTrainedModel, unfrozen_blocks: int, r: int
                           f"{n}-block backbone.", "use 1 or 2 (the paper's setting).")
     full = range(n - unfrozen_blocks, n) if unfrozen_from == "last" else range(unfrozen_blocks)
     lora = [i for i in range(n) if i not in full]
-    saved = [f"encoder.layer.{i}" for i in full] + ["layernorm"]
+    blocks = blocks_path(backbone)
+    saved = [f"{blocks}.{i}" for i in full] + ["layernorm"]
     if train_patch_embeddings:
         saved.append("embeddings.patch_embeddings")
     if train_norms:
-        saved += [f"encoder.layer.{i}.{norm}" for i in lora for norm in ("norm1", "norm2")]
+        saved += [f"{blocks}.{i}.{name}" for i in lora for name, module in
+                  backbone.get_submodule(f"{blocks}.{i}").named_modules() if isinstance(module, nn.LayerNorm)]
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-        # transformers 5.x: layer.N.attention.q_proj; 4.x: layer.N.attention.attention.query
-        target_modules=rf".*encoder\.layer\.({'|'.join(map(str, lora))})\.attention\.(?:attention\.)?"
+        # e.g. transformers 5.x: encoder.layer.N.attention.q_proj; 4.x: encoder.layer.N.attention.attention.query
+        target_modules=rf"(?:.*\.)?{re.escape(blocks)}\.({'|'.join(map(str, lora))})\.(?:.*\.)?"
                        rf"({'|'.join(attention_targets(backbone))})",
         modules_to_save=saved,
     )
@@ -87,7 +103,7 @@ def validate_peft_merge(reference: torch.Tensor, merged_dir: Path, batch: torch.
                         tolerance: float) -> dict[str, float | str]:
     """Reload the merged checkpoint from disk and compare its outputs on ``batch`` with ``reference`` (the
     unmerged PEFT model's). Raises ValidationFailure when the max abs difference exceeds ``tolerance``."""
-    reloaded = AutoModel.from_pretrained(merged_dir, use_safetensors=True)
+    reloaded = from_pretrained(merged_dir, use_safetensors=True)
     diff = float((backbone_outputs(reloaded, batch) - reference).abs().max())
     result = {"max_output_diff": diff, "tolerance": tolerance, "status": "PASS" if diff <= tolerance else "FAIL"}
     if result["status"] == "FAIL":

@@ -40,6 +40,7 @@ class Family:
     prefix_tokens: int = 1  # tokens before the patches in last_hidden_state (CLS, distillation)
     transformer: bool = True  # a ViT (self-supervised phases apply) or a convolutional network
     selfsup: bool = False  # whether pretrain / phase4 (DINO, masked, ExPLoRA) are implemented for it
+    resize_flag: bool = False  # whether inputs of another size need interpolate_pos_encoding=True (DINO's local crops)
     natix: bool = True  # whether NATIX's pinned transformers 4.45 has the classifier class (the export is refused if not)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -70,10 +71,12 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
             "image_size", "patch_size", "num_channels", "qkv_bias", "layerscale_value", "drop_path_rate",
             "use_swiglu_ffn", "num_register_tokens"),
            QKV, selfsup=True, natix=False),
+    # ViT and DeiT keep a mask token (masked-patch pre-training; frozen in classification, absent from the export)
     Family("vit", "ViTForImageClassification", "cls", _VIT_FIELDS, QKV, SQUASH,
-           base_kwargs={"add_pooling_layer": False}),
+           base_kwargs={"add_pooling_layer": False, "use_mask_token": True}, selfsup=True, resize_flag=True),
     Family("deit", "DeiTForImageClassification", "cls", _VIT_FIELDS, QKV, SQUASH,
-           processor_extra={"do_center_crop": False}, base_kwargs={"add_pooling_layer": False}, prefix_tokens=2),
+           processor_extra={"do_center_crop": False}, base_kwargs={"add_pooling_layer": False, "use_mask_token": True},
+           prefix_tokens=2, selfsup=True, resize_flag=True),
     Family("swin", "SwinForImageClassification", "cls",
            ("image_size", "patch_size", "num_channels", "embed_dim", "depths", "num_heads", "window_size",
             "mlp_ratio", "qkv_bias", "hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate",
@@ -83,7 +86,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
             "image_size", "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout", "vision_use_head"),
            QKV, SQUASH, processor_extra={"do_convert_rgb": True},
-           base_kwargs={"vision_use_head": False}, prefix_tokens=0, mean=HALF, std=HALF),
+           base_kwargs={"vision_use_head": False}, prefix_tokens=0, mean=HALF, std=HALF, resize_flag=True),
     Family("convnextv2", "ConvNextV2ForImageClassification", "cls",
            ("num_channels", "patch_size", "num_stages", "hidden_sizes", "depths", "hidden_act", "initializer_range",
             "layer_norm_eps", "drop_path_rate", "image_size"),
@@ -176,13 +179,13 @@ def check_selfsup(fam: Family, phase: str) -> None:
         return
     if fam.transformer:
         what = (f"{fam.model_type} is a vision transformer, but its self-supervised phases are not implemented "
-                "here: our DINO, masked-patch and ExPLoRA code follows the DINOv2 module layout (encoder.layer.N, "
-                "a mask token).")
+                "here: our DINO, masked-patch and ExPLoRA code needs a plain ViT (one list of blocks, a CLS token and "
+                "a mask token: DINOv2, ViT, DeiT).")
     else:
         what = (f"{fam.model_type} is a convolutional network: the pretrain phase and phase4 (ExPLoRA) are defined "
                 "for ViT families, and its own masked pre-training (ConvNeXt V2's FCMAE, sparse convolutions) is not "
                 "implemented here.")
     raise ConfigError(f"{phase} cannot train a {fam.model_type} backbone. {what} What does apply to it: phase1 "
                       f"(frozen, lora or full fine-tuning), phase2, phase5, phase6 and the Hugging Face export.",
-                      f"drop {phase} from pipeline.phases, or use a DINOv2 backbone (model=dinov2_tiny, "
-                      "dinov2_small, dinov2_base) for it.")
+                      f"drop {phase} from pipeline.phases, or use a DINOv2, ViT or DeiT backbone for it (model="
+                      "dinov2_tiny, vit_tiny, deit_tiny, dinov2_small, dinov2_base).")

@@ -23,6 +23,7 @@ from torch import nn
 from streetvision.config import CHOICES
 from streetvision.errors import ConfigError
 from streetvision.models.backbones import embedding_dim, pooled_embedding
+from streetvision.models.families import family_of
 from streetvision.models.training import CompiledSubmodules, warmup_cosine
 
 OBJECTIVES = CHOICES["model.explora.objective"]
@@ -153,7 +154,8 @@ class SelfSupervisedModule(L.LightningModule):
         scores = torch.rand(b, n, device=x.device)
         mask = torch.zeros(b, n, dtype=torch.bool, device=x.device)
         mask.scatter_(1, scores.argsort(dim=1)[:, :n_mask], True)
-        hidden = self.student(pixel_values=x, bool_masked_pos=mask).last_hidden_state[:, 1:1 + n]
+        skip = family_of(self.student).prefix_tokens  # CLS (and DeiT's distillation token) before the patches
+        hidden = self.student(pixel_values=x, bool_masked_pos=mask).last_hidden_state[:, skip:skip + n]
         target = patchify(x, self.patch)
         target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
         err = ((self.head(hidden) - target) ** 2).mean(-1)
