@@ -172,6 +172,9 @@ class TrainingConfig:
     early_stopping_patience: int = 5  # epochs without val_select improvement; 0 disables
     augment: str = "validator"  # none | flip | validator (streetvision.validator.challenges, see below)
     augment_level_probs: List[float] = field(default_factory=lambda: [0.25, 0.25, 0.25, 0.25])  # levels 0-3
+    camera: List[str] = field(default_factory=list)  # dashcam effects before the augmentation (data/camera.py):
+    # wide_angle | vignette | motion_blur | low_light | glare | compression
+    camera_prob: float = 0.3  # probability of each camera option per image
     progress_bar: bool = True
 
 
@@ -361,6 +364,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.pooling": ("family", "cls", "mean", "max", "cls_mean", "cls_max"),
     "training.loss": ("ce", "focal"),
     "training.augment": ("none", "flip", "validator"),
+    # a list, each item checked; applied in this order (data/camera.py)
+    "training.camera": ("wide_angle", "vignette", "motion_blur", "low_light", "glare", "compression"),
     "model.explora.objective": ("dino", "masked"),
     "model.explora.unfrozen_from": ("last", "first"),
     "pretrain.objective": ("dino", "masked"),
@@ -402,6 +407,7 @@ RANGES: dict[str, str] = {
     "training.gradient_clip": "[0, inf)",
     "training.grad_accum": "[1, inf)",
     "training.focal_gamma": "[0, inf)",
+    "training.camera_prob": "[0, 1]",
     "training.early_stopping_patience": "[0, inf)",
     "phase1.frozen_epochs": "[1, inf)",
     "crossfit.folds": "[2, inf)",

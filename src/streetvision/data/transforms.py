@@ -4,7 +4,7 @@ Everything the validator does to an image lives in :mod:`streetvision.validator`
 into model tensors:
 
 - :class:`~streetvision.data.preprocess.Preprocess` (in its own light module): the model's input rule.
-- :class:`TrainTransform`: ``validator`` trains on :func:`streetvision.validator.challenges.challenge` outputs (levels drawn
+- :class:`TrainTransform`: optional dashcam effects first (:mod:`streetvision.data.camera`), then ``validator`` trains on :func:`streetvision.validator.challenges.challenge` outputs (levels drawn
   with ``level_probs``, the validator's mix by default), ``flip`` mirrors left-right, ``none`` does nothing.
 - :class:`MultiCropTransform`: DINO multi-crop views for self-supervision, photometrically jittered with the
   validator's own colour and blur distortions.
@@ -13,12 +13,14 @@ into model tensors:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from streetvision.config import CHOICES
+from streetvision.data.camera import CameraAugment
 from streetvision.data.preprocess import Preprocess
 from streetvision.errors import ConfigError
 from streetvision.validator.challenges import LEVEL_PROBS, challenge
@@ -34,6 +36,7 @@ class TrainTransform:
     preprocess: Preprocess
     mode: str = "validator"
     level_probs: tuple[float, ...] = LEVEL_PROBS
+    camera: CameraAugment | None = None  # dashcam effects first (training.camera), then ``mode``
 
     def __post_init__(self) -> None:
         if self.mode not in AUGMENT_MODES:
@@ -41,6 +44,8 @@ class TrainTransform:
                               "set training.augment=none|flip|validator.")
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
+        if self.camera is not None:
+            img = self.camera(img, rng)
         if self.mode == "validator":
             img = challenge(img, rng, level_probs=self.level_probs)[0]
         elif self.mode == "flip" and rng.random() < 0.5:
@@ -56,6 +61,12 @@ class EvalTransform:
 
     def __call__(self, img: Image.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
         return self.preprocess.to_tensor(img)
+
+
+def train_transform(pre: Preprocess, training: Any) -> TrainTransform:
+    """The TrainTransform of a ``training`` config group (augment, level probabilities, camera options)."""
+    camera = CameraAugment(tuple(training.camera), float(training.camera_prob)) if training.camera else None
+    return TrainTransform(pre, str(training.augment), tuple(training.augment_level_probs), camera)
 
 
 def random_crop_flip(img: Image.Image, rng: np.random.Generator, size: int, area: tuple[float, float]

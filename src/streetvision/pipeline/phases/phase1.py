@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from streetvision.config import to_plain
 from streetvision.data.datamodules import LabeledDataModule, LoaderOptions
 from streetvision.data.splits import Splits, files_digest, load_splits
-from streetvision.data.transforms import EvalTransform, TrainTransform
+from streetvision.data.transforms import EvalTransform, train_transform
 from streetvision.eval.logits import write_logits
 from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_json
@@ -106,7 +106,7 @@ class FitTarget:
 
 def _loaders(cfg: DictConfig, splits: Splits, model: RoadworkClassifier) -> LabeledDataModule:
     pre = spec_preprocess(model.spec)
-    train_tf = TrainTransform(pre, cfg.training.augment, tuple(cfg.training.augment_level_probs))
+    train_tf = train_transform(pre, cfg.training)
     return LabeledDataModule(splits, train_tf, EvalTransform(pre), cfg.training.batch_size,
                              LoaderOptions.from_hardware(cfg.hardware, pre.size,
                                                                resolve_devices(cfg.hardware).devices))

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from streetvision.data.datamodules import ImageDataset, LabeledDataModule, LoaderOptions
 from streetvision.data.splits import load_splits
 from streetvision.data.preprocess import Preprocess
-from streetvision.data.transforms import EvalTransform, TrainTransform
+from streetvision.data.transforms import EvalTransform, train_transform
 from streetvision.io import atomic_write_json, replace_dir
 from streetvision.models.backbones import load_backbone, preprocess_for
 from streetvision.models.explora import (
@@ -43,7 +43,7 @@ def _train_data(cfg: DictConfig, art: ArtifactSchema, pre: Preprocess, patch: in
     p4 = cfg.phase4
     if cfg.model.explora.use_labeled_data:
         splits = load_splits(require_splits(art, "phase4 with model.explora.use_labeled_data=true"))
-        train_tf = TrainTransform(pre, cfg.training.augment, tuple(cfg.training.augment_level_probs))
+        train_tf = train_transform(pre, cfg.training)
         options = LoaderOptions.from_hardware(cfg.hardware, pre.size, resolve_devices(cfg.hardware).devices)
         dm = LabeledDataModule(splits, train_tf, EvalTransform(pre), p4.batch_size, options)
         return dm.train_dataloader(), splits.paths("train")
@@ -68,8 +68,8 @@ def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
        dir="phase4_explora", uses=("pretrain",),
        reads=("hardware", "logging", "pipeline.force", "training.progress_bar"),
        config_keys=("seed", "model.backbone", "model.init_from_pretrain", "model.explora", "phase4", "data.unlabeled",
-                    "hardware.precision", "training.augment", "training.augment_level_probs",
-                    "training.gradient_clip", "data.synthetic.seed", "data.synthetic.image_size"),
+                    "hardware.precision", "training.augment", "training.augment_level_probs", "training.camera",
+                    "training.camera_prob", "training.gradient_clip", "data.synthetic.seed", "data.synthetic.image_size"),
        needs_if=splits_needed)
 def run_phase4(ctx: PhaseContext) -> PhaseResult:
     """Train, save the adapter, merge, validate on real images, then write metrics (manifest follows)."""
