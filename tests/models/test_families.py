@@ -142,3 +142,21 @@ def test_explora_on_a_vit_family_merges_and_phase1_exports_from_it(tmp_path, bac
     assert merge["peft_validation_status"] == "PASS" and merge["max_output_diff"] < 1e-4
     phase6 = next(o.summary for o in outcomes if o.name == "phase6")
     assert phase6["hugging face"] == "export/hf (parity checked)"  # the mask token stays out of the export
+
+
+@pytest.mark.parametrize("backbone,overrides", [
+    ("resnet-micro", ["model.finetune=frozen", "phase1.frozen_epochs=3"]),  # embedding cache, BatchNorm in eval
+    ("efficientnet-micro", ["model.finetune=lora"]),  # LoRA on 1 x 1 convolutions
+    ("swin-micro", ["model.finetune=lora", "hardware.precision=bf16-mixed"]),
+    pytest.param("resnet-micro", ["model.finetune=full", "hardware.devices=2", "hardware.accelerator=cpu"],
+                 marks=pytest.mark.slow),  # DDP with BatchNorm buffers
+    pytest.param("convnextv2-micro", ["hardware.compile=true"], marks=pytest.mark.slow),
+])
+def test_training_modes_and_hardware_options_run_for_other_families(tmp_path, backbone, overrides):
+    run, _ = _run(tmp_path, backbone, "phase1", *overrides)
+    metrics = json.loads((run / "phase1" / "metrics.json").read_text())
+    assert metrics["splits"]["test"]["n"] > 0 and (run / "phase1" / "backbone" / "model.safetensors").is_file()
+    if "hardware.devices=2" in overrides:
+        assert metrics["world_size"] == 2
+    if "hardware.compile=true" in overrides:
+        assert metrics["compiled"] is True
