@@ -260,7 +260,7 @@ class ModelCardConfig:
     """NATIX model_card.json fields."""
 
     model_name: str = "streetvision-roadwork"
-    description: str = "Roadwork classifier trained with StreetVision (DINOv2 backbone, calibrated, with defer policy)"
+    description: str = "Roadwork classifier trained with StreetVision (calibrated, with defer policy)"
     version: str = "0.1.0"  # X.Y.Z
     submitted_by: str = ""
     submission_time: Optional[int] = None  # unix seconds; None: export time

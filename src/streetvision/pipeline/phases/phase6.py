@@ -1,5 +1,6 @@
 """Phase 6: export the self-contained, verifiable bundle (see streetvision.bundle.export) and, when the model maps
-onto Dinov2ForImageClassification, the Hugging Face folder the NATIX miner serves (streetvision.bundle.hf_export)."""
+onto its family's *ForImageClassification, the Hugging Face folder the NATIX miner serves
+(streetvision.bundle.hf_export)."""
 
 from __future__ import annotations
 
