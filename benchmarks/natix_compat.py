@@ -17,7 +17,8 @@ this script, which
    .from_pretrained(repo, use_fast=True))``, the score of "Roadwork"), also with ``use_fast=False``, and with that
    environment's ``Predictor.from_bundle`` and ``Predictor.from_pretrained`` on the export;
 4. passes when, in every environment and for every run, on the 224 x 224 images the miner's score is within 1e-4 of the bundle's with
-   every decision equal, and ``from_pretrained`` on the export equals the miner's score on every image (non-square
+   every decision equal, transformers reports no missing, unexpected or mismatched weight when it loads the export
+   (the miner's log would say "newly initialized"), and ``from_pretrained`` on the export equals the miner's score on every image (non-square
    included; within 1e-3 where transformers 5 resizes with torchvision instead of PIL); writes
    ``benchmarks/results/natix_compat.json`` and prints a table. Exit 1 on any failure.
 
@@ -79,6 +80,9 @@ def score_here(jobs_file: Path, out: Path) -> None:
             with Image.open(images_dir / name) as img:
                 images.append(img.convert("RGB"))
         got = {"names": names}
+        _, info = AutoModelForImageClassification.from_pretrained(str(hf), output_loading_info=True)
+        got["load_report"] = {k: sorted(map(str, info[k])) for k in ("missing_keys", "unexpected_keys",
+                                                                      "mismatched_keys")}
         for use_fast in (True, False):
             # the NATIX base miner's load line (base_miner/detectors/vit_detector.py), its arguments exactly
             classify = pipeline("image-classification",
@@ -160,6 +164,9 @@ def compare(env: str, run: str, scored: dict, reference: list[float], kinds: dic
         row[key]["from_pretrained_tolerance"] = TORCHVISION_TOLERANCE if torchvision_resize else TOLERANCE
         ok &= diff.max() <= TOLERANCE and same and \
             row[key]["from_pretrained_vs_miner_max_abs_diff"] <= row[key]["from_pretrained_tolerance"]
+    # the miner's log must not say "newly initialized" or "not used": every weight in the file, and only those
+    row["load_report"] = got["load_report"]
+    ok &= not any(got["load_report"].values())
     row["bundle_here_vs_reference_max_abs_diff"] = float(np.abs(np.asarray(got["bundle_here"]) - ref).max())
     ok &= row["bundle_here_vs_reference_max_abs_diff"] <= TOLERANCE
     row["ok"] = bool(ok)

@@ -378,6 +378,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Keys added after runs existed, in the sets they were added together, with the values that behave as before they
+# existed: while every key of a set has its value here, up-to-date checks leave the set out of a phase's config slice
+# (pipeline.runner.config_slice), so a run made before the keys existed stays up to date and exportable.
+ADDED_KEYS: list[dict[str, Any]] = [{"training.camera": [], "training.camera_prob": 0.3}]
+
+
 # Numeric keys and the interval each must lie in ("[" / "]" inclusive, "(" / ")" exclusive): checked after
 # composition, so a value that would train with lr 0 or a negative epoch count stops before any work.
 RANGES: dict[str, str] = {

@@ -69,3 +69,15 @@ def test_an_unknown_option_or_probability_stops_with_the_choices(make_cfg):
         make_cfg("training.camera_prob=1.5")
     with pytest.raises(ConfigError, match="Valid choices: wide_angle"):
         CameraAugment(("fisheye",))
+
+
+def test_runs_made_before_the_camera_keys_existed_stay_up_to_date(make_cfg):
+    from streetvision.pipeline.registry import load_phases
+    from streetvision.pipeline.runner import config_slice
+
+    spec = load_phases()["phase1"]
+    plain = config_slice(make_cfg(), spec)
+    assert "camera" not in plain["training"] and "camera_prob" not in plain["training"]  # as an older run hashed it
+    used = config_slice(make_cfg("training.camera=[glare]"), spec)
+    assert used["training"]["camera"] == ["glare"] and used["training"]["camera_prob"] == 0.3
+    assert "camera_prob" in config_slice(make_cfg("training.camera_prob=0.5"), spec)["training"]

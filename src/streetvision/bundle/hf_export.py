@@ -29,7 +29,7 @@ from streetvision.bundle.predictor import Predictor
 from streetvision.config import SPLIT_NAMES
 from streetvision.errors import IntegrityError
 from streetvision.models.classifier import SPEC_FILE
-from streetvision.io import atomic_write_json, atomic_write_text, replace_dir
+from streetvision.io import atomic_write_json, atomic_write_safetensors, atomic_write_text, replace_dir
 from streetvision.metrics.classification import validator_decisions
 from streetvision.metrics.score import logit
 from streetvision.models.families import SHORT_SIDE, family
@@ -155,12 +155,31 @@ def write_hf(bundle_dir: Path, out_dir: Path, card: dict[str, Any] | None = None
                        if family(model_type).processor == SHORT_SIDE else f"{pre.size} x {pre.size} px (bilinear resize)")}
     out_dir = Path(out_dir)
     hf_model.save_pretrained(out_dir, safe_serialization=True)
+    _add_legacy_buffers(hf_model, out_dir / "model.safetensors")
     atomic_write_json(out_dir / "config.json", config_doc)  # replaces save_pretrained's version-specific one
     atomic_write_json(out_dir / "preprocessor_config.json", processor_config(pre, model_type))
     atomic_write_json(out_dir / "model_card.json", card)
     atomic_write_text(out_dir / "README.md", _readme(card, facts))
     atomic_write_json(out_dir / CHECKSUMS_FILE, checksums_document(out_dir))  # last: it covers the others
     return out_dir
+
+
+def _add_legacy_buffers(hf_model: torch.nn.Module, weights: Path) -> None:
+    """Write into ``weights`` the buffers that transformers 4.45 (NATIX's pin) expects in the file and 5.x no longer
+    saves: Swin's ``relative_position_index`` (5.x: a non-persistent ``attention.relative_position_bias``
+    buffer, flat; 4.45: ``attention.self.relative_position_index``, square). Without them the miner's log says
+    "newly initialized" (4.45 rebuilds them identically, but a miner cannot know that); 5.x ignores them."""
+    from safetensors.torch import load_file
+
+    legacy = {}
+    for name, buffer in hf_model.named_buffers():
+        if name.endswith("attention.relative_position_bias.relative_position_index"):
+            side = int(round(buffer.numel() ** 0.5))
+            legacy[name.replace("relative_position_bias.", "self.")] = buffer.reshape(side, side)
+    if legacy:
+        state = load_file(weights)
+        atomic_write_safetensors(weights, {**state, **{k: v for k, v in legacy.items() if k not in state}},
+                                 metadata={"format": "pt"})
 
 
 def hf_base_model(hf_model: torch.nn.Module) -> torch.nn.Module:

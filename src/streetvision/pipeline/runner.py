@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from streetvision.config import to_plain
+from streetvision.config import ADDED_KEYS, to_plain
 from streetvision.data.source_paths import check_data_paths
 from streetvision.errors import ConfigError, IntegrityError, MissingArtifactError
 from streetvision.io import StepManifest, atomic_write_text, config_hash, remove_stale_temps
@@ -38,9 +38,27 @@ class PhaseOutcome:
 def config_slice(cfg: DictConfig, spec: PhaseSpec) -> dict:
     """The part of the config a phase depends on, plus its fingerprint (hashed for up-to-date checks)."""
     out = {key: to_plain(OmegaConf.select(cfg, key)) for key in spec.config_keys}
+    for added in ADDED_KEYS:
+        if all(to_plain(OmegaConf.select(cfg, k)) == v for k, v in added.items()):
+            for key in added:
+                _drop(out, key)
     if spec.fingerprint is not None:
         out["_fingerprint"] = spec.fingerprint(config_view(cfg, spec))
     return out
+
+
+def _drop(slice_: dict, dotted: str) -> None:
+    """Remove the leaf ``dotted`` from a config slice keyed by config keys (a key may hold a whole group)."""
+    for key, value in slice_.items():
+        if dotted == key:
+            del slice_[key]
+            return
+        if dotted.startswith(key + ".") and isinstance(value, dict):
+            *parents, leaf = dotted[len(key) + 1:].split(".")
+            for part in parents:
+                value = value.get(part, {})
+            value.pop(leaf, None)
+            return
 
 
 def committed(artifacts: ArtifactSchema, name: str) -> StepManifest | None:
