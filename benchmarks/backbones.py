@@ -22,7 +22,8 @@ shared machine falls on all families alike rather than on whichever ran during i
 time (``*_img_per_s``) and batch / the fastest (``*_img_per_s_best``, the least disturbed), with every sample.
 A family that fails is recorded with its error and the others still run. On the shared 2-core machine single
 batches vary by +-30 % and more while other processes run: compare families within one run (the ratios are steadier
-than the absolute numbers), and run it more than once before trusting small gaps.
+than the absolute numbers; the JSON records the load average before and after), and run it more than once
+before trusting small gaps; where median and best differ several-fold, the run was disturbed: read the best.
 
     .venv/bin/python benchmarks/backbones.py                      # every family, CPU presets (~3 min on 2 cores)
     .venv/bin/python benchmarks/backbones.py --families resnet efficientnet --repeats 10
@@ -36,6 +37,7 @@ versions, and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -223,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.no_cuda else [])
 
     start = time.perf_counter()
+    load_before = os.getloadavg()  # other processes' load: medians under load are not the machine's speed
     rows, models = [], {}
     for fam in families:
         row, model, size = build_row(fam, PRESETS[fam][1 if args.quick else 0])
@@ -237,10 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"quick": args.quick, "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup,
                 "devices": devices, "pooling": "family", "finetune": "full", "optimizer": "AdamW lr 1e-4 wd 0.05",
                 "cuda_autocast": "bfloat16", "cpu_dtype": "float32", "seed": SEED,
-                "cuda_device": torch.cuda.get_device_name(0) if "cuda" in devices else None}
+                "cuda_device": torch.cuda.get_device_name(0) if "cuda" in devices else None,
+                "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()}}
     notes = (f"batch {args.batch}, median (and best) of {args.repeats} interleaved rounds after {args.warmup} warm-up, "
              f"classifier with pooling=family, full fine-tuning (AdamW); {len(ok)}/{len(rows)} families ok; "
-             f"{time.perf_counter() - start:.0f} s in all.")
+             f"{time.perf_counter() - start:.0f} s in all; load average (1 min) {load_before[0]:.1f} before, "
+             f"{os.getloadavg()[0]:.1f} after on {os.cpu_count()} CPUs.")
     atomic_write_json(out, {"benchmark": name, "measured_at": utc_now(), "notes": notes, "settings": settings,
                             "rows": rows, "machine": machine_facts(), "versions": library_versions()})
     print_table(table(rows, devices))
