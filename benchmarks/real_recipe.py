@@ -37,6 +37,13 @@ same seeds, same challenges). Fold-runs share training images, so these interval
     .venv/bin/python benchmarks/real_recipe.py --recipes steps300 ssl_synthetic ssl_synthetic_real  # does SSL help?
     .venv/bin/python benchmarks/real_recipe.py                  # 5 folds x 2 repeats x every recipe (~1.5 h, 2 cores)
     .venv/bin/python benchmarks/real_recipe.py --recipes preset validator_aug cls_mean steps300 --workdir runs_cv
+    .venv/bin/python benchmarks/real_recipe.py --recipes steps300_validator_aug family_convnextv2_atto \
+        family_resnet18 family_efficientnet_b0 --folds 5 --repeats 1 --name real_recipe_families --workdir runs_fam
+
+Backbone families: ``family_<preset>`` is ``steps300_validator_aug`` with ``model=<preset>`` (vit_tiny, deit_tiny,
+swin_tiny, siglip_tiny, convnextv2_atto, resnet18, efficientnet_b0: random-weight CPU presets at 112 px, pooled as
+each family's *ForImageClassification pools); ``steps300_validator_aug`` (dinov2_tiny, max pooling) is the paired
+baseline when listed first.
 
 Cost on 2 cores, measured (median wall time of one fold-run, pipeline + evaluation, in the first pass of the run
 behind benchmarks/results/real_recipe.json, whose final pass resumed every training): preset 12 s, validator_aug
@@ -110,6 +117,14 @@ RECIPES.update({
     "ssl_synthetic_real": [*STEPS, f"model.backbone={PRETRAINED}", *SSL, "pretrain.images.source=train_split",
                            "pretrain.max_steps=200", f"pipeline.phases=[{','.join(['pretrain', *PHASES])}]"],
 })
+# One recipe per backbone family: steps300_validator_aug with another family's CPU preset (configs/model/: random
+# weights, 112 px, pooling=family, the tiny DINOv2 preset's training keys). steps300_validator_aug itself is
+# the dinov2_tiny member (max pooling) and the paired baseline: put it first.
+FAMILY_PRESETS = ("vit_tiny", "deit_tiny", "swin_tiny", "siglip_tiny", "convnextv2_atto", "resnet18",
+                  "efficientnet_b0")
+RECIPES.update({f"family_{preset}": [*STEPS, "training.augment=validator", f"model={preset}"]
+                for preset in FAMILY_PRESETS})
+DEFAULT_RECIPES = [r for r in RECIPES if not r.startswith("family_")]  # no --recipes: the 8-recipe study
 # recipe -> the recipe whose run directory it starts from (copied) when both run (the same phase1 config).
 SHARES_RUN = {"small_data_crossfit": "steps300"}
 # Every fold-run: the fold's training images through splits -> phase1 -> phase2 -> phase6.
@@ -331,7 +346,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="one folder per class (default: %(default)s)")
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=None,
-                        help="default: all (--quick: preset); the first is the baseline of the paired differences")
+                        help="default: all but the family_* ones (--quick: preset); the first is the baseline of "
+                             "the paired differences")
     parser.add_argument("--folds", type=int, default=None, help="default 5 (--quick: 2)")
     parser.add_argument("--repeats", type=int, default=None, help="default 2 (--quick: 1)")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment, training and challenge seeds")
@@ -350,7 +366,7 @@ def main() -> int:
         print(f"real_recipe: no photo set at {args.data} (needs {CLASS_NAMES[0]}/ and {CLASS_NAMES[1]}/ "
               f"sub-folders); nothing to do. Point --data at one.")
         return 0
-    recipes = args.recipes or (["preset"] if args.quick else list(RECIPES))
+    recipes = args.recipes or (["preset"] if args.quick else DEFAULT_RECIPES)
     k = args.folds or (2 if args.quick else 5)
     repeats = args.repeats or (1 if args.quick else 2)
     extra = [*(QUICK if args.quick else []), *args.override]
