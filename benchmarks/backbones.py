@@ -61,7 +61,8 @@ from streetvision.models.families import ALIASES, BUILTIN, FAMILIES  # noqa: E40
 
 CLASS_NAMES = ["no_roadwork", "roadwork"]
 SEED = 0
-# family (model_type) -> (CPU preset, micro preset), both in families.BUILTIN
+# family (model_type) -> (CPU preset, micro preset), both in families.BUILTIN; every family the NATIX miner loads
+# (DINOv2 with registers, which it cannot, has no preset)
 PRESETS: dict[str, tuple[str, str]] = {
     "dinov2": ("dinov2-tiny", "dinov2-micro"),
     "vit": ("vit-tiny", "vit-micro"),
@@ -72,7 +73,7 @@ PRESETS: dict[str, tuple[str, str]] = {
     "resnet": ("resnet-18", "resnet-micro"),
     "efficientnet": ("efficientnet-b0", "efficientnet-micro"),
 }
-assert set(PRESETS) == set(FAMILIES) and all(p in BUILTIN for pair in PRESETS.values() for p in pair)
+assert set(PRESETS) == {t for t, f in FAMILIES.items() if f.natix} and all(p in BUILTIN for pair in PRESETS.values() for p in pair)
 
 
 def build(preset: str) -> tuple[RoadworkClassifier, int]:
