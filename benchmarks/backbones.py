@@ -73,7 +73,8 @@ PRESETS: dict[str, tuple[str, str]] = {
     "resnet": ("resnet-18", "resnet-micro"),
     "efficientnet": ("efficientnet-b0", "efficientnet-micro"),
 }
-assert set(PRESETS) == {t for t, f in FAMILIES.items() if f.natix} and all(p in BUILTIN for pair in PRESETS.values() for p in pair)
+assert set(PRESETS) == {t for t, f in FAMILIES.items() if f.natix} \
+    and all(p in BUILTIN for pair in PRESETS.values() for p in pair)
 
 
 def build(preset: str) -> tuple[RoadworkClassifier, int]:
