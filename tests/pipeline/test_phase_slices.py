@@ -52,7 +52,8 @@ def test_a_phase_sees_only_its_slice_read_only(make_cfg):
     with pytest.raises(ReadonlyConfigError):
         view.phase2.metric = "validator_reward"
     nested = config_view(make_cfg(), load_phases()["phase4"])
-    assert set(nested.training) == {"augment", "augment_level_probs", "gradient_clip", "progress_bar"}
+    assert set(nested.training) == {"augment", "augment_level_probs", "camera", "camera_prob", "gradient_clip",
+                                    "progress_bar"}
 
 
 # -- on a committed micro run (phase1, phase2, phase5, phase6): what would rerun --------------------------------

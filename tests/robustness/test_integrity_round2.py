@@ -100,7 +100,7 @@ def test_exporting_a_non_exportable_run_is_refused_before_phase6_is_rebuilt_row_
     run = Path(shutil.copytree(micro_run, tmp_path / "o" / "stage1_ultimate" / "runs" / "run"))
     before = snapshot(run)
     result = cli(capfd, "export", run, "--format", "hf", "--out", tmp_path / "hf")
-    assert result.code == 2 and "model.pooling=cls_mean" in result.err
+    assert result.code == 2 and "model.pooling=family" in result.err
     assert snapshot(run) == before and not (tmp_path / "hf").exists()
 
 

@@ -94,8 +94,8 @@ def backbone_family(name_or_path: str) -> Family:
     except (OSError, ValueError) as exc:
         local = Path(name_or_path).exists()
         raise ConfigError(
-            f"Cannot read the config of backbone '{name_or_path}' ({'local directory' if local else 'hub id'}): "
-            f"{exc}", f"use a built-in name ({', '.join(BUILTIN)}), a directory written by save_pretrained, or a "
+            f"Cannot load backbone '{name_or_path}' ({'local directory' if local else 'hub id'}): its config does "
+            f"not load: {exc}", f"use a built-in name ({', '.join(BUILTIN)}), a directory written by save_pretrained, or a "
             f"hub id that is in the local Hugging Face cache (no network at run time).") from exc
     return family(str(config.model_type))
 
