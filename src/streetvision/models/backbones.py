@@ -44,18 +44,10 @@ def build_builtin(name: str, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised backbone of a built-in config (deterministic per seed)."""
     model_type, kwargs = BUILTIN[name]
     fam = family(model_type)
-    config = AutoConfig.for_model(model_type, **{**kwargs, **_config_kwargs(fam)})
+    config = AutoConfig.for_model(model_type, **{**kwargs, **fam.config_overrides})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return base_model_class(fam)(config, **_init_kwargs(fam))
-
-
-def _config_kwargs(fam: Family) -> dict:
-    return {k: v for k, v in fam.base_kwargs.items() if k == "vision_use_head"}
-
-
-def _init_kwargs(fam: Family) -> dict:
-    return {k: v for k, v in fam.base_kwargs.items() if k != "vision_use_head"}
+        return base_model_class(fam)(config, **fam.base_kwargs)
 
 
 def from_pretrained(source: str | Path, **kwargs) -> PreTrainedModel:
@@ -65,9 +57,17 @@ def from_pretrained(source: str | Path, **kwargs) -> PreTrainedModel:
     fam = family(str(config.model_type))
     if config.model_type != fam.model_type:  # a two-tower SigLIP checkpoint: its vision tower
         config = config.vision_config
-    for key, value in _config_kwargs(fam).items():
+    for key, value in fam.config_overrides.items():
         setattr(config, key, value)
-    return base_model_class(fam).from_pretrained(source, config=config, **_init_kwargs(fam), **kwargs)
+    return base_model_class(fam).from_pretrained(source, config=config, **fam.base_kwargs, **kwargs)
+
+
+def _source_error(name_or_path: str, exc: Exception, what: str = "") -> ConfigError:
+    """The one paragraph for a backbone source that does not load."""
+    kind = "local directory" if Path(name_or_path).exists() else "hub id"
+    return ConfigError(f"Cannot load backbone '{name_or_path}' ({kind}): {what}{exc}",
+                       f"use a built-in name ({', '.join(BUILTIN)}), a directory written by save_pretrained, or a hub "
+                       f"id that is in the local Hugging Face cache (no network at run time).")
 
 
 def load_backbone(name_or_path: str, seed: int = 0) -> PreTrainedModel:
@@ -77,12 +77,7 @@ def load_backbone(name_or_path: str, seed: int = 0) -> PreTrainedModel:
     try:
         return from_pretrained(name_or_path)
     except (OSError, ValueError) as exc:
-        local = Path(name_or_path).exists()
-        raise ConfigError(
-            f"Cannot load backbone '{name_or_path}' ({'local directory' if local else 'hub id'}): {exc}",
-            f"use a built-in name ({', '.join(BUILTIN)}), a directory written by save_pretrained, or a hub id "
-            f"that is in the local Hugging Face cache (no network at run time).",
-        ) from exc
+        raise _source_error(name_or_path, exc) from exc
 
 
 def backbone_family(name_or_path: str) -> Family:
@@ -92,11 +87,7 @@ def backbone_family(name_or_path: str) -> Family:
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as exc:
-        local = Path(name_or_path).exists()
-        raise ConfigError(
-            f"Cannot load backbone '{name_or_path}' ({'local directory' if local else 'hub id'}): its config does "
-            f"not load: {exc}", f"use a built-in name ({', '.join(BUILTIN)}), a directory written by save_pretrained, or a "
-            f"hub id that is in the local Hugging Face cache (no network at run time).") from exc
+        raise _source_error(name_or_path, exc, "its config does not load: ") from exc
     return family(str(config.model_type))
 
 

@@ -163,9 +163,7 @@ def load_backbone_dir(backbone_dir: Path) -> PreTrainedModel:
     try:
         fam = family(str(config.model_type))
         backbone, info = base_model_class(fam).from_pretrained(backbone_dir, config=config, use_safetensors=True,
-                                                               output_loading_info=True,
-                                                               **{k: v for k, v in fam.base_kwargs.items()
-                                                                  if k != "vision_use_head"})
+                                                               output_loading_info=True, **fam.base_kwargs)
     except ConfigError as exc:
         raise IntegrityError(f"'{config_file}': {exc.message}", "restore the original file or re-export the "
                              "model.") from exc

@@ -3,7 +3,7 @@
 A family is a transformers ``model_type`` whose ``*ForImageClassification`` the NATIX base miner serves. For each we
 record how its classifier pools the base model's output (so our backbone + linear head is exactly that class), the
 base model's constructor arguments that drop what the classifier does not use (ViT's pooler, SigLIP's attention
-pooling head), its LoRA targets (linear layers, and 1 x 1 convolutions where a family has no attention), the config
+pooling head, as a config value), its LoRA targets (linear layers, and 1 x 1 convolutions where a family has no attention), the config
 fields NATIX's pinned transformers 4.45 reads (an export writes only those), its image processor's fields, and
 whether the self-supervised phases apply. Built-in presets (random weights, sized for CPU) live here too.
 """
@@ -37,6 +37,7 @@ class Family:
     processor: str = SHORT_SIDE  # SHORT_SIDE | SQUASH
     processor_extra: dict[str, Any] = field(default_factory=dict)  # processor fields besides the common ones
     base_kwargs: dict[str, Any] = field(default_factory=dict)  # base model constructor arguments
+    config_overrides: dict[str, Any] = field(default_factory=dict)  # config values the base model is built with
     prefix_tokens: int = 1  # tokens before the patches in last_hidden_state (CLS, distillation)
     transformer: bool = True  # a ViT (self-supervised phases apply) or a convolutional network
     selfsup: bool = False  # whether pretrain / phase4 (DINO, masked, ExPLoRA) are implemented for it
@@ -86,7 +87,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
             "image_size", "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout", "vision_use_head"),
            QKV, SQUASH, processor_extra={"do_convert_rgb": True},
-           base_kwargs={"vision_use_head": False}, prefix_tokens=0, mean=HALF, std=HALF, resize_flag=True),
+           config_overrides={"vision_use_head": False}, prefix_tokens=0, mean=HALF, std=HALF, resize_flag=True),
     Family("convnextv2", "ConvNextV2ForImageClassification", "cls",
            ("num_channels", "patch_size", "num_stages", "hidden_sizes", "depths", "hidden_act", "initializer_range",
             "layer_norm_eps", "drop_path_rate", "image_size"),
