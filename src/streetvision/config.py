@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, List, Optional
@@ -106,13 +106,21 @@ class DataConfig:
 
 @dataclass
 class LoraSettings:
-    """PEFT LoRA adapters (model.finetune=lora)."""
+    """PEFT adapters (model.finetune=lora; which kind: model.adapter) and ExPLoRA's adapter kind (phase4)."""
 
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
     target_modules: List[str] = field(default_factory=list)  # empty: the backbone's attention projections
-    use_dora: bool = False
+
+
+@dataclass
+class AdapterSearchConfig:
+    """model.adapter=auto: every candidate trains on the train split by phase1's recipe for `max_steps` optimizer
+    steps; the best val_select score (phase1's val_score) is kept, then trains with the full budget."""
+
+    candidates: List[str] = field(default_factory=lambda: ["lora", "dora", "lokr", "loha", "adalora", "doran"])
+    max_steps: int = 100
 
 
 @dataclass
@@ -139,7 +147,9 @@ class ModelConfig:
     backbone: str = "dinov2-tiny"  # a built-in random-weight config of any family (models.families.BUILTIN:
     # dinov2-tiny, convnextv2-atto, resnet-18, efficientnet-b0, vit-tiny, deit-tiny, swin-tiny, siglip-tiny, ...) | a
     # hub id (local cache) or save_pretrained directory of a supported family (models.families.FAMILIES)
-    finetune: str = "full"  # frozen | lora | full
+    finetune: str = "full"  # frozen | lora (PEFT adapters of kind `adapter`) | full
+    adapter: str = "lora"  # lora | dora | lokr | loha | adalora | doran (models/adapters.py) | auto: phase1 picks
+    # the best candidate on val_select (adapter_search); phase1's model.finetune=lora and phase4's ExPLoRA blocks
     head: str = "linear"  # linear | mlp
     pooling: str = "family"  # family (what the family's *ForImageClassification computes: exportable) | cls | mean |
     # max | cls_mean | cls_max (backbones.pooled_embedding)
@@ -149,6 +159,7 @@ class ModelConfig:
     init_from_pretrain: Optional[bool] = None  # None: phase4 (or phase1 without phase4) starts from the pretrain
     # phase's backbone when it is committed
     lora: LoraSettings = field(default_factory=LoraSettings)
+    adapter_search: AdapterSearchConfig = field(default_factory=AdapterSearchConfig)
     explora: ExploraConfig = field(default_factory=ExploraConfig)
 
 
@@ -168,6 +179,10 @@ class TrainingConfig:
     grad_accum: int = 1
     loss: str = "ce"  # ce | focal
     focal_gamma: float = 2.0
+    optimizer: str = "adamw"  # adamw | profit (models/profit.py: AdamW on gradients orthogonalised against a
+    # reference SGD displacement; ref_steps + 1 forward/backward passes per step)
+    profit_ref_lr: float = 1e-2  # PROFIT's reference SGD learning rate
+    profit_ref_steps: int = 1  # PROFIT's reference steps per optimizer step
     class_weighted: bool = False
     early_stopping_patience: int = 5  # epochs without val_select improvement; 0 disables
     augment: str = "validator"  # none | flip | validator (streetvision.validator.challenges, see below)
@@ -360,9 +375,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.unlabeled.domain": ("source", "target"),
     "hardware.accelerator": ("auto", "cpu", "gpu"),
     "model.finetune": ("frozen", "lora", "full"),
+    "model.adapter": ("lora", "dora", "lokr", "loha", "adalora", "doran", "auto"),
+    "model.adapter_search.candidates": ("lora", "dora", "lokr", "loha", "adalora", "doran"),  # a list, each checked
     "model.head": ("linear", "mlp"),
     "model.pooling": ("family", "cls", "mean", "max", "cls_mean", "cls_max"),
     "training.loss": ("ce", "focal"),
+    "training.optimizer": ("adamw", "profit"),
     "training.augment": ("none", "flip", "validator"),
     # a list, each item checked; applied in this order (data/camera.py)
     "training.camera": ("wide_angle", "vignette", "motion_blur", "low_light", "glare", "compression"),
@@ -381,7 +399,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # Keys added after runs existed, in the sets they were added together, with the values that behave as before they
 # existed: while every key of a set has its value here, up-to-date checks leave the set out of a phase's config slice
 # (pipeline.runner.config_slice), so a run made before the keys existed stays up to date and exportable.
-ADDED_KEYS: list[dict[str, Any]] = [{"training.camera": [], "training.camera_prob": 0.3}]
+ADDED_KEYS: list[dict[str, Any]] = [
+    {"training.camera": [], "training.camera_prob": 0.3},
+    {"training.optimizer": "adamw", "training.profit_ref_lr": 1e-2, "training.profit_ref_steps": 1},
+    {"model.adapter": "lora", "model.adapter_search": asdict(AdapterSearchConfig())},
+]
+# Keys that were removed, with the value every run written before then had: a config slice that holds their
+# parent gets them back at that value, so removing a key leaves older runs up to date.
+RETIRED_KEYS: dict[str, Any] = {"model.lora.use_dora": False}
 
 
 # Numeric keys and the interval each must lie in ("[" / "]" inclusive, "(" / ")" exclusive): checked after
@@ -396,6 +421,9 @@ RANGES: dict[str, str] = {
     "model.head_hidden": "[1, inf)",
     "model.head_dropout": "[0, 1)",
     "model.lora.r": "[1, inf)",
+    "model.adapter_search.max_steps": "[1, inf)",
+    "training.profit_ref_lr": "(0, inf)",
+    "training.profit_ref_steps": "[1, inf)",
     "model.lora.alpha": "(0, inf)",
     "model.lora.dropout": "[0, 1)",
     "model.explora.unfrozen_blocks": "[0, inf)",
@@ -617,6 +645,10 @@ def check_choices(cfg: DictConfig) -> None:
     if required and not required[1]:
         raise ConfigError(f"data.source={cfg.data.source} needs '{required[0]}', which is not set.",
                           f"pass {required[0]}=PATH on the command line.")
+    if cfg.training.optimizer == "profit" and int(cfg.training.grad_accum) > 1:
+        raise ConfigError(f"training.optimizer=profit re-runs each batch at displaced weights, which gradient "
+                          f"accumulation (training.grad_accum={cfg.training.grad_accum}) would mix across batches.",
+                          "set training.grad_accum=1 (raise training.batch_size instead), or training.optimizer=adamw.")
     bad = [s for s in cfg.phase1.score_splits if s not in SPLIT_NAMES]
     if bad:
         raise ConfigError(f"Unknown split(s) {bad} in phase1.score_splits. Valid choices: {', '.join(SPLIT_NAMES)}.",

@@ -159,3 +159,16 @@ def test_the_splits_phase_reruns_when_a_file_is_added_or_edited_under_data_root(
     write_dataset(tmp_path / "other", n=2, seed=9, size=64)
     shutil.copy(sorted((tmp_path / "other" / "roadwork").glob("*.png"))[0], root / "roadwork" / "added.png")
     assert statuses() == [("splits", "ran")]  # same name, new content
+
+
+def test_keys_added_or_retired_later_leave_older_runs_slices_unchanged(make_cfg):
+    """A key added later (model.adapter, ...) is left out of the slice at its neutral value, and a retired key
+    (model.lora.use_dora) is put back at the value every older run had: their hashes match the older runs'."""
+    from streetvision.pipeline.runner import config_slice
+
+    spec = load_phases()["phase1"]
+    old = config_slice(make_cfg(), spec)
+    assert old["model"]["lora"]["use_dora"] is False and "adapter" not in old["model"]
+    assert "adapter_search" not in old["model"] and "optimizer" not in old["training"]
+    new = config_slice(make_cfg("model.adapter=dora"), spec)
+    assert new["model"]["adapter"] == "dora" and new != old

@@ -103,17 +103,17 @@ def attention_targets(backbone: nn.Module, requested: list[str] | None = None) -
 
 
 def apply_finetune_mode(model: RoadworkClassifier, mode: str, r: int = 8, alpha: int = 16, dropout: float = 0.05,
-                        target_modules: list[str] | None = None, use_dora: bool = False) -> RoadworkClassifier:
-    """Set which parameters train; wrap the backbone with PEFT LoRA in ``lora`` mode."""
+                        target_modules: list[str] | None = None, adapter: str = "lora") -> RoadworkClassifier:
+    """Set which parameters train; in ``lora`` mode wrap the backbone with the PEFT ``adapter``
+    (models.adapters.ADAPTERS) on its attention projections (or ``target_modules``)."""
     if mode not in FINETUNE_MODES:
         raise ConfigError(f"Unknown model.finetune '{mode}'. Valid choices: {', '.join(FINETUNE_MODES)}.",
                           "set model.finetune=frozen|lora|full.")
     if mode == "lora":
-        from peft import LoraConfig, get_peft_model  # imported when used: peft takes seconds to import
+        from streetvision.models.adapters import wrap
 
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, use_dora=use_dora, bias="none",
-                            target_modules=attention_targets(model.backbone, target_modules))
-        model.backbone = get_peft_model(model.backbone, config)  # freezes the base, adapters trainable
+        model.backbone = wrap(model.backbone, adapter, r, alpha, dropout,
+                              attention_targets(model.backbone, target_modules))  # the base frozen
     else:
         for p in model.backbone.parameters():
             p.requires_grad = mode == "full"
@@ -126,7 +126,7 @@ def apply_finetune_mode(model: RoadworkClassifier, mode: str, r: int = 8, alpha:
 
 
 def merged(model: RoadworkClassifier) -> RoadworkClassifier:
-    """Fold LoRA adapters into the backbone weights (no-op for frozen / full)."""
+    """Fold PEFT adapters into the backbone weights (no-op for frozen / full)."""
     peft = sys.modules.get("peft")  # a PeftModel can only exist once peft was imported
     if peft is not None and isinstance(model.backbone, peft.PeftModel):
         model.backbone = model.backbone.merge_and_unload()

@@ -16,6 +16,7 @@ from transformers import PreTrainedModel
 
 from streetvision.errors import ConfigError, ValidationFailure
 from streetvision.io import replace_dir
+from streetvision.models.adapters import wrap
 from streetvision.models.backbones import from_pretrained
 from streetvision.models.classifier import attention_targets
 
@@ -42,14 +43,12 @@ def blocks_path(backbone: nn.Module) -> str:
 
 def explora_parameterise(backbone: PreTrainedModel, unfrozen_blocks: int, r: int, alpha: int, dropout: float,
                          unfrozen_from: str = "last", train_patch_embeddings: bool = False,
-                         train_norms: bool = False) -> PeftModel:
-    """LoRA on the attention projections of every block except ``unfrozen_blocks`` blocks at the ``last`` (the
+                         train_norms: bool = False, adapter: str = "lora") -> PeftModel:
+    """A PEFT ``adapter`` (models.adapters: LoRA in the paper) on the attention projections of every block except ``unfrozen_blocks`` blocks at the ``last`` (the
     paper's setting) or ``first`` end, which train fully, as does the final ``layernorm`` (PEFT
     ``modules_to_save``: saved with the adapter and merged). Optionally the patch embedding and the layer norms of
     the LoRA blocks train fully too: a shift in low-level statistics (light, colour, sensor noise) is met where
     pixels first enter the network."""
-    from peft import LoraConfig, get_peft_model  # imported when used: peft takes seconds to import
-
     n = num_blocks(backbone)
     if not 0 <= unfrozen_blocks < n:
         raise ConfigError(f"model.explora.unfrozen_blocks={unfrozen_blocks} must be in [0, {n - 1}] for a "
@@ -63,14 +62,10 @@ def explora_parameterise(backbone: PreTrainedModel, unfrozen_blocks: int, r: int
     if train_norms:
         saved += [f"{blocks}.{i}.{name}" for i in lora for name, module in
                   backbone.get_submodule(f"{blocks}.{i}").named_modules() if isinstance(module, nn.LayerNorm)]
-    config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-        # e.g. transformers 5.x: encoder.layer.N.attention.q_proj; 4.x: encoder.layer.N.attention.attention.query
-        target_modules=rf"(?:.*\.)?{re.escape(blocks)}\.({'|'.join(map(str, lora))})\.(?:.*\.)?"
-                       rf"({'|'.join(attention_targets(backbone))})",
-        modules_to_save=saved,
-    )
-    return get_peft_model(backbone, config)
+    # e.g. transformers 5.x: encoder.layer.N.attention.q_proj; 4.x: encoder.layer.N.attention.attention.query
+    targets = (rf"(?:.*\.)?{re.escape(blocks)}\.({'|'.join(map(str, lora))})\.(?:.*\.)?"
+               rf"({'|'.join(attention_targets(backbone))})")
+    return wrap(backbone, adapter, r, alpha, dropout, targets, modules_to_save=saved)
 
 
 def trainable_report(model: nn.Module) -> dict[str, float]:

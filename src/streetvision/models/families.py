@@ -40,6 +40,7 @@ class Family:
     config_overrides: dict[str, Any] = field(default_factory=dict)  # config values the base model is built with
     prefix_tokens: int = 1  # tokens before the patches in last_hidden_state (CLS, distillation)
     transformer: bool = True  # a ViT (self-supervised phases apply) or a convolutional network
+    conv_targets: bool = False  # whether lora_targets are Conv2d layers (ConvNeXt V2's pointwise layers are Linear)
     selfsup: bool = False  # whether pretrain / phase4 (DINO, masked, ExPLoRA) are implemented for it
     resize_flag: bool = False  # whether inputs of another size need interpolate_pos_encoding=True (DINO's local crops)
     natix: bool = True  # whether NATIX's pinned transformers 4.45 has the classifier class (the export is refused if not)
@@ -95,7 +96,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("resnet", "ResNetForImageClassification", "cls",
            ("num_channels", "embedding_size", "hidden_sizes", "depths", "layer_type", "hidden_act",
             "downsample_in_first_stage", "downsample_in_bottleneck"),
-           ("convolution",), processor_extra={"crop_pct": 1.0}, prefix_tokens=0, transformer=False),
+           ("convolution",), processor_extra={"crop_pct": 1.0}, prefix_tokens=0, transformer=False,
+           conv_targets=True),
     Family("efficientnet", "EfficientNetForImageClassification", "cls",
            ("num_channels", "image_size", "width_coefficient", "depth_coefficient", "depth_divisor", "kernel_sizes",
             "in_channels", "out_channels", "depthwise_padding", "strides", "num_block_repeats", "expand_ratios",
@@ -103,7 +105,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
             "batch_norm_eps", "batch_norm_momentum", "dropout_rate", "drop_connect_rate"),
            ("expand_conv", "project_conv"), SQUASH,
            processor_extra={"do_center_crop": False, "rescale_offset": False, "include_top": False},
-           prefix_tokens=0, transformer=False),
+           prefix_tokens=0, transformer=False, conv_targets=True),
 )}
 # SigLIP checkpoints on the Hub are usually the two-tower model; we train and export its vision tower
 ALIASES = {"siglip": "siglip_vision_model"}

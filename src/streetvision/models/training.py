@@ -27,6 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from streetvision.models.checkpoints import Checkpointing, EpochCheckpoint, SafeCheckpointIO, checkpoint_epoch
+from streetvision.models.adapters import adapter_callbacks
+from streetvision.models.profit import Profit
 from streetvision.models.devices import DevicePlan, compile_in_place, uncompile
 from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_text
@@ -56,6 +58,9 @@ class TrainSettings:
     epochs: int
     early_stopping_patience: int  # validations without val_score improvement; 0 disables
     trainer: TrainerSettings
+    optimizer: str = "adamw"  # one of CHOICES["training.optimizer"]
+    profit_ref_lr: float = 1e-2  # optimizer="profit" only
+    profit_ref_steps: int = 1
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float,
@@ -124,6 +129,7 @@ class ClassifierModule(L.LightningModule):
         self.weight_decay = float(training.weight_decay)
         self.loss_name = str(training.loss)
         self.focal_gamma = float(training.focal_gamma)
+        self.optimizer = (str(training.optimizer), float(training.profit_ref_lr), int(training.profit_ref_steps))
         self.warmup_steps = int(round(float(training.warmup_fraction) * total_steps))
         self.total_steps = max(1, total_steps)
         self.head_prefix = head_prefix
@@ -187,7 +193,11 @@ class ClassifierModule(L.LightningModule):
         groups = [{"params": head, "lr": self.lr}]
         if body:
             groups.append({"params": body, "lr": self.backbone_lr})
-        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        name, ref_lr, ref_steps = self.optimizer
+        if name == "profit":
+            opt = Profit(groups, ref_lr=ref_lr, ref_steps=ref_steps, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: warmup_cosine(step, self.total_steps, self.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -352,6 +362,7 @@ def fit_classifier(module: ClassifierModule, train: DataLoader, val: DataLoader 
         callbacks = [BestState("val_score"), CurveWriter(curve_path)]
         if training.early_stopping_patience > 0:
             callbacks.append(EarlyStopping("val_score", mode="max", patience=int(training.early_stopping_patience)))
+    callbacks += adapter_callbacks(module)
     trainer = make_trainer(plan, training.trainer, callbacks, int(training.epochs), root_dir, validate=val is not None,
                            checkpointing=checkpointing, loggers=loggers)
     resume = checkpointing.resume if checkpointing else None

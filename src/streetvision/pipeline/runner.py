@@ -8,12 +8,13 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from streetvision.config import ADDED_KEYS, to_plain
+from streetvision.config import ADDED_KEYS, RETIRED_KEYS, to_plain
 from streetvision.data.source_paths import check_data_paths
 from streetvision.errors import ConfigError, IntegrityError, MissingArtifactError
 from streetvision.io import StepManifest, atomic_write_text, config_hash, remove_stale_temps
@@ -24,6 +25,9 @@ from streetvision.pipeline.lock import run_lock
 from streetvision.pipeline.registry import (PhaseContext, PhaseSpec, check_phase_names, config_view, load_phases,
                                             phase_order)
 
+
+if TYPE_CHECKING:
+    from streetvision.models.families import Family
 
 @dataclass
 class PhaseOutcome:
@@ -42,6 +46,8 @@ def config_slice(cfg: DictConfig, spec: PhaseSpec) -> dict:
         if all(to_plain(OmegaConf.select(cfg, k)) == v for k, v in added.items()):
             for key in added:
                 _drop(out, key)
+    for key, value in RETIRED_KEYS.items():
+        _put(out, key, value)
     if spec.fingerprint is not None:
         out["_fingerprint"] = spec.fingerprint(config_view(cfg, spec))
     return out
@@ -58,6 +64,19 @@ def _drop(slice_: dict, dotted: str) -> None:
             for part in parents:
                 value = value.get(part, {})
             value.pop(leaf, None)
+            return
+
+
+def _put(slice_: dict, dotted: str, value: object) -> None:
+    """Set the leaf ``dotted`` in a config slice when the slice holds its parent group (else leave it alone)."""
+    for key, group in slice_.items():
+        if dotted.startswith(key + ".") and isinstance(group, dict):
+            *parents, leaf = dotted[len(key) + 1:].split(".")
+            for part in parents:
+                if not isinstance(group.get(part), dict):
+                    return
+                group = group[part]
+            group[leaf] = value
             return
 
 
@@ -201,6 +220,23 @@ def check_backbone(cfg: DictConfig) -> None:
     for phase in SELFSUP_PHASES:
         if phase in cfg.pipeline.phases:
             check_selfsup(fam, phase)
+    check_adapter(cfg, fam)
+
+
+def check_adapter(cfg: DictConfig, fam: Family) -> None:
+    """Before any work: the adapter a training phase would put on the backbone can wrap its layers (AdaLoRA and
+    DoRAN wrap linear layers only; ResNet's and EfficientNet's adapter targets are convolutions)."""
+    from streetvision.models.adapters import ADAPTERS, LINEAR_ONLY
+
+    adapter = str(cfg.model.adapter)
+    adapts = ("phase4" in cfg.pipeline.phases or (cfg.model.finetune == "lora" and any(
+        p in cfg.pipeline.phases for p in ("phase1", "crossfit"))))
+    if adapts and adapter in LINEAR_ONLY and fam.conv_targets and not list(cfg.model.lora.target_modules):
+        raise ConfigError(
+            f"model.adapter={adapter} wraps linear layers only, but the adapter targets of the {fam.model_type} "
+            f"backbone '{cfg.model.backbone}' are convolutions. Adapters that wrap convolutions: "
+            f"{', '.join(a for a in ADAPTERS if a not in LINEAR_ONLY)} (or model.adapter=auto, which skips the ones "
+            f"that do not apply).", "choose one of those, or set model.finetune=full.")
 
 
 def prepare_run_dir(cfg: DictConfig, artifacts: ArtifactSchema) -> None:

@@ -96,7 +96,7 @@ def _fit_fold(cfg: DictConfig, art: ArtifactSchema, splits: Splits, fold_of: dic
     labels, logits, facts) of its held-out fold."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # every fold model starts where phase1's does
     view = fold_splits(splits, fold_of, fold)
-    model = build_model(cfg, source, splits.class_names)
+    model = build_model(cfg, source, splits.class_names, phase1_adapter(art))
     start = time.perf_counter()
     target = FitTarget(art.crossfit_curve_csv(fold), art.phase_dir("crossfit"), art.cache_dir, val_split=None,
                        stop_epoch=stop_epoch)
@@ -108,6 +108,11 @@ def _fit_fold(cfg: DictConfig, art: ArtifactSchema, splits: Splits, fold_of: dic
              "optimizer_steps": info.get("optimizer_steps"), "trained_epochs": info.get("trained_epochs"),
              "kept_epoch": info["best_epoch"], "held_out": binary_metrics(labels, softmax_probs(logits))}
     return ids, labels, logits, facts
+
+
+def phase1_adapter(art: ArtifactSchema) -> str | None:
+    """The adapter phase1 trained (its model.adapter=auto choice included); None outside lora mode."""
+    return read_json(art.metrics_json("phase1")).get("adapter")
 
 
 def phase1_kept_epoch(art: ArtifactSchema) -> int:

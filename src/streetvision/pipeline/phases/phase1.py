@@ -10,17 +10,22 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import tempfile
+
 import lightning as L
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from streetvision.config import to_plain
+from streetvision.errors import ConfigError
 from streetvision.data.datamodules import LabeledDataModule, LoaderOptions
 from streetvision.data.splits import Splits, files_digest, load_splits
 from streetvision.data.transforms import EvalTransform, train_transform
 from streetvision.eval.logits import write_logits
 from streetvision.metrics.classification import binary_metrics, softmax_probs
 from streetvision.io import atomic_write_json
+from streetvision.models.adapters import ADAPTERS, adapter_ranks
 from streetvision.models.backbones import load_backbone, preprocess_for
 from streetvision.models.classifier import (
     ClassifierSpec,
@@ -60,8 +65,9 @@ def backbone_source(cfg: DictConfig, art: ArtifactSchema, committed: frozenset[s
                               art.explora_backbone_dir, committed, lambda: start_backbone(cfg, art, committed))
 
 
-def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> RoadworkClassifier:
-    """Backbone from ``source`` + head, with the configured fine-tuning mode applied."""
+def build_model(cfg: DictConfig, source: str, class_names: list[str], adapter: str | None = None) -> RoadworkClassifier:
+    """Backbone from ``source`` + head, with the configured fine-tuning mode applied (``adapter``: the PEFT adapter
+    kind in ``lora`` mode, default ``model.adapter``)."""
     backbone = load_backbone(source, seed=cfg.seed).train()  # from_pretrained returns eval mode
     spec = ClassifierSpec(class_names=class_names, head=cfg.model.head, head_hidden=cfg.model.head_hidden,
                           head_dropout=cfg.model.head_dropout, pooling=cfg.model.pooling,
@@ -69,7 +75,7 @@ def build_model(cfg: DictConfig, source: str, class_names: list[str]) -> Roadwor
                           preprocess=preprocess_for(backbone, source).as_dict(), backbone_source=source)
     lora = cfg.model.lora
     return apply_finetune_mode(RoadworkClassifier(backbone, spec), cfg.model.finetune, lora.r, lora.alpha,
-                               lora.dropout, list(lora.target_modules) or None, lora.use_dora)
+                               lora.dropout, list(lora.target_modules) or None, adapter or str(cfg.model.adapter))
 
 
 def train_settings(training: DictConfig) -> TrainSettings:
@@ -78,7 +84,8 @@ def train_settings(training: DictConfig) -> TrainSettings:
         lr=float(training.lr), backbone_lr=float(training.backbone_lr), weight_decay=float(training.weight_decay),
         warmup_fraction=float(training.warmup_fraction), loss=str(training.loss),
         focal_gamma=float(training.focal_gamma), epochs=int(training.epochs),
-        early_stopping_patience=int(training.early_stopping_patience),
+        early_stopping_patience=int(training.early_stopping_patience), optimizer=str(training.optimizer),
+        profit_ref_lr=float(training.profit_ref_lr), profit_ref_steps=int(training.profit_ref_steps),
         trainer=TrainerSettings(grad_accum=int(training.grad_accum), gradient_clip=float(training.gradient_clip),
                                 progress_bar=bool(training.progress_bar)))
 
@@ -165,6 +172,50 @@ def train_model(cfg: DictConfig, model: RoadworkClassifier, splits: Splits, plan
     return dm, train(cfg, model, dm, splits, plan, target)
 
 
+def select_adapter(cfg: DictConfig, source: str, splits: Splits, plan: DevicePlan, cache_dir: Path,
+                   console) -> tuple[str, dict]:
+    """``model.adapter=auto``: each of ``model.adapter_search.candidates`` trains on the train split by this recipe
+    for ``max_steps`` optimizer steps (the best val_select epoch kept, as phase1 keeps it); the candidate with the
+    best val_select MCC (ties: lower val_select loss) wins. Candidates that cannot wrap this backbone are skipped and
+    recorded. Never sees test or val_calib. Returns the winner and every candidate's record."""
+    search = cfg.model.adapter_search
+    candidates = list(dict.fromkeys(str(c) for c in search.candidates))
+    if not candidates:
+        raise ConfigError("model.adapter=auto with an empty model.adapter_search.candidates: nothing to choose from.",
+                          f"list candidates, e.g. model.adapter_search.candidates=[{','.join(ADAPTERS)}].")
+    if len(candidates) == 1:
+        console.print(f"model.adapter=auto with one candidate ({candidates[0]}): no search, it trains as is")
+        return candidates[0], {candidates[0]: {"status": "only candidate"}}
+    brief = OmegaConf.merge(cfg, {"training": {"optimizer_steps": int(search.max_steps)}})
+    records: dict[str, dict] = {}
+    for adapter in candidates:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)  # every candidate starts alike
+        start = time.perf_counter()
+        try:
+            model = build_model(brief, source, splits.class_names, adapter)
+        except ConfigError as exc:
+            records[adapter] = {"status": "skipped", "reason": exc.message}
+            console.print(f"adapter search: {adapter} skipped ({exc.message})")
+            continue
+        with tempfile.TemporaryDirectory(prefix="adapter_search_") as tmp:
+            target = FitTarget(Path(tmp) / "curve.csv", Path(tmp), cache_dir)
+            dm, info = train_model(brief, model, splits, plan, target)
+            logits, labels = predict_logits(model, dm.loader(target.val_split), plan.torch_device)
+        m = binary_metrics(labels, softmax_probs(logits))
+        loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(labels)))
+        records[adapter] = {"status": "ok", "val_select_mcc": float(m["mcc"]), "val_select_loss": loss,
+                            "optimizer_steps": info["optimizer_steps"], "best_epoch": info["best_epoch"],
+                            "seconds": time.perf_counter() - start}
+        console.print(f"adapter search: {adapter} val_select MCC {m['mcc']:.3f} loss {loss:.3f}")
+    ok = {a: r for a, r in records.items() if r["status"] == "ok"}
+    if not ok:
+        raise ConfigError(f"model.adapter=auto: no candidate applies to this backbone ({records}).",
+                          "set model.adapter_search.candidates to adapters that wrap it, e.g. [lora,dora].")
+    best = max(ok, key=lambda a: (ok[a]["val_select_mcc"], -ok[a]["val_select_loss"]))
+    console.print(f"adapter search: {best} kept")
+    return best, records
+
+
 def epoch_budget(training: DictConfig, steps_per_epoch: int) -> int:
     """``training.epochs``, or with ``training.optimizer_steps > 0`` the whole epochs reaching that many optimizer
     steps at ``steps_per_epoch`` (the schedule then has the same length on 135 photos as on 3,200 scenes)."""
@@ -188,12 +239,17 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     splits = load_splits(art.splits_json)
     source = backbone_source(cfg, art, ctx.committed)
-    model = build_model(cfg, source, splits.class_names)
-    trainable, total = trainable_parameters(model)
-    ctx.console.print(f"backbone: {source}  finetune: {cfg.model.finetune}  trainable: {trainable:,} / {total:,} "
-                      f"({100 * trainable / total:.2f}%)")
     plan = resolve_devices(cfg.hardware)
     start = time.perf_counter()
+    adapter, search = str(cfg.model.adapter), None
+    if cfg.model.finetune == "lora" and adapter == "auto":
+        adapter, search = select_adapter(cfg, source, splits, plan, art.cache_dir, ctx.console)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(cfg, source, splits.class_names, adapter)
+    trainable, total = trainable_parameters(model)
+    shown = f" ({adapter})" if cfg.model.finetune == "lora" else ""
+    ctx.console.print(f"backbone: {source}  finetune: {cfg.model.finetune}{shown}  trainable: {trainable:,} / "
+                      f"{total:,} ({100 * trainable / total:.2f}%)")
     checkpointing = Checkpointing.prepare(art.checkpoint_dir("phase1"), ctx.fingerprint, "phase1",
                                           bool(cfg.pipeline.force))
     if checkpointing.resume:
@@ -205,6 +261,7 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
     if global_rank() > 0:
         return PhaseResult(outputs=[])  # externally launched DDP: rank 0 writes everything
 
+    ranks = adapter_ranks(model)  # AdaLoRA: the ranks its allocation kept (before the merge)
     out_dir = art.phase1_model_dir
     outputs = save_classifier(model, out_dir)
     per_split = {}
@@ -216,7 +273,9 @@ def run_phase1(ctx: PhaseContext) -> PhaseResult:
         per_split[split] = binary_metrics(labels, softmax_probs(logits))
     metrics = {
         "splits": per_split, "backbone_source": art.rel(source) if Path(source).exists() else source,
-        "finetune": cfg.model.finetune, "trainable_parameters": trainable, "total_parameters": total,
+        "finetune": cfg.model.finetune, **({"adapter": adapter} if cfg.model.finetune == "lora" else {}),
+        **({"adapter_search": search} if search else {}), **({"adapter_ranks": ranks} if ranks else {}),
+        "trainable_parameters": trainable, "total_parameters": total,
         "trainable_percentage": 100.0 * trainable / total, "train_seconds": train_seconds,
         "train_images": len(splits.rows("train")), **train_info, "config": to_plain(cfg.model),
     }

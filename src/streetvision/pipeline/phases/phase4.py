@@ -15,6 +15,7 @@ from streetvision.data.splits import load_splits
 from streetvision.data.preprocess import Preprocess
 from streetvision.data.transforms import EvalTransform, train_transform
 from streetvision.io import atomic_write_json, replace_dir
+from streetvision.models.adapters import adapter_ranks
 from streetvision.models.backbones import load_backbone, preprocess_for
 from streetvision.models.explora import (
     backbone_outputs,
@@ -57,6 +58,12 @@ def validation_batch(paths: list[Path], pre: Preprocess, n: int) -> torch.Tensor
     return torch.stack([ds[i] for i in range(min(n, len(ds)))])
 
 
+def explora_adapter(cfg: DictConfig) -> str:
+    """The adapter on ExPLoRA's blocks: ``model.adapter``; with ``auto`` (a phase1 selection on labelled val_select,
+    which phase4 has not) LoRA, the paper's."""
+    return "lora" if cfg.model.adapter == "auto" else str(cfg.model.adapter)
+
+
 def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
     """Labelled ExPLoRA and ``data.unlabeled.source=train_split`` read splits.json: then phase4 needs the splits
     phase (added to the plan, recorded among phase4's inputs, so a changed split makes phase4 stale)."""
@@ -67,7 +74,7 @@ def splits_needed(cfg: DictConfig) -> tuple[str, ...]:
 @phase("phase4", "ExPLoRA extended pre-training (PEFT LoRA + unfrozen last block), merge and prove the merge",
        dir="phase4_explora", uses=("pretrain",),
        reads=("hardware", "logging", "pipeline.force", "training.progress_bar"),
-       config_keys=("seed", "model.backbone", "model.init_from_pretrain", "model.explora", "phase4", "data.unlabeled",
+       config_keys=("seed", "model.backbone", "model.init_from_pretrain", "model.explora", "model.adapter", "phase4", "data.unlabeled",
                     "hardware.precision", "training.augment", "training.augment_level_probs", "training.camera",
                     "training.camera_prob", "training.gradient_clip", "data.synthetic.seed", "data.synthetic.image_size"),
        needs_if=splits_needed)
@@ -80,11 +87,12 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     backbone = load_backbone(source, seed=cfg.seed).train()
     pre = preprocess_for(backbone, source)
     loader, paths = _train_data(cfg, art, pre, int(backbone.config.patch_size))
+    adapter = explora_adapter(cfg)
     student = explora_parameterise(backbone, ex.unfrozen_blocks, ex.r, ex.alpha, ex.dropout, str(ex.unfrozen_from),
-                                   bool(ex.train_patch_embeddings), bool(ex.train_norms))
+                                   bool(ex.train_patch_embeddings), bool(ex.train_norms), adapter)
     report = trainable_report(student)
     objective = "supervised" if ex.use_labeled_data else str(ex.objective)
-    ctx.console.print(f"ExPLoRA: {objective} on {len(paths)} images from {source}; trainable "
+    ctx.console.print(f"ExPLoRA ({adapter}): {objective} on {len(paths)} images from {source}; trainable "
                       f"{report['trainable_parameters']:,} / {report['total_parameters']:,} "
                       f"({report['trainable_percentage']:.2f}%)")
     plan = resolve_devices(cfg.hardware)
@@ -93,6 +101,7 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
         return PhaseResult(outputs=[])  # externally launched DDP: rank 0 merges, validates and writes
 
     student = fit.module.student.eval()
+    ranks = adapter_ranks(student)  # AdaLoRA: the ranks its allocation kept
     adapter_dir = art.explora_adapter_dir
     with replace_dir(adapter_dir) as tmp:
         student.save_pretrained(tmp, safe_serialization=True)  # PEFT format, before merging
@@ -103,7 +112,7 @@ def run_phase4(ctx: PhaseContext) -> PhaseResult:
     validation = validate_peft_merge(reference, art.explora_backbone_dir, batch, tolerance)
     ctx.console.print(f"merge validation {validation['status']}: max output diff {validation['max_output_diff']:.2e}")
 
-    metrics = {**report, "objective": objective, "init": art.rel(source) if Path(source).exists() else source,
+    metrics = {**report, "adapter": adapter, **({"adapter_ranks": ranks} if ranks else {}), "objective": objective, "init": art.rel(source) if Path(source).exists() else source,
                **loss_metrics(fit.module.losses), "num_images": len(paths), "labeled": bool(ex.use_labeled_data),
                "max_output_diff": validation["max_output_diff"], "merge_tolerance": tolerance,
                "peft_validation_status": validation["status"], "preprocess": pre.as_dict(), **plan.describe(),

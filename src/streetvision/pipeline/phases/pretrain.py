@@ -25,6 +25,7 @@ from streetvision.data.preprocess import Preprocess
 from streetvision.data.transforms import MultiCropTransform, TrainTransform
 from streetvision.errors import ConfigError, MissingArtifactError
 from streetvision.io import atomic_write_json, replace_dir
+from streetvision.models.adapters import adapter_callbacks
 from streetvision.models.backbones import load_backbone, preprocess_for
 from streetvision.models.checkpoints import Checkpointing
 from streetvision.models.devices import DevicePlan, resolve_devices
@@ -120,7 +121,7 @@ def fit_self_supervised(ctx: PhaseContext, phase_name: str, student: nn.Module, 
     if checkpointing.resume:
         ctx.console.print(f"resuming {phase_name} from {art.rel(checkpointing.resume)}")
     run = art.identity()
-    trainer = make_trainer(plan, settings, [], epochs, art.phase_dir(phase_name), validate=False,
+    trainer = make_trainer(plan, settings, adapter_callbacks(student), epochs, art.phase_dir(phase_name), validate=False,
                            max_steps=int(p.max_steps), checkpointing=checkpointing,
                            loggers=make_loggers(list(cfg.logging.loggers), art.logs_dir, phase_name,
                                                 run["experiment_name"], run["run_id"], cfg.logging.wandb_project))
