@@ -15,6 +15,7 @@ import hashlib
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoConfig, PreTrainedModel
 
 from streetvision.config import CHOICES
@@ -41,13 +42,19 @@ def base_model_class(fam: Family) -> type[PreTrainedModel]:
 
 
 def build_builtin(name: str, seed: int = 0) -> PreTrainedModel:
-    """A randomly initialised backbone of a built-in config (deterministic per seed)."""
+    """A randomly initialised backbone of a built-in config (deterministic per seed). Batch norms start at the
+    identity (weight 1, bias 0): transformers 5.x initialises EfficientNet's as N(0, 0.02), which scales every
+    activation by ~0.02 per layer, so a random EfficientNet-B0 outputs ~1e-30 and never trains."""
     model_type, kwargs = BUILTIN[name]
     fam = family(model_type)
     config = AutoConfig.for_model(model_type, **{**kwargs, **fam.config_overrides})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return base_model_class(fam)(config, **fam.base_kwargs)
+        model = base_model_class(fam)(config, **fam.base_kwargs)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_parameters()
+    return model
 
 
 def from_pretrained(source: str | Path, **kwargs) -> PreTrainedModel:
