@@ -124,7 +124,14 @@ FAMILY_PRESETS = ("vit_tiny", "deit_tiny", "swin_tiny", "siglip_tiny", "convnext
                   "efficientnet_b0")
 RECIPES.update({f"family_{preset}": [*STEPS, "training.augment=validator", f"model={preset}"]
                 for preset in FAMILY_PRESETS})
-DEFAULT_RECIPES = [r for r in RECIPES if not r.startswith("family_")]  # no --recipes: the 8-recipe study
+# The seed's add-ons (benchmarks/addons.py): fine-tuning the shared self-supervised backbone (ssl_synthetic's start)
+# with validator augmentation, by each PEFT adapter (model.finetune=lora), by model.adapter=auto, and fully with
+# AdamW or PROFIT. addon_lora and addon_full_adamw are the baselines of the paired differences.
+ADDON_ADAPTERS = ("lora", "dora", "lokr", "loha", "adalora", "doran", "auto")
+ADDON_BASE = [*STEPS, "training.augment=validator", f"model.backbone={PRETRAINED}"]
+RECIPES.update({f"addon_{a}": [*ADDON_BASE, "model.finetune=lora", f"model.adapter={a}"] for a in ADDON_ADAPTERS})
+RECIPES.update({f"addon_full_{o}": [*ADDON_BASE, f"training.optimizer={o}"] for o in ("adamw", "profit")})
+DEFAULT_RECIPES = [r for r in RECIPES if not r.startswith(("family_", "addon_"))]  # no --recipes: the 8-recipe study
 # recipe -> the recipe whose run directory it starts from (copied) when both run (the same phase1 config).
 SHARES_RUN = {"small_data_crossfit": "steps300"}
 # Every fold-run: the fold's training images through splits -> phase1 -> phase2 -> phase6.

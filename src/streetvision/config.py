@@ -266,8 +266,11 @@ class Phase5Config:
     logits when committed)."""
 
     n_bins: int = 15
-    target_risk: float = 0.02  # error rate allowed among accepted images
-    delta: float = 0.1  # the guarantee holds with probability >= 1 - delta
+    policy: str = "ltt"  # ltt: one confidence threshold, Learn-then-Test (target_risk, delta) | crc_classwise: one
+    # threshold per class by conformal risk control, each class's miss rate <= alpha (metrics/crc.py)
+    target_risk: float = 0.02  # ltt: error rate allowed among accepted images
+    delta: float = 0.1  # ltt: the guarantee holds with probability >= 1 - delta
+    alpha: float = 0.1  # crc_classwise: miss rate allowed per class (its class not in the prediction set)
 
 
 @dataclass
@@ -381,6 +384,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.pooling": ("family", "cls", "mean", "max", "cls_mean", "cls_max"),
     "training.loss": ("ce", "focal"),
     "training.optimizer": ("adamw", "profit"),
+    "phase5.policy": ("ltt", "crc_classwise"),
     "training.augment": ("none", "flip", "validator"),
     # a list, each item checked; applied in this order (data/camera.py)
     "training.camera": ("wide_angle", "vignette", "motion_blur", "low_light", "glare", "compression"),
@@ -401,6 +405,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # (pipeline.runner.config_slice), so a run made before the keys existed stays up to date and exportable.
 ADDED_KEYS: list[dict[str, Any]] = [
     {"training.camera": [], "training.camera_prob": 0.3},
+    {"phase5.policy": "ltt", "phase5.alpha": 0.1},
     {"training.optimizer": "adamw", "training.profit_ref_lr": 1e-2, "training.profit_ref_steps": 1},
     {"model.adapter": "lora", "model.adapter_search": asdict(AdapterSearchConfig())},
 ]
@@ -423,6 +428,7 @@ RANGES: dict[str, str] = {
     "model.lora.r": "[1, inf)",
     "model.adapter_search.max_steps": "[1, inf)",
     "training.profit_ref_lr": "(0, inf)",
+    "phase5.alpha": "(0, 1)",
     "training.profit_ref_steps": "[1, inf)",
     "model.lora.alpha": "(0, inf)",
     "model.lora.dropout": "[0, 1)",

@@ -11,6 +11,7 @@ from streetvision.data.synthetic import write_dataset
 from streetvision.errors import ConfigError, DataError
 from streetvision.eval.evaluate import source_metrics, source_mix_weights
 from streetvision.eval.predictions import from_logits
+from streetvision.metrics.policy import SCRC, Policy
 from streetvision.io import read_json
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.runner import run_pipeline
@@ -88,8 +89,8 @@ def _condition(labels, kinds, correct_kind):
     decided = np.where(right, labels, 1 - labels)
     logits = np.stack([np.zeros(len(labels)), np.where(decided == 1, 3.0, -3.0)], 1)
     n = len(labels)
-    return from_logits(logits, labels, np.full(n, -1), [{}] * n, [f"{i}.png" for i in range(n)], [""] * n, 1.0, 0.5,
-                       None, False)
+    return from_logits(logits, labels, np.full(n, -1), [{}] * n, [f"{i}.png" for i in range(n)], [""] * n,
+                       Policy(SCRC, 1.0, 0.5))
 
 
 def test_per_kind_metrics_and_the_validators_source_mix():

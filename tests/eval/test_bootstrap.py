@@ -10,6 +10,7 @@ from scipy import stats
 from streetvision.eval.bootstrap import BCA, PERCENTILE, bootstrap_intervals
 from streetvision.eval.evaluate import condition_intervals, condition_metrics, interval_names
 from streetvision.eval.predictions import from_logits
+from streetvision.metrics.policy import SCRC, Policy
 
 
 def fixed_sample(n: int, seed: int = 0, positives: int | None = None):
@@ -22,7 +23,8 @@ def fixed_sample(n: int, seed: int = 0, positives: int | None = None):
         labels[:positives] = 1
     logits = np.stack([np.zeros(n), gap], 1)
     return from_logits(logits, labels, np.zeros(n, int), [{}] * n, [f"img_{i}.png" for i in range(n)], [""] * n,
-                       temperature=1.2, decision_threshold=0.45, selective_threshold=0.8, has_selective=True)
+                       Policy(SCRC, temperature=1.2, decision_threshold=0.45, selective_threshold=0.8,
+                              has_selective=True))
 
 
 def take(pred, rows):

@@ -146,14 +146,11 @@ class Predictor:
     def predict_tensor(self, batch: torch.Tensor) -> list[Prediction]:
         """Predictions for a preprocessed batch."""
         probs = softmax_probs(self.logits(batch), self.policy.temperature)
-        decisions, confidence = self.policy.decide(probs)
+        decisions, _ = self.policy.decide(probs)
         scores = validator_score(probs, self.policy.decision_threshold)
-        lam = self.policy.selective_threshold
-        out = []
-        for p, d, s, c in zip(probs, decisions, scores, confidence):
-            accepted = None if not self.policy.has_selective else bool(lam is not None and c >= lam)
-            out.append(Prediction(float(p), int(d), float(s), accepted))
-        return out
+        accepted = self.policy.accepted(probs)
+        return [Prediction(float(p), int(d), float(s), None if accepted is None else bool(accepted[i]))
+                for i, (p, d, s) in enumerate(zip(probs, decisions, scores))]
 
     def predict_batch(self, images: list[Image.Image | str | Path]) -> list[Prediction]:
         """Predictions for a list of images (PIL images or paths)."""

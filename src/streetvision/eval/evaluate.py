@@ -165,9 +165,7 @@ def to_predictions(outputs: dict[str, ConditionOutputs], predictor: Predictor, s
                    image_sha256: list[str]) -> dict[str, ConditionPredictions]:
     """The per-image rows of every condition under the bundle's policy."""
     policy = predictor.policy
-    return {name: from_logits(out.logits, out.labels, out.levels, out.params, sample_ids, image_sha256,
-                              policy.temperature, policy.decision_threshold, policy.selective_threshold,
-                              policy.has_selective)
+    return {name: from_logits(out.logits, out.labels, out.levels, out.params, sample_ids, image_sha256, policy)
             for name, out in outputs.items()}
 
 

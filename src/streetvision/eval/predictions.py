@@ -30,7 +30,7 @@ import numpy as np
 from streetvision.errors import IntegrityError
 from streetvision.metrics.classification import softmax_probs, validator_decisions
 from streetvision.metrics.score import validator_score
-from streetvision.metrics.policy import decided_confidence
+from streetvision.metrics.policy import Policy
 from streetvision.io import atomic_write_csv
 
 PREDICTIONS_CSV = "predictions.csv"
@@ -75,16 +75,12 @@ def subset(pred: ConditionPredictions, mask: np.ndarray) -> ConditionPredictions
 
 
 def from_logits(logits: np.ndarray, labels: np.ndarray, levels: np.ndarray, distortions: list[dict],
-                sample_ids: list[str], image_sha256: list[str], temperature: float, decision_threshold: float,
-                selective_threshold: float | None, has_selective: bool) -> ConditionPredictions:
+                sample_ids: list[str], image_sha256: list[str], policy: Policy) -> ConditionPredictions:
     """A condition's rows from its raw logits and the bundle's policy (as the Predictor applies it)."""
-    probability = softmax_probs(logits, temperature)
-    score = validator_score(probability, decision_threshold)
+    probability = softmax_probs(logits, policy.temperature)
+    score = validator_score(probability, policy.decision_threshold)
     decision = validator_decisions(score).astype(np.int64)
-    accepted = None
-    if has_selective:
-        _, conf = decided_confidence(probability, decision_threshold)
-        accepted = conf >= selective_threshold if selective_threshold is not None else np.zeros(len(labels), bool)
+    accepted = policy.accepted(probability)
     return ConditionPredictions(
         np.arange(len(labels)), list(sample_ids), list(image_sha256), np.asarray(labels, dtype=np.int64),
         np.asarray(levels, dtype=np.int64), [json.dumps(d, sort_keys=True, separators=(",", ":")) for d in distortions],

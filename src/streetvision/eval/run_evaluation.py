@@ -50,7 +50,8 @@ def evaluate_to_dir(bundle_dir: Path, samples: list[tuple[Path, int]], out_dir: 
             "backend": backend, "class_names": list(predictor.index["class_names"]),
             "policy": predictor.policy.policy_type, "decision_threshold": predictor.policy.decision_threshold,
             "temperature": predictor.policy.temperature, "selective_threshold": predictor.policy.selective_threshold,
-            "target_risk": predictor.policy.target_risk, "deploy_prior_roadwork": prior}
+            "target_risk": predictor.policy.target_risk, "class_thresholds": predictor.policy.class_thresholds,
+            "deploy_prior_roadwork": prior}
     paths = write_report(out_dir, predictions, summary, intervals, meta, stream, curves,
                          image_loader(data_root, images))
     return summary, intervals, [out_dir / PREDICTIONS_CSV, *paths]

@@ -4,7 +4,9 @@ probability, and a certified selective threshold). Phase5 reads phase2's file, t
 Predictor and the evaluation read it back: all through :meth:`Policy.from_json`.
 
 The rule, defined once here: P = softmax(logits / T)[roadwork]; roadwork iff P >= decision_threshold; an image
-is accepted (not deferred) iff the probability of the decided class >= selective_threshold.
+is accepted (not deferred) iff the probability of the decided class >= selective_threshold (Learn-then-Test,
+``ltt``), or, with class-wise conformal risk control (``crc_classwise``), iff its prediction set under the per-class
+thresholds is exactly the decided class (metrics/crc.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Policy:
     decision_threshold: float = 0.5
     selective_threshold: float | None = None
     has_selective: bool = False
-    target_risk: float | None = None  # the selective guarantee's target error rate (scrc)
+    target_risk: float | None = None  # the selective guarantee's target error rate (scrc, ltt)
+    class_thresholds: tuple[float, float] | None = None  # crc_classwise: t_k on P(no_roadwork), P(roadwork)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], policy_type: str | None = None) -> Policy:
@@ -47,8 +50,10 @@ class Policy:
         if kind == SCRC:
             p = raw["scrc_params"]
             sel = p.get("selective") or {}
+            classwise = sel.get("class_thresholds")
             return cls(SCRC, float(p["temperature"]), float(p["decision_threshold"]),
-                       sel.get("confidence_threshold"), bool(sel), sel.get("target_risk"))
+                       sel.get("confidence_threshold"), bool(sel), sel.get("target_risk"),
+                       tuple(float(t) for t in classwise) if classwise is not None else None)
         if kind == THRESHOLD:
             return cls(THRESHOLD, 1.0, float(raw["thresholds"]["best"]))
         raise ValueError(f"policy_type is '{kind}'; expected {' or '.join(POLICY_TYPES)}")
@@ -74,6 +79,19 @@ class Policy:
     def decide(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(decisions, probability of the decided class) for calibrated P(roadwork)."""
         return decided_confidence(probs, self.decision_threshold)
+
+    def accepted(self, probs: np.ndarray) -> np.ndarray | None:
+        """Whether each image is accepted (not deferred) for calibrated P(roadwork); None without a selective
+        policy."""
+        if not self.has_selective:
+            return None
+        decisions, confidence = self.decide(probs)
+        if self.class_thresholds is not None:
+            from streetvision.metrics.crc import crc_accepted
+
+            return crc_accepted(probs, decisions, np.asarray(self.class_thresholds))
+        lam = self.selective_threshold
+        return confidence >= lam if lam is not None else np.zeros(len(confidence), dtype=bool)
 
 
 def threshold_split(path: Path) -> str:
