@@ -349,6 +349,44 @@ def table_rows(agg: dict[str, Any], recipes: list[str]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- main
 
 
+def merge(paths: list[Path], recipes: list[str] | None, name: str, n_resamples: int) -> int:
+    """Fold-runs of several results files as one: they must share the photos, the base seed and, for every
+    repeat they share, the fold assignment (so the same fold-run is the same training and test images)."""
+    from streetvision.io import read_json
+
+    docs = [read_json(p) for p in paths]
+    first = docs[0]
+    for path, doc in zip(paths[1:], docs[1:]):
+        same = doc["data"]["photos"] == first["data"]["photos"] and (
+            doc["design"]["seeds"]["base"] == first["design"]["seeds"]["base"]) and (
+            doc["design"]["folds"] == first["design"]["folds"])
+        shared = set(doc["fold_assignment"]) & set(first["fold_assignment"])
+        if not same or any(doc["fold_assignment"][r] != first["fold_assignment"][r] for r in shared):
+            raise SystemExit(f"real_recipe --merge: {path} has other photos, seed or folds than {paths[0]}")
+    rows: dict[tuple, dict[str, Any]] = {}
+    for doc in docs:
+        for row in doc["fold_runs"]:
+            rows.setdefault((row["recipe"], row["repeat"], row["fold"]), row)
+    order = recipes or list(dict.fromkeys(r[0] for r in rows))
+    kept = [r for r in rows.values() if r["recipe"] in order]
+    k = int(first["design"]["folds"])
+    agg = aggregate(kept, order, n_resamples, int(first["design"]["seeds"]["base"]), 1 / (k - 1))
+    design = {**first["design"], "recipes": {r: RECIPES.get(r) for r in order},
+              "repeats": max(int(d["design"]["repeats"]) for d in docs),
+              "merged_from": {p.name: {"measured_at": d["measured_at"], "recipes": sorted(d["design"]["recipes"]),
+                                       "repeats": d["design"]["repeats"]} for p, d in zip(paths, docs)}}
+    atomic_write_json(RESULTS / f"{name}.json", {
+        "benchmark": name, "measured_at": utc_now(), "partial": any(d.get("partial") for d in docs),
+        "notes": first["notes"] + " Merged from several invocations (design.merged_from): fold-runs are paired "
+                 "by (repeat, fold); a recipe run for fewer repeats has fewer fold-runs and is paired on those.",
+        "machine": first["machine"], "versions": first["versions"], "data": first["data"], "design": design,
+        "fold_assignment": {r: a for d in docs for r, a in d["fold_assignment"].items()}, "fold_runs": kept,
+        "aggregate": agg})
+    print_table(table_rows(agg, order))
+    print(f"\nwritten: {RESULTS / f'{name}.json'}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA, help="one folder per class (default: %(default)s)")
@@ -368,7 +406,13 @@ def main() -> int:
                         help="keep every run here (default: a temp dir); rerunning with the same DIR and arguments "
                              "resumes: the pipeline skips the fold-runs it finished (wall_s then excludes them)")
     parser.add_argument("--name", default=None, help="results/<name>.json (default real_recipe[_quick])")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="train nothing: merge the fold-runs of these results files (the same photos, seed and "
+                             "folds; a fold-run in several files is taken from the first) into results/<name>.json, "
+                             "recipes in --recipes order (the first is the paired baseline; default: as found)")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.recipes, args.name or "real_recipe", args.resamples)
     if not (args.data / CLASS_NAMES[0]).is_dir() or not (args.data / CLASS_NAMES[1]).is_dir():
         print(f"real_recipe: no photo set at {args.data} (needs {CLASS_NAMES[0]}/ and {CLASS_NAMES[1]}/ "
               f"sub-folders); nothing to do. Point --data at one.")

@@ -103,7 +103,8 @@ def test_missing_data_exits_zero_with_a_message(real_recipe, tmp_path, monkeypat
 def test_every_recipe_composes_into_a_valid_config(real_recipe, tmp_path):
     """Each recipe's overrides (the shared backbone filled in) on top of the fold-run's pipeline overrides load and
     validate; the self-supervised recipes start from the shared backbone, and only ssl_synthetic_real pre-trains
-    per fold-run (on the train split: never the held-out fold, which is not in the fold-run's data at all)."""
+    per fold-run (on the train split: never the held-out fold, which is not in the fold-run's data at all); the
+    add-on recipes fine-tune the shared backbone too."""
     from streetvision.config import load_config
 
     shared = load_config([f"output_root={tmp_path}", *real_recipe.SHARED_PRETRAIN])
@@ -112,8 +113,43 @@ def test_every_recipe_composes_into_a_valid_config(real_recipe, tmp_path):
         overrides = [o.replace(real_recipe.PRETRAINED, str(tmp_path / "backbone")) for o in recipe]
         cfg = load_config([f"output_root={tmp_path}", f"data.root={tmp_path}", *real_recipe.PIPELINE, *overrides])
         assert cfg.training.optimizer_steps == (0 if name in ("preset", "validator_aug", "cls_mean") else 300), name
-        assert (cfg.model.backbone == str(tmp_path / "backbone")) == name.startswith("ssl_"), name
+        assert (cfg.model.backbone == str(tmp_path / "backbone")) == name.startswith(("ssl_", "addon_")), name
         assert ("pretrain" in cfg.pipeline.phases) == (name == "ssl_synthetic_real"), name
         assert "evaluation" not in cfg.pipeline.phases and "phase6" in cfg.pipeline.phases
         if name == "ssl_synthetic_real":
             assert cfg.pretrain.images.source == "train_split" and cfg.pretrain.objective == "masked"
+
+
+def _results(folds, rows, assignment=None):
+    return {"data": {"photos": 10}, "design": {"folds": folds, "repeats": 1, "seeds": {"base": 0},
+                                               "recipes": {r["recipe"]: [] for r in rows}},
+            "fold_assignment": {"0": assignment or {"a.png": 0}}, "fold_runs": rows, "measured_at": "t",
+            "notes": "n", "machine": {}, "versions": {}, "partial": False}
+
+
+def _row(recipe, fold, value):
+    return {"recipe": recipe, "repeat": 0, "fold": fold, "wall_s": 1.0, "reused_phases": [],
+            **{m: value for m in real_recipe_headline()}, "clean_reward": value, "mix_reward": value}
+
+
+def real_recipe_headline():
+    with benchmark_script("real_recipe") as module:
+        return module.HEADLINE
+
+
+def test_merge_pairs_fold_runs_across_files_and_refuses_other_folds(real_recipe, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(real_recipe, "RESULTS", tmp_path)
+    a = tmp_path / "a.json"
+    b = tmp_path / "b.json"
+    a.write_text(json.dumps(_results(2, [_row("base", 0, 0.5), _row("base", 1, 0.7)])))
+    b.write_text(json.dumps(_results(2, [_row("new", 0, 0.6), _row("new", 1, 0.9), _row("base", 0, 0.0)])))
+    assert real_recipe.merge([a, b], ["base", "new"], "merged", 200) == 0
+    out = json.loads((tmp_path / "merged.json").read_text())
+    assert len(out["fold_runs"]) == 4  # base's fold 0 from the first file, not the duplicate in the second
+    diff = out["aggregate"]["new"]["vs_base"]["mix_mcc"]
+    assert diff["n"] == 2 and abs(diff["mean_diff"] - 0.15) < 1e-9
+    b.write_text(json.dumps(_results(2, [_row("new", 0, 0.6)], assignment={"a.png": 1})))
+    with pytest.raises(SystemExit, match="other photos, seed or folds"):
+        real_recipe.merge([a, b], None, "merged", 200)
