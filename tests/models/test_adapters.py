@@ -16,16 +16,7 @@ from streetvision.models.backbones import build_builtin
 from streetvision.models.classifier import attention_targets
 from streetvision.pipeline.artifacts import ArtifactSchema
 from streetvision.pipeline.runner import run_pipeline
-
-QUIET = Console(quiet=True)
-MICRO = ("model=dinov2_micro", "data.synthetic.n=48", "data.unlabeled.n=32", "phase4.batch_size=16",
-         "training.batch_size=8", "training.progress_bar=false")
-
-
-def run(make_cfg, *overrides, run_id="t"):
-    cfg = make_cfg(*MICRO, *overrides, run_id=run_id)
-    run_pipeline(cfg, QUIET)
-    return ArtifactSchema.from_config(cfg)
+from tests.pipeline.phases.test_phase4 import MICRO, QUIET, run
 
 
 def metrics(art, phase):
@@ -112,7 +103,7 @@ def test_adalora_allocates_ranks_in_phase4_and_phase1(make_cfg):
     assert metrics(art, "phase4")["peft_validation_status"] == "PASS"
 
 
-@pytest.mark.parametrize("adapter", ["dora", "lokr", "doran"])
+@pytest.mark.parametrize("adapter", ["dora", "lokr", "loha", "adalora", "doran"])
 def test_phase1_trains_and_exports_with_each_adapter(make_cfg, adapter):
     art = run(make_cfg, "pipeline.phases=[phase1,phase2,phase5,phase6]", "training.epochs=1", "model.finetune=lora",
               f"model.adapter={adapter}")
