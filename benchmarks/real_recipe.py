@@ -72,7 +72,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_facts, print_table  # noqa: E402
 
-from streetvision.config import DataConfig  # noqa: E402
+from streetvision.config import CHOICES, DataConfig  # noqa: E402
 from streetvision.data.sources import list_folder  # noqa: E402
 from streetvision.data.splits import assign_folds, group_duplicates, quarantine_label_conflicts, scan  # noqa: E402
 from streetvision.io import atomic_write_json  # noqa: E402
@@ -131,6 +131,10 @@ ADDON_ADAPTERS = ("lora", "dora", "lokr", "loha", "adalora", "doran", "auto")
 ADDON_BASE = [*STEPS, "training.augment=validator", f"model.backbone={PRETRAINED}"]
 RECIPES.update({f"addon_{a}": [*ADDON_BASE, "model.finetune=lora", f"model.adapter={a}"] for a in ADDON_ADAPTERS})
 RECIPES.update({f"addon_full_{o}": [*ADDON_BASE, f"training.optimizer={o}"] for o in ("adamw", "profit")})
+# The dashcam camera effects (training.camera, data/camera.py) on the real photos: family_<preset>_camera adds every
+# effect at the default training.camera_prob to that family's recipe (pair it with family_<preset>).
+CAMERA = f"training.camera=[{','.join(CHOICES['training.camera'])}]"
+RECIPES.update({f"family_{preset}_camera": [*RECIPES[f"family_{preset}"], CAMERA] for preset in FAMILY_PRESETS})
 DEFAULT_RECIPES = [r for r in RECIPES if not r.startswith(("family_", "addon_"))]  # no --recipes: the 8-recipe study
 # recipe -> the recipe whose run directory it starts from (copied) when both run (the same phase1 config).
 SHARES_RUN = {"small_data_crossfit": "steps300"}
