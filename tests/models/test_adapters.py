@@ -135,3 +135,29 @@ def test_auto_skips_candidates_that_cannot_wrap_the_backbone(make_cfg):
               "model.adapter_search.max_steps=1")
     m = metrics(art, "phase1")
     assert m["adapter_search"]["adalora"]["status"] == "skipped" and m["adapter"] == "lora"
+
+
+def test_interrupted_adalora_phase1_resumes_its_rank_allocation(make_cfg, monkeypatch):
+    from safetensors.torch import load_file
+
+    from streetvision.models import checkpoints
+
+    args = ("pipeline.phases=[phase1]", "training.epochs=3", "model.finetune=lora", "model.adapter=adalora",
+            "model.lora.r=2")
+    whole = run(make_cfg, *args, run_id="whole")
+    real = checkpoints.EpochCheckpoint.on_train_epoch_end
+
+    def save_then_die(self, trainer, pl_module):
+        real(self, trainer, pl_module)
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.EpochCheckpoint, "on_train_epoch_end", save_then_die)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        run(make_cfg, *args, run_id="cut")
+    monkeypatch.undo()
+    cut = run(make_cfg, *args, run_id="cut")
+    assert metrics(cut, "phase1")["resumed_from"] == "epoch-0001"
+    assert metrics(cut, "phase1")["adapter_ranks"] == metrics(whole, "phase1")["adapter_ranks"]
+    weights = [load_file(art.phase1_model_dir / "backbone" / "model.safetensors") for art in (whole, cut)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

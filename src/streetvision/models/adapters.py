@@ -180,11 +180,24 @@ def adapter_ranks(model: nn.Module) -> dict[str, int]:
 class AdaLoraSchedule(Callback):
     """AdaLoRA's rank allocation inside a Lightning fit: the budget schedule from the trainer's optimizer-step budget
     (``tinit`` / ``tfinal`` as fractions of it), and ``update_and_allocate`` after every optimizer step (gradients
-    are still present then: Lightning zeroes them at the start of the next step)."""
+    are still present then: Lightning zeroes them at the start of the next step). The allocator's sensitivity
+    averages and the rank pattern are callback state, so an epoch checkpoint resumes the allocation where it was."""
+
+    STATE = ("ipt", "exp_avg_ipt", "exp_avg_unc")
 
     def __init__(self, adalora: Any) -> None:
         self.adalora = adalora
         self._last_step = -1
+        self._restored: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        allocator = self.adalora.rankallocator
+        config = self.adalora.peft_config[self.adalora.trainable_adapter_name]
+        return {**{k: {n: t.detach().cpu() for n, t in getattr(allocator, k).items()} for k in self.STATE},
+                "rank_pattern": config.rank_pattern, "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict  # applied in on_fit_start, after the schedule is set (which resets it)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else int(
@@ -195,8 +208,15 @@ class AdaLoraSchedule(Callback):
         config.tfinal = int(ADALORA_TFINAL * config.total_step)
         if config.tinit >= config.total_step - config.tfinal:
             config.tinit, config.tfinal = 0, 0
-        self.adalora.rankallocator.set_total_step(config.total_step)
-        self.adalora.rankallocator.reset_ipt()
+        allocator = self.adalora.rankallocator
+        allocator.set_total_step(config.total_step)
+        allocator.reset_ipt()
+        if self._restored is not None:
+            device = next(pl_module.parameters()).device
+            for key in self.STATE:
+                setattr(allocator, key, {n: t.to(device) for n, t in self._restored[key].items()})
+            config.rank_pattern = self._restored["rank_pattern"]
+            self._last_step = int(self._restored["last_step"])
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
