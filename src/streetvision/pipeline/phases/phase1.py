@@ -1,5 +1,6 @@
-"""Phase 1: supervised training of backbone + head (frozen / LoRA / full), starting from phase4's merged backbone
-when it is committed; writes the model (safetensors), per-split logits, metrics and the learning curve.
+"""Phase 1: supervised training of backbone + head (frozen / a PEFT adapter / full), starting from phase4's merged
+backbone when it is committed; writes the model (safetensors), per-split logits, metrics and the learning curve.
+With ``model.adapter=auto`` it first picks the adapter on val_select (:func:`select_adapter`).
 
 The recipe (:func:`build_model`, :func:`train_model`) is also what the crossfit phase trains on each fold.
 """
@@ -15,6 +16,7 @@ import tempfile
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
 from torch.utils.data import DataLoader, TensorDataset
 
 from streetvision.config import to_plain
@@ -173,7 +175,7 @@ def train_model(cfg: DictConfig, model: RoadworkClassifier, splits: Splits, plan
 
 
 def select_adapter(cfg: DictConfig, source: str, splits: Splits, plan: DevicePlan, cache_dir: Path,
-                   console) -> tuple[str, dict]:
+                   console: Console) -> tuple[str, dict]:
     """``model.adapter=auto``: each of ``model.adapter_search.candidates`` trains on the train split by this recipe
     for ``max_steps`` optimizer steps (the best val_select epoch kept, as phase1 keeps it); the candidate with the
     best val_select MCC (ties: lower val_select loss) wins. Candidates that cannot wrap this backbone are skipped and
