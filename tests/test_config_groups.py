@@ -30,7 +30,8 @@ def test_every_group_option_composes(option, tmp_path):
 
 def test_the_real_cpu_recipe_is_the_measured_family_recipe(tmp_path):
     base = [f"output_root={tmp_path}", "data=folder", "data.root=/data/photos"]
-    # benchmarks/real_recipe.py's family_resnet18, the best exportable recipe of its cross-validation
+    # benchmarks/real_recipe.py's family_efficientnet_b0, the best exportable recipe of its cross-validation
     assert load_config([*base, "recipe=real_cpu"]) == load_config([*base, "training=small_data",
-                                                                   "training.augment=validator", "model=resnet18"])
+                                                                   "training.augment=validator",
+                                                                   "model=efficientnet_b0"])
     assert load_config([*base, "recipe=real_cpu", "training.augment=none"]).training.augment == "none"  # CLI wins
