@@ -1,7 +1,8 @@
 """The import graph of ``src/streetvision`` is layered: a module imports only modules of its own layer or of a
 layer below, and no set of modules imports itself round a cycle. Read from the source with ``ast`` (every import
 counts, including those inside functions; only ``if TYPE_CHECKING:`` blocks are exempt, as they never run), so a
-back-edge cannot hide in a lazy import. The layers are drawn in src/streetvision/ARCHITECTURE.md."""
+back-edge cannot hide in a lazy import; nor may two packages import each other, even through modules that form no
+cycle. The layers are drawn in src/streetvision/ARCHITECTURE.md."""
 
 from __future__ import annotations
 
@@ -145,6 +146,26 @@ def test_no_import_cycle(graph):
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
+def package_edges(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph between packages (``streetvision.<name>``; a top-level module is its own package), lazy
+    imports included; the root package ``streetvision`` (the public API's re-exports) is left out."""
+    def package(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    out: dict[str, set[str]] = {}
+    for m, deps in edges.items():
+        for d in deps:
+            a, b = package(m), package(d)
+            if a != b and "streetvision" not in (a, b):
+                out.setdefault(a, set()).add(b)
+    return out
+
+
+def test_no_two_packages_import_each_other(graph):
+    cycles = find_cycles(package_edges({m: deps for m, (deps, _) in graph.items()}))
+    assert not cycles, "package import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
 def test_lower_layers_stay_free_of_heavy_frameworks(graph):
     bad = [f"{m} imports {pkg}" for m, (_, ext) in sorted(graph.items()) for prefix, banned in FORBIDDEN.items()
            if m == prefix or m.startswith(prefix + ".") for pkg in sorted(ext & set(banned))]
@@ -167,6 +188,10 @@ def test_the_checks_see_a_lazy_upward_import_and_a_cycle(tmp_path):
     ring = {"streetvision.io.a": {"streetvision.io.b"}, "streetvision.io.b": {"streetvision.io.c"},
             "streetvision.io.c": {"streetvision.io.a"}, "streetvision.io": {"streetvision.io.a"}}
     assert find_cycles(ring) == [["streetvision.io.a", "streetvision.io.b", "streetvision.io.c"]]
+    lazy_pair = {"streetvision.metrics.x": {"streetvision.validator.y"}, "streetvision.validator.z":
+                 {"streetvision.metrics.w"}}  # no module cycle, but the two packages import each other
+    assert find_cycles(lazy_pair) == []
+    assert find_cycles(package_edges(lazy_pair)) == [["streetvision.metrics", "streetvision.validator"]]
 
 
 def test_architecture_page_lists_every_layer_and_phase():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streetvision.validator.reward import reward_from_metrics
+from streetvision.metrics.reward import reward_from_metrics
 
 VALIDATOR_ROUNDING = 0.5
 

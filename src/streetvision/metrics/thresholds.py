@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streetvision.errors import ConfigError
-from streetvision.validator.reward import reward_from_metrics
+from streetvision.metrics.reward import reward_from_metrics
 
 SELECTION_METRICS = ("mcc", "validator_reward", "fnr_constrained")
 

@@ -18,19 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streetvision.metrics.reward import CURVE_EXPONENT, reward_from_metrics
+
+__all__ = ["ACCURACY_WINDOW", "CURVE_EXPONENT", "HISTORY", "MCC_WINDOW", "NO_ANSWER", "RewardTracker", "penalty",
+           "reward_from_metrics", "window_metrics"]  # the formula itself lives in metrics.reward
+
 HISTORY = 100
 MCC_WINDOW = 100
 ACCURACY_WINDOW = 10
-CURVE_EXPONENT = 3.0
 NO_ANSWER = -1.0
-
-
-def reward_from_metrics(mcc: np.ndarray | float, accuracy: np.ndarray | float) -> np.ndarray | float:
-    """The reward at long-run MCC (clipped at 0) and accuracy: (0.5 MCC + 0.5 accuracy) ** 3.
-
-    Per step the validator uses MCC over the last 100 and accuracy over the last 10 answers
-    (:class:`RewardTracker`); :mod:`streetvision.validator.stream` gives the distribution of that payment."""
-    return (0.5 * np.maximum(mcc, 0.0) + 0.5 * np.asarray(accuracy, dtype=np.float64)) ** CURVE_EXPONENT
 
 
 def penalty(answer: float) -> float:
