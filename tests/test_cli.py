@@ -72,3 +72,25 @@ def test_verbose_restores_third_party_output(tmp_path):
     proc = cli("--verbose", "run", *TINY_RUN, "pipeline.phases=[phase1]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GPU available" in proc.stdout + proc.stderr
+
+
+def test_every_option_of_every_command_has_help_and_the_command_list_appears_once():
+    import argparse
+
+    from streetvision.cli import build_parser
+
+    parser = build_parser()
+    missing = []
+
+    def walk(p: argparse.ArgumentParser, path: str) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    walk(child, f"{path} {name}")
+            elif not action.help:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(parser, "streetvision")
+    assert not missing, "options without help: " + ", ".join(missing)
+    text = parser.format_help()
+    assert text.count("rerun phase 6") == 1 and "verify" in text

@@ -317,33 +317,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    parser = argparse.ArgumentParser(prog="streetvision", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="streetvision", description="Train, check and serve roadwork classifiers "
+                                     "for NATIX StreetVision (subnet 72). `streetvision COMMAND --help` for a "
+                                     "command's options.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (or set STREETVISION_DEBUG=1)")
     parser.add_argument("--verbose", action="store_true",
                         help="show third-party output (Lightning banners and tips, library warnings, progress bars)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run pipeline phases; overrides use Hydra syntax, e.g. "
                                      "pipeline.phases=[phase1,phase2]")
-    run.add_argument("overrides", nargs="*")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (streetvision config "
+                     "prints the resolved config)")
     run.set_defaults(func=cmd_run)
 
     cfg = sub.add_parser("config", help="print the resolved config")
-    cfg.add_argument("overrides", nargs="*")
+    cfg.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides to resolve")
     cfg.set_defaults(func=cmd_config)
 
     verify = sub.add_parser("verify", help="check a bundle: schema, checksums, loading, probe outputs")
-    verify.add_argument("bundle")
+    verify.add_argument("bundle", help="a bundle directory (a run's export/bundle)")
     verify.set_defaults(func=cmd_verify)
 
     predict = sub.add_parser("predict", help="score images (files or folders, recursive) with a bundle")
-    predict.add_argument("bundle")
-    predict.add_argument("paths", nargs="+")
+    predict.add_argument("bundle", help="a bundle directory (a run's export/bundle)")
+    predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--out", help="output file (default: stdout)")
-    predict.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    predict.add_argument("--backend", choices=["torch", "onnx"], default="torch")
-    predict.add_argument("--batch-size", type=positive_int, default=32)
+    predict.add_argument("--format", choices=["csv", "jsonl"], default="csv", help="output format (default csv)")
+    predict.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                         help="PyTorch or the bundle's ONNX model on ONNX Runtime (default torch)")
+    predict.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (default 32)")
     predict.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     predict.add_argument("--workers", type=non_negative_int, default=None,
                          help="decoding processes (default: one per core but one, at most 8; 0: decode here)")
@@ -352,31 +355,33 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a bundle: clean + validator conditions, CIs, HTML report")
-    evaluate.add_argument("bundle")
+    evaluate.add_argument("bundle", help="a bundle directory (a run's export/bundle)")
     evaluate.add_argument("--run", help="use this run directory's test split")
     evaluate.add_argument("--folder", help="one sub-folder per class")
     evaluate.add_argument("--csv", help="path,label manifest")
     evaluate.add_argument("--synthetic", type=positive_int, help="generate N synthetic scenes")
-    evaluate.add_argument("--domain", default="source")
-    evaluate.add_argument("--out", default="evaluation")
-    evaluate.add_argument("--resamples", type=positive_int, default=1000)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    evaluate.add_argument("--domain", default="source", help="with --synthetic: source or target scenes")
+    evaluate.add_argument("--out", default="evaluation", help="output folder (default: evaluation)")
+    evaluate.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seeds the validator challenges and the bootstrap")
+    evaluate.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                          help="PyTorch or the bundle's ONNX model (default torch)")
     evaluate.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     evaluate.set_defaults(func=cmd_evaluate)
 
     simulate = sub.add_parser("simulate", help="replay a validator stream over a labelled folder: per-step reward "
                                                "distribution (labels 50/50, challenge levels as published)")
-    simulate.add_argument("bundle")
+    simulate.add_argument("bundle", help="a bundle directory (a run's export/bundle)")
     simulate.add_argument("--folder", required=True, help="one sub-folder per class (real photos)")
     simulate.add_argument("--generated", help="a second folder, of generated images (one sub-folder per class): "
                                               "each challenge then draws one with probability --fake-prob")
     simulate.add_argument("--fake-prob", type=probability, default=0.5,
                           help="P(generated image) per challenge (validator: 0.5)")
     simulate.add_argument("--n", type=stream_steps, default=1000, help="challenges to replay (default 1000)")
-    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--seed", type=int, default=0, help="seeds the stream's draws and challenges")
     simulate.add_argument("--prior", type=float, default=0.5, help="P(roadwork) of the stream (validator: 0.5)")
-    simulate.add_argument("--backend", choices=["torch", "onnx"], default="torch")
+    simulate.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                          help="PyTorch or the bundle's ONNX model (default torch)")
     simulate.add_argument("--out", help="folder for stream_summary.json and stream_steps.csv")
     simulate.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     simulate.set_defaults(func=cmd_simulate)
@@ -386,14 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("a", help="evaluation directory (with predictions.csv) or run directory of model A")
     comp.add_argument("b", help="evaluation directory or run directory of model B")
     comp.add_argument("--out", required=True, help="folder for comparison.json and report.html")
-    comp.add_argument("--resamples", type=positive_int, default=1000)
-    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    comp.add_argument("--seed", type=int, default=0, help="seeds the bootstrap")
     comp.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     comp.set_defaults(func=cmd_compare)
 
     export = sub.add_parser("export", help="rerun phase 6 (the bundle) for RUN_DIR")
-    export.add_argument("run_dir")
-    export.add_argument("overrides", nargs="*")
+    export.add_argument("run_dir", help="a run directory")
+    export.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for phase 6")
     export.add_argument("--format", choices=["bundle", "hf"], default="bundle",
                         help="hf: also write the Hugging Face folder the NATIX miner serves (needs --out)")
     export.add_argument("--out", help="output folder for --format hf")
@@ -417,11 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data utilities")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     synth = data_sub.add_parser("synth", help="write synthetic street scenes as a folder dataset + manifest.csv")
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--n", type=positive_int, default=400)
-    synth.add_argument("--domain", default="source")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=positive_int, default=224)
+    synth.add_argument("--out", required=True, help="a new folder for the dataset")
+    synth.add_argument("--n", type=positive_int, default=400, help="scenes to write (default 400)")
+    synth.add_argument("--domain", default="source",
+                       help="source (daylight, standard camera) or target (night / fog, wide-angle)")
+    synth.add_argument("--seed", type=int, default=0, help="scene seed")
+    synth.add_argument("--size", type=positive_int, default=224, help="image side in pixels (default 224)")
     synth.add_argument("--unlabeled", action="store_true", help="flat folder, no class sub-folders")
     synth.add_argument("--force", action="store_true", help="replace a previous output of this command there")
     synth.set_defaults(func=cmd_data_synth)
