@@ -21,6 +21,7 @@ backbone, so it is not applied (the SVD parameterisation and the budget schedule
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -40,11 +41,9 @@ ADALORA_INIT_FACTOR = 1.5  # AdaLoRA starts at ceil(1.5 r) per layer and prunes 
 ADALORA_TINIT, ADALORA_TFINAL = 0.1, 0.3  # fractions of the steps: warm-up without pruning, final fixed-rank phase
 
 
+@functools.cache
 def _doran_classes() -> tuple[type, type]:
-    """DoranLinear (the PEFT layer) and its variant, built on first use: peft takes seconds to import."""
-    global _DORAN
-    if _DORAN is not None:
-        return _DORAN
+    """DoranLinear (the PEFT layer) and its layer, built once on first use: peft takes seconds to import."""
     from peft.tuners.lora.dora import DoraLinearLayer
     from peft.tuners.lora.layer import Linear as LoraLinear
     from peft.tuners.lora.variants import DoraLinearVariant
@@ -95,11 +94,7 @@ def _doran_classes() -> tuple[type, type]:
         def lora_variants(self):
             return {**super().lora_variants, ("use_dora",): DoranLinearVariant}
 
-    _DORAN = (DoranLinear, DoranLinearLayer)
-    return _DORAN
-
-
-_DORAN: tuple[type, type] | None = None
+    return DoranLinear, DoranLinearLayer
 
 
 def peft_config(adapter: str, r: int, alpha: float, dropout: float, target_modules: list[str] | str,
@@ -138,16 +133,22 @@ def wrap(backbone: nn.Module, adapter: str, r: int, alpha: float, dropout: float
         convs = sorted({type(m).__name__ for n, m in backbone.named_modules()
                         if _targeted(n, target_modules) and not isinstance(m, nn.Linear)})
         if convs:
-            raise ConfigError(
-                f"model.adapter={adapter} wraps linear layers only, but the adapter targets of this {family} backbone "
-                f"include {', '.join(convs)} layers. Adapters that also wrap convolutions: lora, dora, lokr, loha.",
-                "choose one of those, or set model.lora.target_modules to linear layers.")
+            raise linear_only_error(adapter, f"this {family} backbone", f"include {', '.join(convs)} layers")
     try:
         return get_peft_model(backbone, peft_config(adapter, r, alpha, dropout, target_modules, modules_to_save))
     except (ValueError, TypeError, RuntimeError) as exc:
         raise ConfigError(f"model.adapter={adapter} cannot apply to this {family} backbone: {exc}. Valid "
                           f"adapters: {', '.join(ADAPTERS)}.",
                           "choose another adapter, or set model.lora.target_modules.") from exc
+
+
+def linear_only_error(adapter: str, backbone: str, found: str) -> ConfigError:
+    """The one paragraph for a linear-only adapter (LINEAR_ONLY) whose targets on ``backbone`` are not linear."""
+    others = ", ".join(a for a in ADAPTERS if a not in LINEAR_ONLY)
+    return ConfigError(f"model.adapter={adapter} wraps linear layers only, but the adapter targets of {backbone} "
+                       f"{found}. Adapters that also wrap convolutions: {others} (model.adapter=auto skips the ones "
+                       f"that do not apply).", "choose one of those, set model.lora.target_modules to linear layers, "
+                       "or set model.finetune=full.")
 
 
 def _targeted(name: str, target_modules: list[str] | str) -> bool:

@@ -226,17 +226,13 @@ def check_backbone(cfg: DictConfig) -> None:
 def check_adapter(cfg: DictConfig, fam: Family) -> None:
     """Before any work: the adapter a training phase would put on the backbone can wrap its layers (AdaLoRA and
     DoRAN wrap linear layers only; ResNet's and EfficientNet's adapter targets are convolutions)."""
-    from streetvision.models.adapters import ADAPTERS, LINEAR_ONLY
+    from streetvision.models.adapters import LINEAR_ONLY, linear_only_error
 
     adapter = str(cfg.model.adapter)
     adapts = ("phase4" in cfg.pipeline.phases or (cfg.model.finetune == "lora" and any(
         p in cfg.pipeline.phases for p in ("phase1", "crossfit"))))
     if adapts and adapter in LINEAR_ONLY and fam.conv_targets and not list(cfg.model.lora.target_modules):
-        raise ConfigError(
-            f"model.adapter={adapter} wraps linear layers only, but the adapter targets of the {fam.model_type} "
-            f"backbone '{cfg.model.backbone}' are convolutions. Adapters that wrap convolutions: "
-            f"{', '.join(a for a in ADAPTERS if a not in LINEAR_ONLY)} (or model.adapter=auto, which skips the ones "
-            f"that do not apply).", "choose one of those, or set model.finetune=full.")
+        raise linear_only_error(adapter, f"the {fam.model_type} backbone '{cfg.model.backbone}'", "are convolutions")
 
 
 def prepare_run_dir(cfg: DictConfig, artifacts: ArtifactSchema) -> None:
